@@ -1,0 +1,38 @@
+"""The app factory: ``create_app(settings)`` wires everything; nothing runs at import."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from service.context import ServiceContext
+from service.settings import Settings
+
+MAX_BODY_BYTES = 1024 * 1024  # API.md: request bodies are limited to 1 MiB
+
+
+def create_app(settings: Settings | None = None, *, context: ServiceContext | None = None) -> Flask:
+    """Build the Flask app from settings (read from ``IDV_*`` when omitted)."""
+    from service.http import errors, openapi, ops, subjects
+
+    if context is None:
+        context = ServiceContext.build(settings or Settings.from_env())
+    app = Flask("idv")
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["idv"] = context
+    logging.getLogger("idv").setLevel(context.settings.log_level)
+
+    errors.register_error_handlers(app)
+    ops.install_metrics(app)
+    for blueprint in (ops.bp, openapi.bp, subjects.bp):
+        app.register_blueprint(blueprint)
+
+    @app.after_request
+    def _headers(response):  # type: ignore[no-untyped-def]
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    return app

@@ -1,0 +1,189 @@
+"""The ``idv`` command: serve, db upgrade, clients, policy and keys.
+
+A bad setting or policy file stops the command with one line naming the culprit (exit 2),
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+import click
+
+from service.crypto.keyring import KeyRingError, load_key_ring
+from service.domain.errors import ConfigError, IdvError, PolicyError
+from service.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def prepare(settings: Settings) -> None:
+    """Make the service ready to start: key ring present; schema created (SQLite) or checked."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from service.domain.policy import load_policy
+    from service.storage.db import alembic_config, make_engine, upgrade
+
+    load_policy(settings.policy_file)
+    load_key_ring(settings.key_file, settings.keys_json, create=True)
+    engine = make_engine(settings.database_url)
+    try:
+        if settings.is_sqlite:
+            upgrade(engine)
+            return
+        head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+        if current != head:
+            raise ConfigError(
+                "IDV_DATABASE_URL",
+                f"schema is at {current}, not {head}: run `idv db upgrade` first",
+            )
+    finally:
+        engine.dispose()
+
+
+@click.group()
+def cli() -> None:
+    """idv: identity verification and step-up authentication."""
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--workers",
+    default=None,
+    type=int,
+    help="Processes (default 1 with in-process limits, 2 with IDV_REDIS_URL).",
+)
+@click.option("--threads", default=8, show_default=True, type=int)
+def serve(host: str, port: int, workers: int | None, threads: int) -> None:
+    """Serve the API with gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    from service.app import create_app
+
+    settings = _settings()
+    prepare(settings)
+    if workers is None:
+        workers = 2 if settings.redis_url else 1
+
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("timeout", 30)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("limit_request_line", 8190)
+
+        def load(self):  # type: ignore[no-untyped-def]
+            return create_app(settings)
+
+    click.echo(
+        f"idv serving on http://{host}:{port} ({workers} worker(s), {threads} threads)", err=True
+    )
+    _Server().run()
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the schema (run this for PostgreSQL deployments)."""
+    from service.storage.db import make_engine, upgrade
+
+    engine = make_engine(_settings().database_url)
+    upgrade(engine)
+    engine.dispose()
+    click.echo("schema is up to date")
+
+
+@cli.group()
+def clients() -> None:
+    """API clients (tenants)."""
+
+
+def _context():  # type: ignore[no-untyped-def]
+    from service.context import ServiceContext
+
+    settings = _settings()
+    prepare(settings)
+    return ServiceContext.build(settings)
+
+
+@clients.command("create")
+@click.argument("name")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(["verify", "carrier", "admin"]),
+    help="Repeat for several scopes (default: verify).",
+)
+@click.option("--expires-in-days", type=click.IntRange(1, 3650), default=None)
+def clients_create(name: str, scopes: tuple[str, ...], expires_in_days: int | None) -> None:
+    """Create a client; its API key is the last line of output, shown only this once."""
+    from service.usecases.clients import create_client
+
+    ctx = _context()
+    expires = ctx.clock() + timedelta(days=expires_in_days) if expires_in_days else None
+    client, key = create_client(ctx, name, list(scopes) or ["verify"], expires)
+    click.echo(f"client_id: {client.id}")
+    click.echo(f"scopes: {' '.join(client.scopes)}")
+    click.echo("api key (shown once, stored hashed):")
+    click.echo(key)
+
+
+@clients.command("list")
+def clients_list() -> None:
+    """List clients (never their keys)."""
+    from service.storage import clients as store
+
+    ctx = _context()
+    with ctx.engine.connect() as conn:
+        for c in store.all_clients(conn):
+            state = "revoked" if c.revoked_at else "active"
+            used = c.last_used_at.isoformat() if c.last_used_at else "never"
+            click.echo(f"{c.id}\t{c.name}\t{','.join(c.scopes)}\t{state}\tlast used {used}")
+
+
+@clients.command("revoke")
+@click.argument("client_id")
+def clients_revoke(client_id: str) -> None:
+    """Revoke a client's API key at once, on every instance."""
+    from service.storage import audit
+    from service.storage import clients as store
+
+    ctx = _context()
+    now = ctx.clock()
+    with ctx.engine.begin() as conn:
+        if not store.revoke(conn, client_id, now):
+            raise click.ClickException(f"no live client {client_id}")
+        audit.append(
+            conn, event="client.revoked", outcome="ok", now=now, client_id=client_id, operator="cli"
+        )
+    click.echo(f"revoked {client_id}")
+
+
+def main() -> None:
+    """Entry point of the ``idv`` console script."""
+    try:
+        cli(standalone_mode=True)
+    except (ConfigError, PolicyError, KeyRingError, IdvError) as exc:
+        click.echo(f"idv: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""What a running idv holds: settings, database, keys, policy and the factor machinery.
+
+Built once by ``create_app`` (or the CLI); the use cases receive it explicitly.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from service.crypto.keyring import KeyRing, load_key_ring
+from service.domain.clock import utcnow
+from service.domain.policy import Policy, load_policy
+from service.factors.knowledge import KnowledgeHasher
+from service.factors.sms import SmsSender, sender_from_spec
+from service.settings import Settings
+from service.storage.db import make_engine
+
+
+@dataclass
+class ServiceContext:
+    """The wired service; one per process (per app in tests)."""
+
+    settings: Settings
+    engine: Engine
+    keys: KeyRing
+    policy: Policy
+    hasher: KnowledgeHasher
+    sms: SmsSender
+    clock: Callable[[], datetime] = utcnow
+    # Bounded argon2 concurrency: a flood of PIN guesses cannot starve other proofs.
+    argon2_slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(4)
+    )
+
+    @classmethod
+    def build(cls, settings: Settings, *, create_keys: bool = True) -> ServiceContext:
+        """Wire everything from settings: engine, key ring, policy, hasher, SMS sender."""
+        return cls(
+            settings=settings,
+            engine=make_engine(settings.database_url),
+            keys=load_key_ring(settings.key_file, settings.keys_json, create=create_keys),
+            policy=load_policy(settings.policy_file),
+            hasher=KnowledgeHasher(
+                time_cost=settings.argon2_time_cost,
+                memory_cost_kib=settings.argon2_memory_kib,
+                parallelism=settings.argon2_parallelism,
+            ),
+            sms=sender_from_spec(settings.sms_sender),
+            argon2_slots=threading.BoundedSemaphore(settings.argon2_concurrency),
+        )

@@ -1,0 +1,123 @@
+"""Signed assertions: the JWT a satisfied verification yields (API.md, Assertions).
+
+RFC 8725: explicit algorithm list, explicit ``typ``, ``kid`` in the header, ``iss``/``aud``/
+``exp`` always checked. RFC 8176: ``amr`` values. RFC 7517: the JWKS publishes current and
+previous public keys.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+
+from service.crypto.keyring import KeyRing, SigningKey
+from service.domain.errors import StepUpRequired
+
+TYP = "idv-assertion+jwt"
+ALGORITHMS = ("ES256", "EdDSA")
+# RFC 8176 §2: sms, otp (TOTP), swk (a key held in software by the user's app), pin.
+AMR = {"sms": "sms", "totp": "otp", "device": "swk", "knowledge": "pin"}
+
+
+def amr_for(factors: Iterable[str]) -> list[str]:
+    """The ``amr`` claim for the factors that satisfied a verification (``mfa`` for two+)."""
+    values = sorted({AMR[f] for f in factors})
+    return values + ["mfa"] if len(values) > 1 else values
+
+
+def issue(
+    keys: KeyRing,
+    *,
+    issuer: str,
+    audience: str,
+    subject: str,
+    action: str,
+    acr: str,
+    factors: Sequence[str],
+    auth_time: datetime,
+    now: datetime,
+    ttl: int,
+    jti: str,
+) -> str:
+    """Sign an assertion with the active signing key."""
+    key = keys.active_signing_key
+    iat = int(now.timestamp())
+    claims = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        "action": action,
+        "acr": acr,
+        "amr": amr_for(factors),
+        "auth_time": int(auth_time.timestamp()),
+        "iat": iat,
+        "exp": iat + min(ttl, 300),
+        "jti": jti,
+    }
+    return jwt.encode(
+        claims, key.private_key(), algorithm=key.alg, headers={"kid": key.kid, "typ": TYP}
+    )
+
+
+def public_jwk(key: SigningKey) -> dict[str, Any]:
+    """The public JWK of a signing key, with ``kid``, ``alg`` and ``use``."""
+    public = key.private_key().public_key()
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        jwk = json.loads(ECAlgorithm.to_jwk(public))
+    else:
+        jwk = json.loads(OKPAlgorithm.to_jwk(public))
+    jwk.update({"kid": key.kid, "alg": key.alg, "use": "sig"})
+    return jwk
+
+
+def jwks(keys: KeyRing) -> dict[str, list[dict[str, Any]]]:
+    """RFC 7517 key set: every key still listed in the key ring (current and previous)."""
+    return {"keys": [public_jwk(k) for k in keys.signing_keys]}
+
+
+def verify(
+    keys: KeyRing,
+    token: str,
+    *,
+    issuer: str,
+    audience: str,
+    subject: str,
+    action: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """Check an assertion handed back to idv; raise ``StepUpRequired`` when it does not hold.
+
+    Checks signature (explicit algorithms, ``kid`` known), ``typ``, ``iss``, ``aud``, ``exp``,
+    ``sub`` and ``action`` (RFC 8725 §3.1, §3.8, §3.11). Single use is the caller's job.
+    """
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise StepUpRequired(f"a valid {action} assertion is required") from None
+    by_kid = {k.kid: k for k in keys.signing_keys}
+    key = by_kid.get(header.get("kid", ""))
+    if key is None or header.get("typ") != TYP or header.get("alg") != key.alg:
+        raise StepUpRequired(f"a valid {action} assertion is required")
+    try:
+        claims = jwt.decode(
+            token,
+            key.private_key().public_key(),
+            algorithms=[key.alg],
+            audience=audience,
+            issuer=issuer,
+            options={"require": ["exp", "iat", "jti", "sub", "aud", "iss"], "verify_iat": False},
+            leeway=0,
+        )
+    except jwt.PyJWTError:
+        raise StepUpRequired(f"a valid, unexpired {action} assertion is required") from None
+    if claims["exp"] <= now.timestamp():
+        raise StepUpRequired(f"the {action} assertion has expired")
+    if claims.get("sub") != subject or claims.get("action") != action:
+        raise StepUpRequired(f"the assertion is not for {action} on this subject")
+    return claims

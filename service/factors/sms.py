@@ -1,0 +1,177 @@
+"""SMS one-time codes (NIST SP 800-63B out-of-band, a *restricted* authenticator) and senders.
+
+Code generation and checking are pure. The senders are the only I/O here: a development file
+sink, an HTTP webhook to an SMS gateway, and a null sender. No sender ever puts the code in an
+exception message or a log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import secrets
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+from typing import Protocol
+
+CODE_DIGITS = 6  # NIST SP 800-63B §3.1.3.1 (out-of-band): at least 6 digits
+CODE_TTL_SECONDS = 300  # NIST SP 800-63B: at most 10 minutes; ASVS 6.5.5
+
+_DIGEST_CONTEXT = b"idv-sms-code-v1\x00"
+
+
+class SmsDeliveryError(Exception):
+    """The SMS gateway did not accept the message. The message never contains the code."""
+
+
+def new_code() -> str:
+    """Return a fresh uniformly random code of six digits, zero-padded."""
+    return str(secrets.randbelow(10**CODE_DIGITS)).zfill(CODE_DIGITS)
+
+
+def _is_well_formed(code: object) -> bool:
+    return isinstance(code, str) and len(code) == CODE_DIGITS and code.isascii() and code.isdigit()
+
+
+def code_digest(key: bytes, verification_id: str, code: str) -> str:
+    """Return the hex HMAC-SHA256 of ``code`` bound to ``verification_id``.
+
+    ASVS 6.5.2: a code of under 112 bits is stored hashed; ASVS 6.6.2: it is bound to the
+    request it was issued for, so a code for one verification never proves another.
+    """
+    # The code has a fixed length and comes last, so the concatenation is unambiguous.
+    message = _DIGEST_CONTEXT + verification_id.encode("utf-8") + b"\x00" + code.encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def code_matches(key: bytes, verification_id: str, code: str, digest: str) -> bool:
+    """Return whether ``code`` is the one ``digest`` was made from, in constant time.
+
+    Malformed codes (not exactly six ASCII digits) and malformed digests are simply False.
+    """
+    if not _is_well_formed(code) or not isinstance(digest, str) or not digest.isascii():
+        return False
+    expected = code_digest(key, verification_id, code)
+    return hmac.compare_digest(expected.encode("ascii"), digest.encode("ascii"))
+
+
+def message_text(code: str) -> str:
+    """Return the SMS body: the code, its lifetime and a warning never to share it (NIST)."""
+    minutes = CODE_TTL_SECONDS // 60
+    return (
+        f"Your idv verification code is {code}. It expires in {minutes} minutes. "
+        "Never share it: idv staff will never ask for it."
+    )
+
+
+class SmsSender(Protocol):
+    """Something that delivers a text message to a phone number."""
+
+    def send(self, to: str, code: str, text: str) -> None:
+        """Deliver ``text`` (which contains ``code``) to the E.164 number ``to``."""
+
+
+class NullSender:
+    """A sender that drops every message: used when no sender is configured."""
+
+    def send(self, to: str, code: str, text: str) -> None:
+        """Do nothing."""
+
+
+class FileSender:
+    """Development sender: appends one JSON line per message to a file."""
+
+    def __init__(self, path: str) -> None:
+        """Remember ``path``; its parent directory is created on the first send."""
+        self.path = path
+        self._lock = threading.Lock()
+
+    def send(self, to: str, code: str, text: str) -> None:
+        """Append ``{"to", "code", "text", "sent_at"}`` as one JSON line (sent_at RFC 3339 UTC)."""
+        sent_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        line = json.dumps({"to": to, "code": code, "text": text, "sent_at": sent_at})
+        with self._lock:
+            parent = os.path.dirname(self.path)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            # Opened in append mode each time so log rotation or deletion is picked up.
+            with open(self.path, "a", encoding="utf-8") as sink:
+                sink.write(line + "\n")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: the code must go to the configured gateway and nowhere else."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        """Return None, so a 3xx answer surfaces as an HTTPError instead of being followed."""
+        return None
+
+
+def _check_http_url(url: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("SMS webhook URL must be an absolute http:// or https:// URL")
+
+
+class WebhookSender:
+    """Sender that POSTs ``{"to", "code", "text"}`` as JSON to an SMS gateway, once."""
+
+    def __init__(self, url: str, timeout: float = 3.0) -> None:
+        """Check that ``url`` is http(s) and remember it with the request ``timeout`` (seconds)."""
+        _check_http_url(url)
+        self.url = url
+        self.timeout = timeout
+        self._opener = urllib.request.build_opener(_NoRedirect())
+
+    def send(self, to: str, code: str, text: str) -> None:
+        """POST the message; raise SmsDeliveryError on a network error, timeout or non-2xx.
+
+        No retry: a slow gateway may already have delivered the message, so the caller
+        decides whether to issue a new code. Errors never carry the code or the URL.
+        """
+        body = json.dumps({"to": to, "code": code, "text": text}).encode("utf-8")
+        # The scheme was checked to be http(s) in __init__ (no file: or custom schemes).
+        request = urllib.request.Request(  # noqa: S310
+            self.url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                status = response.status
+                response.read()
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            exc.close()
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError, timeouts
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            if isinstance(reason, BaseException):
+                reason = type(reason).__name__
+            raise SmsDeliveryError(f"SMS webhook unreachable: {reason}") from None
+        if not 200 <= status < 300:
+            raise SmsDeliveryError(f"SMS webhook answered HTTP {status}")
+
+
+def sender_from_spec(spec: str | None) -> SmsSender:
+    """Build the sender an ``IDV_SMS_SENDER`` value names.
+
+    ``None`` or ``""`` → NullSender; ``file:PATH`` → FileSender; ``webhook:URL`` (http or https)
+    → WebhookSender. Anything else raises ValueError.
+    """
+    if not spec:
+        return NullSender()
+    kind, sep, rest = spec.partition(":")
+    if sep and kind == "file":
+        if not rest:
+            raise ValueError("IDV_SMS_SENDER 'file:' needs a path, e.g. file:/tmp/idv-sms.jsonl")
+        return FileSender(rest)
+    if sep and kind == "webhook":
+        return WebhookSender(rest)
+    raise ValueError("IDV_SMS_SENDER must be empty, 'file:PATH' or 'webhook:http(s)://...'")

@@ -1,0 +1,33 @@
+"""Bearer authentication and scopes for ``/v1`` routes."""
+
+from __future__ import annotations
+
+from flask import current_app, g, request
+
+from service.context import ServiceContext
+from service.domain.errors import Forbidden
+from service.storage.clients import ClientRecord
+from service.usecases.clients import authenticate
+
+
+def ctx() -> ServiceContext:
+    """The wired service of this app."""
+    return current_app.extensions["idv"]
+
+
+def caller(scope: str | None) -> ClientRecord:
+    """The authenticated client, which must hold ``scope`` if given (else 403 ``forbidden``)."""
+    client: ClientRecord | None = g.get("idv_client")
+    if client is None:
+        client = authenticate(ctx(), request.headers.get("Authorization"))
+        g.idv_client = client
+    if scope is not None and scope not in client.scopes:
+        raise Forbidden(f"this API key lacks the {scope!r} scope")
+    return client
+
+
+def client_ip() -> str | None:
+    """The peer address (X-Forwarded-For only when IDV_TRUST_PROXY is set)."""
+    if ctx().settings.trust_proxy and request.headers.get("X-Forwarded-For"):
+        return request.headers["X-Forwarded-For"].split(",")[0].strip()[:64]
+    return request.remote_addr

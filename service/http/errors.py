@@ -1,0 +1,79 @@
+"""The one place that maps errors to HTTP: ``{"error": CODE, "message": TEXT}`` (API.md, Errors).
+
+No path answers with an HTML page, and bad input never becomes a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+from service.domain.errors import IdvError
+
+log = logging.getLogger("idv.http")
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    411: "length_required",
+    413: "payload_too_large",
+    414: "invalid_request",
+    415: "invalid_request",
+    429: "rate_limited",
+    431: "invalid_request",
+}
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    """Build the contract's error body with ``status``."""
+    response = jsonify({"error": code, "message": message})
+    response.status_code = status
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Install handlers for domain errors, werkzeug's HTTP errors and anything unexpected."""
+
+    @app.errorhandler(IdvError)
+    def _domain(exc: IdvError) -> Response:
+        response = error_response(exc.status, exc.code, exc.message)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, "invalid_request" if status < 500 else "server_error")
+        messages = {
+            404: "no such resource",
+            405: "method not allowed on this resource",
+            413: "request body exceeds the 1 MiB limit",
+        }
+        response = error_response(status, code, messages.get(status, exc.description or code))
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeout)
+    def _db_down(exc: Exception) -> Response:
+        log.error("database unavailable: %s", type(exc).__name__)
+        response = error_response(503, "service_unavailable", "the database is unavailable")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "server_error", "internal server error")

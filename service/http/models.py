@@ -1,0 +1,152 @@
+"""Request and response models of the HTTP contract (../shared/API.md); the OpenAPI
+document is generated from these."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SUBJECT_ID_PATTERN = r"^[A-Za-z0-9._:@\-]{1,128}$"
+FactorType = Literal["sms", "totp", "device", "knowledge"]
+
+
+class Request(BaseModel):
+    """Base of request bodies: strict types, unknown fields ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class Error(BaseModel):
+    """Every error body."""
+
+    error: str = Field(examples=["invalid_request"])
+    message: str
+
+
+class ClientInfo(BaseModel):
+    client_id: str
+    name: str
+    scopes: list[str]
+
+
+class PutSubject(Request):
+    phone: str = Field(max_length=32, examples=["+8613800138000"])
+    assertion: str | None = Field(default=None, max_length=8192)
+
+
+class Subject(BaseModel):
+    subject_id: str
+    phone: str | None = Field(description="masked, e.g. +86 138****8000")
+
+
+class EnrollFactor(Request):
+    type: Literal["totp", "knowledge", "device"]
+    secret: str | None = Field(default=None, max_length=1024)
+    public_key: str | None = Field(default=None, max_length=4096)
+    alg: Literal["ES256", "EdDSA"] | None = None
+    label: str | None = Field(default=None, max_length=200)
+    assertion: str | None = Field(default=None, max_length=8192)
+
+
+class EnrolledFactor(BaseModel):
+    factor_id: str
+    type: str
+    status: str
+    label: str | None = None
+    secret: str | None = Field(default=None, description="TOTP only, shown once")
+    otpauth_uri: str | None = None
+    qr_svg: str | None = None
+
+
+class ActivateFactor(Request):
+    code: str = Field(max_length=16)
+
+
+class FactorStatus(BaseModel):
+    factor_id: str
+    status: str
+
+
+class AssertionBody(Request):
+    assertion: str | None = Field(default=None, max_length=8192)
+
+
+class FactorSummary(BaseModel):
+    factor_id: str
+    type: str
+    status: str
+    created_at: str
+    label: str | None = None
+
+
+class FactorList(BaseModel):
+    factors: list[FactorSummary]
+
+
+class Context(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=512)
+
+
+class StartVerification(Request):
+    subject_id: str = Field(pattern=SUBJECT_ID_PATTERN)
+    action: str = Field(max_length=64)
+    context: dict[str, Any] | None = None
+
+
+class Verification(BaseModel):
+    verification_id: str
+    status: Literal["pending", "satisfied", "denied", "locked", "expired"]
+    action: str
+    options: list[list[str]]
+    reasons: list[str]
+    expires_at: str
+    satisfied: list[str] = []
+
+
+class ChallengeRequest(Request):
+    factor: str = Field(max_length=32)
+
+
+class Challenge(BaseModel):
+    factor: str
+    expires_at: str
+    sent_to: str | None = None
+    challenge: str | None = None
+
+
+class Proof(Request):
+    factor: str = Field(max_length=32)
+    code: str | None = Field(default=None, max_length=16)
+    secret: str | None = Field(default=None, max_length=1024)
+    factor_id: str | None = Field(default=None, max_length=64)
+    signature: str | None = Field(default=None, max_length=1024)
+
+
+class ProofResult(BaseModel):
+    verification_id: str
+    status: str
+    accepted: bool
+    satisfied: list[str]
+    assertion: str | None = None
+
+
+class CarrierEvent(Request):
+    phone: str = Field(max_length=32)
+    type: Literal["sim_swap", "sim_lost", "sim_unblocked", "number_recycled"]
+    occurred_at: str = Field(max_length=64)
+
+
+class Accepted(BaseModel):
+    status: str = "accepted"
+    recorded: bool
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Jwks(BaseModel):
+    keys: list[dict[str, Any]]

@@ -1,0 +1,141 @@
+"""``GET /openapi.json``: the OpenAPI 3.1 document, generated from the pydantic models."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from service.http import models as m
+
+bp = Blueprint("openapi", __name__)
+
+# (method, path, summary, scope, request model, {status: response model or None})
+ROUTES: list[tuple[str, str, str, str | None, type[BaseModel] | None, dict[int, Any]]] = [
+    ("get", "/healthz", "Process is up", None, None, {200: m.Health}),
+    ("get", "/readyz", "Database reachable", None, None, {200: m.Health, 503: m.Error}),
+    ("get", "/metrics", "Prometheus metrics (text)", None, None, {200: "text"}),
+    ("get", "/openapi.json", "This document", None, None, {200: "json"}),
+    ("get", "/.well-known/jwks.json", "Assertion public keys", None, None, {200: m.Jwks}),
+    ("get", "/v1/client", "Who this API key is", "any", None, {200: m.ClientInfo}),
+    (
+        "put",
+        "/v1/subjects/{subject_id}",
+        "Create a subject or set its phone",
+        "verify",
+        m.PutSubject,
+        {200: m.Subject, 201: m.Subject},
+    ),
+    ("delete", "/v1/subjects/{subject_id}", "Erase a subject", "verify", None, {204: None}),
+]
+
+ERRORS = {
+    400: "Invalid request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict",
+    413: "Payload too large",
+    422: "Unprocessable",
+    429: "Rate limited",
+}
+
+
+def _path_params(path: str) -> list[dict[str, Any]]:
+    names = [p[1:-1] for p in path.split("/") if p.startswith("{")]
+    params = []
+    for name in names:
+        schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 128}
+        if name == "subject_id":
+            schema["pattern"] = m.SUBJECT_ID_PATTERN
+        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+    return params
+
+
+@cache
+def document() -> dict[str, Any]:
+    """Build the OpenAPI document once."""
+    models = {m.Error}
+    for *_, req, responses in ROUTES:
+        if req is not None:
+            models.add(req)
+        models.update(r for r in responses.values() if isinstance(r, type))
+    _, schemas = models_json_schema(
+        [(model, "validation") for model in sorted(models, key=lambda x: x.__name__)],
+        ref_template="#/components/schemas/{model}",
+    )
+    paths: dict[str, Any] = {}
+    for method, path, summary, scope, req, responses in ROUTES:
+        op: dict[str, Any] = {
+            "summary": summary,
+            "operationId": f"{method}_{path}",
+            "responses": {},
+        }
+        if _path_params(path):
+            op["parameters"] = _path_params(path)
+        if scope is None:
+            op["security"] = []
+        if req is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{req.__name__}"}}
+                },
+            }
+        for status, model in responses.items():
+            if model is None:
+                op["responses"][str(status)] = {"description": "No content"}
+            elif model == "text":
+                op["responses"][str(status)] = {
+                    "description": "OK",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            elif model == "json":
+                op["responses"][str(status)] = {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            else:
+                op["responses"][str(status)] = {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
+                        }
+                    },
+                }
+        if scope is not None:
+            for status, text in ERRORS.items():
+                op["responses"].setdefault(
+                    str(status),
+                    {
+                        "description": text,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        },
+                    },
+                )
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "idv",
+            "version": "1",
+            "description": "Identity verification and step-up authentication. Contract: API.md.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI document."""
+    return jsonify(document())

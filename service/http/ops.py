@@ -1,0 +1,82 @@
+"""Operations routes: health, readiness, metrics, OpenAPI and the JWKS."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Flask, Response, g, jsonify, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from service.domain import assertions
+from service.http.auth import ctx
+from service.http.errors import error_response
+from service.storage.db import ping
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """The process is up."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """The database answers; 503 otherwise."""
+    try:
+        ping(ctx().engine)
+    except Exception:  # noqa: BLE001 - any failure means not ready
+        return error_response(503, "service_unavailable", "the database is unreachable")
+    return jsonify({"status": "ready"})
+
+
+@bp.get("/.well-known/jwks.json")
+def jwks() -> Response:
+    """Public keys that verify idv's assertions (RFC 7517)."""
+    response = jsonify(assertions.jwks(ctx().keys))
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+def install_metrics(app: Flask) -> None:
+    """Request counts and latency by route and status, served at ``/metrics``."""
+    registry = CollectorRegistry()
+    requests_total = Counter(
+        "idv_http_requests_total",
+        "HTTP requests",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "idv_http_request_duration_seconds",
+        "HTTP request latency",
+        ["method", "route"],
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    )
+    app.extensions["idv_metrics"] = registry
+
+    @app.before_request
+    def _start() -> None:
+        g.idv_started = time.perf_counter()
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "<unmatched>"
+        started = g.get("idv_started")
+        if started is not None:
+            latency.labels(request.method, route).observe(time.perf_counter() - started)
+        requests_total.labels(request.method, route, str(response.status_code)).inc()
+        return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus exposition."""
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,40 @@
+"""``/v1/client`` and ``/v1/subjects``: thin routes over the subject use cases."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from service.http.auth import caller, client_ip, ctx
+from service.http.body import parse
+from service.http.models import PutSubject
+from service.usecases import subjects
+
+bp = Blueprint("subjects", __name__)
+
+
+@bp.get("/v1/client")
+def whoami() -> Response:
+    """Tell a key who it is; ``client_id`` is the ``aud`` of its assertions."""
+    client = caller(None)
+    return jsonify({"client_id": client.id, "name": client.name, "scopes": list(client.scopes)})
+
+
+@bp.put("/v1/subjects/<subject_id>")
+def put_subject(subject_id: str) -> tuple[Response, int]:
+    """Create a subject (201) or set its phone (200)."""
+    client = caller("verify")
+    body = parse(PutSubject)
+    view = subjects.put_subject(
+        ctx(), client, subject_id, body.phone, body.assertion, ip=client_ip()
+    )
+    return jsonify({"subject_id": view.subject_id, "phone": view.phone}), (
+        201 if view.created else 200
+    )
+
+
+@bp.delete("/v1/subjects/<subject_id>")
+def delete_subject(subject_id: str) -> tuple[str, int]:
+    """Erase a subject (PIPL art. 47)."""
+    client = caller("verify")
+    subjects.delete_subject(ctx(), client, subject_id, ip=client_ip())
+    return "", 204

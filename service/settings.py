@@ -1,0 +1,119 @@
+"""Settings: one frozen dataclass read from ``IDV_*`` environment variables and checked at start.
+
+A bad value raises ``ConfigError`` naming the variable; the CLI prints that one line and exits.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.domain.errors import ConfigError
+
+MAX_ASSERTION_TTL = 300  # API.md: exp at most 5 minutes after iat
+
+
+def default_data_dir() -> Path:
+    """Where the embedded default keeps its database and key file (XDG data home)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "idv"
+
+
+def packaged_policy_file() -> Path:
+    """The default policy: shipped inside the wheel, or ``policies/`` of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (
+        here / "policies" / "default.toml",
+        here.parent / "policies" / "default.toml",
+    ):
+        if candidate.is_file():
+            return candidate
+    return here.parent / "policies" / "default.toml"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(name, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    data_dir: Path
+    database_url: str
+    key_file: Path
+    keys_json: str | None = None
+    redis_url: str | None = None
+    policy_file: Path = field(default_factory=packaged_policy_file)
+    sms_sender: str | None = None
+    issuer: str = "idv"
+    assertion_ttl: int = MAX_ASSERTION_TTL
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19456
+    argon2_parallelism: int = 1
+    argon2_concurrency: int = 4
+    log_level: str = "INFO"
+    trust_proxy: bool = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded default."""
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every ``IDV_*`` variable; raise ``ConfigError`` on the first bad one."""
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("IDV_DATA_DIR") or default_data_dir())
+        database_url = env.get("IDV_DATABASE_URL") or f"sqlite:///{data_dir / 'idv.db'}"
+        if not database_url.startswith(("sqlite:", "sqlite+pysqlite:", "postgresql")):
+            raise ConfigError(
+                "IDV_DATABASE_URL",
+                "must be a sqlite:/// or postgresql+psycopg:// SQLAlchemy URL",
+            )
+        if database_url.startswith("postgresql:") or database_url.startswith("postgresql://"):
+            database_url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
+        redis_url = env.get("IDV_REDIS_URL") or None
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("IDV_REDIS_URL", "must start with redis:// or rediss://")
+        policy_raw = env.get("IDV_POLICY_FILE")
+        policy_file = Path(policy_raw) if policy_raw else packaged_policy_file()
+        if not policy_file.is_file():
+            raise ConfigError("IDV_POLICY_FILE", f"no such file: {policy_file}")
+        sms = env.get("IDV_SMS_SENDER") or None
+        if sms and not (sms.startswith("file:") or sms.startswith("webhook:http")):
+            raise ConfigError("IDV_SMS_SENDER", "must be file:PATH or webhook:URL (http/https)")
+        issuer = env.get("IDV_ISSUER") or "idv"
+        level = (env.get("IDV_LOG_LEVEL") or "INFO").upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError("IDV_LOG_LEVEL", "must be DEBUG, INFO, WARNING or ERROR")
+        key_file = Path(env.get("IDV_KEY_FILE") or data_dir / "keys.json")
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            key_file=key_file,
+            keys_json=env.get("IDV_KEYS") or None,
+            redis_url=redis_url,
+            policy_file=policy_file,
+            sms_sender=sms,
+            issuer=issuer,
+            assertion_ttl=_int(env, "IDV_ASSERTION_TTL", MAX_ASSERTION_TTL, 30, MAX_ASSERTION_TTL),
+            # OWASP password storage cheat sheet: argon2id, 19 MiB, t=2, p=1 at least.
+            argon2_time_cost=_int(env, "IDV_ARGON2_TIME_COST", 2, 2, 20),
+            argon2_memory_kib=_int(env, "IDV_ARGON2_MEMORY_KIB", 19456, 19456, 4 * 1024 * 1024),
+            argon2_parallelism=_int(env, "IDV_ARGON2_PARALLELISM", 1, 1, 16),
+            argon2_concurrency=_int(env, "IDV_ARGON2_CONCURRENCY", 4, 1, 64),
+            log_level=level,
+            trust_proxy=(env.get("IDV_TRUST_PROXY") or "").lower() in {"1", "true", "yes"},
+        )

@@ -1,0 +1,100 @@
+"""Client (tenant) records: API keys are stored only as SHA-256 hashes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, select, update
+
+from service.domain.clock import as_utc
+from service.storage.tables import clients
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    """A caller of the API and its own tenant."""
+
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+def _record(row) -> ClientRecord:  # type: ignore[no-untyped-def]
+    opt = lambda v: as_utc(v) if v is not None else None  # noqa: E731
+    return ClientRecord(
+        id=row.id,
+        name=row.name,
+        scopes=tuple(row.scopes.split()),
+        created_at=as_utc(row.created_at),
+        expires_at=opt(row.expires_at),
+        revoked_at=opt(row.revoked_at),
+        last_used_at=opt(row.last_used_at),
+    )
+
+
+def insert(
+    conn: Connection,
+    *,
+    client_id: str,
+    name: str,
+    key_hash: str,
+    scopes: list[str],
+    now: datetime,
+    expires_at: datetime | None,
+) -> None:
+    """Store a new client."""
+    conn.execute(
+        clients.insert().values(
+            id=client_id,
+            name=name,
+            key_hash=key_hash,
+            scopes=" ".join(scopes),
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+
+
+def by_key_hash(conn: Connection, key_hash: str) -> ClientRecord | None:
+    """The client whose API key hashes to ``key_hash``."""
+    row = conn.execute(select(clients).where(clients.c.key_hash == key_hash)).first()
+    return _record(row) if row else None
+
+
+def by_id(conn: Connection, client_id: str) -> ClientRecord | None:
+    """The client with this id."""
+    row = conn.execute(select(clients).where(clients.c.id == client_id)).first()
+    return _record(row) if row else None
+
+
+def all_clients(conn: Connection) -> list[ClientRecord]:
+    """Every client, oldest first."""
+    return [_record(r) for r in conn.execute(select(clients).order_by(clients.c.created_at))]
+
+
+def revoke(conn: Connection, client_id: str, now: datetime) -> bool:
+    """Revoke a client's key; True if it existed and was live."""
+    res = conn.execute(
+        update(clients)
+        .where(clients.c.id == client_id, clients.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return res.rowcount == 1
+
+
+def touch(conn: Connection, client_id: str, now: datetime) -> None:
+    """Record last use, at most once a minute (no write on every request)."""
+    conn.execute(
+        update(clients)
+        .where(
+            clients.c.id == client_id,
+            (clients.c.last_used_at.is_(None))
+            | (clients.c.last_used_at < now - timedelta(minutes=1)),
+        )
+        .values(last_used_at=now)
+    )

@@ -1,0 +1,102 @@
+"""Factor records; secrets are ciphertext (TOTP secret, argon2 hash, device public key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, delete, select, update
+
+from service.domain.clock import as_utc
+from service.storage.tables import factors
+
+
+@dataclass(frozen=True)
+class FactorRecord:
+    """One enrolled factor of a subject."""
+
+    id: str
+    subject_pk: int
+    type: str
+    status: str
+    secret_ct: str
+    alg: str | None
+    label: str | None
+    created_at: datetime
+
+
+def _record(row) -> FactorRecord:  # type: ignore[no-untyped-def]
+    return FactorRecord(
+        id=row.id,
+        subject_pk=row.subject_pk,
+        type=row.type,
+        status=row.status,
+        secret_ct=row.secret_ct,
+        alg=row.alg,
+        label=row.label,
+        created_at=as_utc(row.created_at),
+    )
+
+
+def for_subject(conn: Connection, subject_pk: int) -> list[FactorRecord]:
+    """Every factor of a subject, oldest first."""
+    rows = conn.execute(
+        select(factors).where(factors.c.subject_pk == subject_pk).order_by(factors.c.created_at)
+    )
+    return [_record(r) for r in rows]
+
+
+def get(conn: Connection, subject_pk: int, factor_id: str) -> FactorRecord | None:
+    """A factor of this subject (another subject's factor is not found)."""
+    row = conn.execute(
+        select(factors).where(factors.c.subject_pk == subject_pk, factors.c.id == factor_id)
+    ).first()
+    return _record(row) if row else None
+
+
+def insert(
+    conn: Connection,
+    *,
+    factor_id: str,
+    subject_pk: int,
+    type: str,
+    status: str,
+    secret_ct: str,
+    alg: str | None,
+    label: str | None,
+    now: datetime,
+) -> None:
+    """Store a new factor."""
+    conn.execute(
+        factors.insert().values(
+            id=factor_id,
+            subject_pk=subject_pk,
+            type=type,
+            status=status,
+            secret_ct=secret_ct,
+            alg=alg,
+            label=label,
+            created_at=now,
+            activated_at=now if status == "active" else None,
+        )
+    )
+
+
+def activate(conn: Connection, factor_id: str, now: datetime) -> bool:
+    """Move a pending factor to active; False if it was not pending."""
+    res = conn.execute(
+        update(factors)
+        .where(factors.c.id == factor_id, factors.c.status == "pending")
+        .values(status="active", activated_at=now)
+    )
+    return res.rowcount == 1
+
+
+def replace_secret(conn: Connection, factor_id: str, secret_ct: str) -> None:
+    """Store a re-encrypted or rehashed secret."""
+    conn.execute(update(factors).where(factors.c.id == factor_id).values(secret_ct=secret_ct))
+
+
+def remove(conn: Connection, factor_id: str) -> None:
+    """Delete a factor."""
+    conn.execute(delete(factors).where(factors.c.id == factor_id))

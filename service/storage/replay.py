@@ -1,0 +1,94 @@
+"""Single-use records: TOTP time steps, consumed assertions, challenge nonces.
+
+Each is one ``INSERT ... ON CONFLICT DO NOTHING`` (or a guarded UPDATE): the unique constraint
+decides atomically, so two concurrent requests with one code get exactly one success
+(RFC 6238 §5.2, ASVS 6.5.1). No read-then-write.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from service.storage.tables import challenges, totp_used_steps, used_assertions
+
+
+def insert_once(conn: Connection, table: Table, **values: Any) -> bool:
+    """Insert a row unless its unique key exists; True when this call inserted it."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing()
+    return conn.execute(stmt).rowcount == 1
+
+
+def use_totp_step(conn: Connection, factor_id: str, step: int, now: datetime) -> bool:
+    """Record that the TOTP code of ``step`` was used; False if it was used before."""
+    return insert_once(conn, totp_used_steps, factor_id=factor_id, step=step, used_at=now)
+
+
+def consume_assertion(conn: Connection, jti: str, expires_at: datetime, now: datetime) -> bool:
+    """Mark an assertion as used where idv consumes it; False on a second use."""
+    return insert_once(conn, used_assertions, jti=jti, used_at=now, expires_at=expires_at)
+
+
+def add_challenge(
+    conn: Connection,
+    *,
+    verification_id: str,
+    factor: str,
+    digest: str,
+    now: datetime,
+    expires_at: datetime,
+) -> None:
+    """Store an issued challenge (SMS code digest or device nonce digest)."""
+    conn.execute(
+        challenges.insert().values(
+            verification_id=verification_id,
+            factor=factor,
+            digest=digest,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+
+
+def live_challenges(
+    conn: Connection, verification_id: str, factor: str, now: datetime
+) -> list[tuple[int, str]]:
+    """Unused, unexpired challenges of a verification for a factor: (id, digest), newest first."""
+    rows = conn.execute(
+        select(challenges.c.id, challenges.c.digest)
+        .where(
+            challenges.c.verification_id == verification_id,
+            challenges.c.factor == factor,
+            challenges.c.used_at.is_(None),
+            challenges.c.expires_at > now,
+        )
+        .order_by(challenges.c.id.desc())
+    )
+    return [(r.id, r.digest) for r in rows]
+
+
+def use_challenge(conn: Connection, challenge_id: int, now: datetime) -> bool:
+    """Spend a challenge; False if another request spent it first."""
+    res = conn.execute(
+        update(challenges)
+        .where(challenges.c.id == challenge_id, challenges.c.used_at.is_(None))
+        .values(used_at=now)
+    )
+    return res.rowcount == 1
+
+
+def count_recent_challenges(conn: Connection, verification_id: str, factor: str) -> int:
+    """How many challenges of this factor a verification has been sent."""
+    from sqlalchemy import func
+
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(challenges)
+            .where(challenges.c.verification_id == verification_id, challenges.c.factor == factor)
+        ).scalar_one()
+    )

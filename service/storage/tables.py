@@ -1,0 +1,169 @@
+"""Every table of idv, one schema for SQLite and PostgreSQL (SQLAlchemy Core).
+
+Personal data (the phone) lives only in ``subjects``, encrypted, with a keyed hash beside it
+for lookups (PIPL art. 51). Replay protection is done by unique constraints, never by a
+read-then-write (RFC 6238 §5.2, ASVS 6.5.1).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TS = DateTime(timezone=True)
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+clients = Table(
+    "clients",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("scopes", String(200), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS),
+    Column("revoked_at", TS),
+    Column("last_used_at", TS),
+)
+
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("pk", BigId, primary_key=True, autoincrement=True),
+    Column("client_id", String(40), ForeignKey("clients.id"), nullable=False),
+    Column("subject_id", String(128), nullable=False),
+    Column("phone_ct", Text),
+    Column("phone_hash", String(64)),
+    Column("phone_set_at", TS),
+    Column("locked_until", TS),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    UniqueConstraint("client_id", "subject_id", name="uq_subjects_client_subject"),
+    Index("ix_subjects_phone_hash", "phone_hash"),
+)
+
+factors = Table(
+    "factors",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("subject_pk", BigId, ForeignKey("subjects.pk", ondelete="CASCADE"), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("secret_ct", Text, nullable=False),
+    Column("alg", String(16)),
+    Column("label", String(200)),
+    Column("created_at", TS, nullable=False),
+    Column("activated_at", TS),
+    Index("ix_factors_subject", "subject_pk", "type"),
+)
+
+totp_used_steps = Table(
+    "totp_used_steps",
+    metadata,
+    Column("factor_id", String(40), ForeignKey("factors.id", ondelete="CASCADE"), nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("used_at", TS, nullable=False),
+    # RFC 6238 §5.2: a code is accepted once; the constraint is the atomic guard.
+    UniqueConstraint("factor_id", "step", name="uq_totp_used_steps_factor_step"),
+)
+
+verifications = Table(
+    "verifications",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("client_id", String(40), ForeignKey("clients.id"), nullable=False),
+    Column("subject_pk", BigId, ForeignKey("subjects.pk", ondelete="CASCADE"), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("options", Text, nullable=False),
+    Column("reasons", Text, nullable=False),
+    Column("satisfied", Text, nullable=False, default="[]"),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("completed_at", TS),
+    Index("ix_verifications_subject", "subject_pk"),
+)
+
+challenges = Table(
+    "challenges",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "verification_id",
+        String(40),
+        ForeignKey("verifications.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("factor", String(16), nullable=False),
+    Column("digest", String(128), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("used_at", TS),
+    Index("ix_challenges_verification", "verification_id", "factor"),
+)
+
+used_assertions = Table(
+    "used_assertions",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("used_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+)
+
+subject_events = Table(
+    "subject_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("subject_pk", BigId, ForeignKey("subjects.pk", ondelete="CASCADE"), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("occurred_at", TS, nullable=False),
+    Index("ix_subject_events_subject", "subject_pk", "type"),
+)
+
+carrier_events = Table(
+    "carrier_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("phone_hash", String(64), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("occurred_at", TS, nullable=False),
+    Column("received_at", TS, nullable=False),
+    Column("client_id", String(40)),
+    UniqueConstraint("phone_hash", "type", "occurred_at", name="uq_carrier_events_event"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", TS, nullable=False),
+    Column("client_id", String(40)),
+    Column("operator", String(128)),
+    Column("event", String(64), nullable=False),
+    Column("subject_ref", String(64)),
+    Column("outcome", String(32), nullable=False),
+    Column("detail", Text, nullable=False, default="{}"),
+    Column("ip", String(64)),
+)

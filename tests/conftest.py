@@ -1,0 +1,124 @@
+"""Shared fixtures: a fresh database per test on SQLite (default) or PostgreSQL.
+
+``IDV_TEST_DATABASE_URL`` selects PostgreSQL (tables truncated between tests);
+``IDV_TEST_REDIS_URL`` selects Redis for rate limits and replay caches.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from service.app import create_app
+from service.context import ServiceContext
+from service.crypto.keyring import KeyRing, write_key_file
+from service.settings import Settings, packaged_policy_file
+from service.storage.db import make_engine, upgrade
+from service.storage.tables import metadata
+from service.usecases.clients import create_client
+
+PG_URL = os.environ.get("IDV_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("IDV_TEST_REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One key ring for the session (key generation is not what we test here)."""
+    path = tmp_path_factory.mktemp("keys") / "keys.json"
+    write_key_file(path, KeyRing.generate())
+    return path
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """A migrated SQLite file copied for every test (or PostgreSQL migrated once)."""
+    if PG_URL:
+        engine = make_engine(PG_URL)
+        with engine.begin() as conn:
+            metadata.drop_all(conn)
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        upgrade(engine)
+        engine.dispose()
+        return None
+    path = tmp_path_factory.mktemp("template") / "idv.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def database_url(tmp_path: Path, template_db: Path | None) -> Iterator[str]:
+    """A clean database for one test."""
+    if PG_URL:
+        yield PG_URL
+        engine = make_engine(PG_URL)
+        names = ", ".join(t.name for t in reversed(metadata.sorted_tables))
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+        return
+    assert template_db is not None
+    db = tmp_path / "idv.db"
+    shutil.copy(template_db, db)
+    yield f"sqlite:///{db}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, key_file: Path) -> Settings:
+    """Settings for one test: cheap argon2 parameters, an SMS file sink under tmp_path."""
+    return Settings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        key_file=key_file,
+        redis_url=REDIS_URL,
+        policy_file=packaged_policy_file(),
+        sms_sender=f"file:{tmp_path / 'sms.jsonl'}",
+        argon2_time_cost=1,
+        argon2_memory_kib=1024,
+    )
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> Iterator[ServiceContext]:
+    """The wired service."""
+    context = ServiceContext.build(settings)
+    yield context
+    context.engine.dispose()
+
+
+@pytest.fixture
+def app(ctx: ServiceContext):  # type: ignore[no-untyped-def]
+    """The Flask app over ``ctx``."""
+    application = create_app(context=ctx)
+    application.config["TESTING"] = True
+    return application
+
+
+@pytest.fixture
+def http(app):  # type: ignore[no-untyped-def]
+    """Flask's test client."""
+    return app.test_client()
+
+
+@pytest.fixture
+def api_key(ctx: ServiceContext) -> str:
+    """A key with the ``verify`` scope."""
+    return create_client(ctx, "tenant-a", ["verify"])[1]
+
+
+@pytest.fixture
+def auth(api_key: str) -> dict[str, str]:
+    """Authorization header for ``api_key``."""
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture
+def other_auth(ctx: ServiceContext) -> dict[str, str]:
+    """Authorization header of a second tenant."""
+    return {"Authorization": f"Bearer {create_client(ctx, 'tenant-b', ['verify'])[1]}"}

@@ -1,0 +1,69 @@
+"""A real ``idv serve`` process: starts with nothing configured, keys appear with 0600, the CLI
+prints a working key, and nothing personal is stored in clear."""
+
+from __future__ import annotations
+
+import stat
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_serve_clients_and_subjects_over_http(server):
+    key_file = server.data_dir / "keys.json"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+    key = server.api_key("verify")
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as c:
+        assert c.get("/v1/client").json()["scopes"] == ["verify"]
+        r = c.put("/v1/subjects/alice", json={"phone": "+8613800138000"})
+        assert r.status_code == 201
+        assert r.json()["phone"] == "+86 138****8000"
+        bad = c.put("/v1/subjects/alice", content=b"{", headers={"Content-Type": "application/json"})
+        assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
+        assert c.get("/readyz").json() == {"status": "ready"}
+        assert c.get("/nope").json()["error"] == "not_found"
+
+    listed = server.idv("clients", "list")
+    assert listed.returncode == 0 and key not in listed.stdout
+    client_id = listed.stdout.split()[0]
+    assert server.idv("clients", "revoke", client_id).returncode == 0
+    assert httpx.get(server.url + "/v1/client", headers=headers).status_code == 401
+
+
+def test_database_holds_no_phone_or_key_in_clear(server):
+    key = server.api_key("verify")
+    httpx.put(
+        server.url + "/v1/subjects/bob",
+        json={"phone": "+8613800138000"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    db_url = server.env["IDV_DATABASE_URL"]
+    if db_url.startswith("sqlite"):
+        path = db_url.split("sqlite:///", 1)[1]
+        blob = b""
+        for suffix in ("", "-wal"):
+            try:
+                blob += open(path + suffix, "rb").read()
+            except FileNotFoundError:
+                pass
+        assert b"13800138000" not in blob
+        assert key.encode() not in blob
+
+
+def test_bad_setting_stops_with_one_line(server):
+    env = dict(server.env, IDV_ARGON2_TIME_COST="lots")
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--port", "1"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "idv: IDV_ARGON2_TIME_COST: must be an integer, got 'lots'"
+    ]

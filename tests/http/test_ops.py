@@ -1,0 +1,42 @@
+"""Operations routes: health, readiness, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+
+def test_healthz_and_readyz(http):
+    assert http.get("/healthz").json == {"status": "ok"}
+    assert http.get("/readyz").json == {"status": "ready"}
+
+
+def test_readyz_fails_when_database_is_gone(app, ctx):
+    from service.storage.db import make_engine
+
+    ctx.engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503
+    assert r.json["error"] == "service_unavailable"
+
+
+def test_metrics_count_requests_by_route(http):
+    http.get("/healthz")
+    text = http.get("/metrics").get_data(as_text=True)
+    assert 'idv_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+    assert "idv_http_request_duration_seconds_bucket" in text
+
+
+def test_openapi_covers_every_route(app, http):
+    doc = http.get("/openapi.json").json
+    assert doc["openapi"].startswith("3.")
+    documented = {(p, m.upper()) for p, ops in doc["paths"].items() for m in ops}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert (path, method) in documented, (path, method)
+
+
+def test_jwks_publishes_signing_key(http, ctx):
+    keys = http.get("/.well-known/jwks.json").json["keys"]
+    assert [k["kid"] for k in keys] == [k.kid for k in ctx.keys.signing_keys]
+    assert all("d" not in k for k in keys)
