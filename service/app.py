@@ -14,7 +14,7 @@ MAX_BODY_BYTES = 1024 * 1024  # API.md: request bodies are limited to 1 MiB
 
 def create_app(settings: Settings | None = None, *, context: ServiceContext | None = None) -> Flask:
     """Build the Flask app from settings (read from ``IDV_*`` when omitted)."""
-    from service.http import errors, openapi, ops, subjects
+    from service.http import errors, openapi, ops, subjects, verify
 
     if context is None:
         context = ServiceContext.build(settings or Settings.from_env())
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, *, context: ServiceContext | No
 
     errors.register_error_handlers(app)
     ops.install_metrics(app)
-    for blueprint in (ops.bp, openapi.bp, subjects.bp):
+    for blueprint in (ops.bp, openapi.bp, subjects.bp, verify.bp):
         app.register_blueprint(blueprint)
 
     @app.after_request

@@ -18,6 +18,7 @@ from service.domain.policy import Policy, load_policy
 from service.factors.knowledge import KnowledgeHasher
 from service.factors.sms import SmsSender, sender_from_spec
 from service.settings import Settings
+from service.storage import audit
 from service.storage.db import make_engine
 
 
@@ -40,10 +41,12 @@ class ServiceContext:
     @classmethod
     def build(cls, settings: Settings, *, create_keys: bool = True) -> ServiceContext:
         """Wire everything from settings: engine, key ring, policy, hasher, SMS sender."""
+        keys = load_key_ring(settings.key_file, settings.keys_json, create=create_keys)
+        audit.configure(keys.derived_key("audit-mac"))
         return cls(
             settings=settings,
             engine=make_engine(settings.database_url),
-            keys=load_key_ring(settings.key_file, settings.keys_json, create=create_keys),
+            keys=keys,
             policy=load_policy(settings.policy_file),
             hasher=KnowledgeHasher(
                 time_cost=settings.argon2_time_cost,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,28 @@ def auth(api_key: str) -> dict[str, str]:
 def other_auth(ctx: ServiceContext) -> dict[str, str]:
     """Authorization header of a second tenant."""
     return {"Authorization": f"Bearer {create_client(ctx, 'tenant-b', ['verify'])[1]}"}
+
+
+@pytest.fixture
+def clock():  # type: ignore[no-untyped-def]
+    """A ticking clock the test can move on (time-machine), shared by server and test."""
+    import time_machine
+
+    with time_machine.travel(datetime.now(UTC), tick=True) as traveller:
+        yield traveller
+
+
+@pytest.fixture
+def user(http, auth, settings, clock):  # type: ignore[no-untyped-def]
+    """A subject ``alice`` with a phone (its SMS factor) and nothing else yet."""
+    from tests.http.flow import User
+
+    u = User(http, auth, sms_file=Path(settings.sms_sender.split(":", 1)[1]), clock=clock)
+    assert u.put().status_code == 201
+    return u
+
+
+@pytest.fixture
+def carrier_auth(ctx: ServiceContext) -> dict[str, str]:
+    """Authorization header of a carrier feed (scope ``carrier``)."""
+    return {"Authorization": f"Bearer {create_client(ctx, 'carrier', ['carrier'])[1]}"}

@@ -22,6 +22,7 @@ class SubjectRecord:
     phone_hash: str | None
     phone_set_at: datetime | None
     locked_until: datetime | None
+    created_at: datetime
 
 
 def _record(row) -> SubjectRecord:  # type: ignore[no-untyped-def]
@@ -33,6 +34,7 @@ def _record(row) -> SubjectRecord:  # type: ignore[no-untyped-def]
         phone_hash=row.phone_hash,
         phone_set_at=as_utc(row.phone_set_at) if row.phone_set_at else None,
         locked_until=as_utc(row.locked_until) if row.locked_until else None,
+        created_at=as_utc(row.created_at),
     )
 
 

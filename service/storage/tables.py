@@ -117,7 +117,7 @@ challenges = Table(
         nullable=False,
     ),
     Column("factor", String(16), nullable=False),
-    Column("digest", String(128), nullable=False),
+    Column("digest", Text, nullable=False),
     Column("created_at", TS, nullable=False),
     Column("expires_at", TS, nullable=False),
     Column("used_at", TS),
@@ -166,4 +166,23 @@ audit_log = Table(
     Column("outcome", String(32), nullable=False),
     Column("detail", Text, nullable=False, default="{}"),
     Column("ip", String(64)),
+    # A chain per writer (service/storage/audit.py): the unique constraint means a chain
+    # can never fork, and its index finds a writer's last entry.
+    Column("writer", String(40), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("mac", String(64), nullable=False),
+    UniqueConstraint("writer", "seq", name="uq_audit_log_writer_seq"),
+    Index("ix_audit_log_at", "at"),
+)
+
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    # Each writer's last entry, sealed, updated with every append: tail deletions show.
+    Column("writer", String(40), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("mac", String(64), nullable=False),
 )

@@ -183,7 +183,7 @@ def upgrade() -> None:
         ),
         sa.Column("verification_id", sa.String(length=40), nullable=False),
         sa.Column("factor", sa.String(length=16), nullable=False),
-        sa.Column("digest", sa.String(length=128), nullable=False),
+        sa.Column("digest", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),

@@ -1,0 +1,102 @@
+"""``/v1/subjects/{id}/factors``, ``/v1/verifications`` and ``/v1/carrier-events``: thin routes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from flask import Blueprint, Response, jsonify
+
+from service.http.auth import caller, ctx
+from service.http.body import parse
+from service.http.models import (
+    ActivateFactor,
+    AssertionBody,
+    CarrierEvent,
+    ChallengeRequest,
+    EnrollFactor,
+    Proof,
+    StartVerification,
+)
+from service.usecases import carrier, factors, verifications
+
+bp = Blueprint("verify", __name__)
+
+
+def _without_none(data: dict) -> dict:
+    return {k: v for k, v in data.items() if v is not None}
+
+
+@bp.post("/v1/subjects/<subject_id>/factors")
+def enroll(subject_id: str) -> tuple[Response, int]:
+    """Enrol a factor."""
+    client = caller("verify")
+    body = parse(EnrollFactor)
+    result = factors.enroll(ctx(), client, subject_id, body.model_dump())
+    return jsonify(_without_none(asdict(result))), 201
+
+
+@bp.post("/v1/subjects/<subject_id>/factors/<factor_id>/activate")
+def activate(subject_id: str, factor_id: str) -> Response:
+    """Activate a pending TOTP factor with a current code."""
+    client = caller("verify")
+    body = parse(ActivateFactor)
+    status = factors.activate(ctx(), client, subject_id, factor_id, body.code)
+    return jsonify({"factor_id": factor_id, "status": status})
+
+
+@bp.get("/v1/subjects/<subject_id>/factors")
+def list_factors(subject_id: str) -> Response:
+    """List a subject's factors (never a secret)."""
+    client = caller("verify")
+    return jsonify({"factors": factors.listing(ctx(), client, subject_id)})
+
+
+@bp.delete("/v1/subjects/<subject_id>/factors/<factor_id>")
+def remove_factor(subject_id: str, factor_id: str) -> tuple[str, int]:
+    """Remove a factor; the assertion comes in the JSON body."""
+    client = caller("verify")
+    body = parse(AssertionBody, optional=True)
+    factors.remove(ctx(), client, subject_id, factor_id, body.assertion)
+    return "", 204
+
+
+@bp.post("/v1/verifications")
+def start() -> tuple[Response, int]:
+    """Start a step-up verification for an action."""
+    client = caller("verify")
+    body = parse(StartVerification)
+    view = verifications.start(ctx(), client, body.subject_id, body.action, body.context)
+    return jsonify(asdict(view)), 201
+
+
+@bp.get("/v1/verifications/<verification_id>")
+def get(verification_id: str) -> Response:
+    """A verification's state."""
+    client = caller("verify")
+    return jsonify(asdict(verifications.get(ctx(), client, verification_id)))
+
+
+@bp.post("/v1/verifications/<verification_id>/challenges")
+def challenge(verification_id: str) -> Response:
+    """Send an SMS code or issue a device challenge."""
+    client = caller("verify")
+    body = parse(ChallengeRequest)
+    return jsonify(verifications.challenge(ctx(), client, verification_id, body.factor))
+
+
+@bp.post("/v1/verifications/<verification_id>/proofs")
+def prove(verification_id: str) -> Response:
+    """Submit a proof."""
+    client = caller("verify")
+    body = parse(Proof)
+    outcome = verifications.prove(ctx(), client, verification_id, body.model_dump())
+    return jsonify(asdict(outcome))
+
+
+@bp.post("/v1/carrier-events")
+def carrier_event() -> tuple[Response, int]:
+    """Record a carrier signal (scope ``carrier``)."""
+    client = caller("carrier")
+    body = parse(CarrierEvent)
+    recorded = carrier.record_event(ctx(), client, body.phone, body.type, body.occurred_at)
+    return jsonify({"status": "accepted", "recorded": recorded}), 202

@@ -1,0 +1,155 @@
+"""Verification records and their atomic state transitions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, select, update
+
+from service.domain.clock import as_utc
+from service.storage.tables import verifications
+
+
+@dataclass(frozen=True)
+class VerificationRecord:
+    """A step-up verification as stored."""
+
+    id: str
+    client_id: str
+    subject_pk: int
+    action: str
+    status: str
+    options: list[list[str]]
+    reasons: list[str]
+    satisfied: list[str]
+    failures: int
+    created_at: datetime
+    expires_at: datetime
+
+
+def _record(row) -> VerificationRecord:  # type: ignore[no-untyped-def]
+    return VerificationRecord(
+        id=row.id,
+        client_id=row.client_id,
+        subject_pk=row.subject_pk,
+        action=row.action,
+        status=row.status,
+        options=json.loads(row.options),
+        reasons=json.loads(row.reasons),
+        satisfied=json.loads(row.satisfied),
+        failures=row.failures,
+        created_at=as_utc(row.created_at),
+        expires_at=as_utc(row.expires_at),
+    )
+
+
+def insert(
+    conn: Connection,
+    *,
+    verification_id: str,
+    client_id: str,
+    subject_pk: int,
+    action: str,
+    status: str,
+    options: list[list[str]],
+    reasons: list[str],
+    now: datetime,
+    expires_at: datetime,
+) -> None:
+    """Store a new verification."""
+    conn.execute(
+        verifications.insert().values(
+            id=verification_id,
+            client_id=client_id,
+            subject_pk=subject_pk,
+            action=action,
+            status=status,
+            options=json.dumps(options),
+            reasons=json.dumps(reasons),
+            satisfied="[]",
+            failures=0,
+            created_at=now,
+            expires_at=expires_at,
+            completed_at=now if status != "pending" else None,
+        )
+    )
+
+
+def get(
+    conn: Connection, client_id: str, verification_id: str, *, for_update: bool = False
+) -> VerificationRecord | None:
+    """A verification of this client (another client's is not found); optionally row-locked
+    (PostgreSQL ``FOR UPDATE``; SQLite transactions are already serialised)."""
+    query = select(verifications).where(
+        verifications.c.id == verification_id, verifications.c.client_id == client_id
+    )
+    if for_update:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    return _record(row) if row else None
+
+
+def set_status(conn: Connection, verification_id: str, status: str, now: datetime) -> bool:
+    """Move a pending verification to a final status; False if it was no longer pending."""
+    res = conn.execute(
+        update(verifications)
+        .where(verifications.c.id == verification_id, verifications.c.status == "pending")
+        .values(status=status, completed_at=now)
+    )
+    return res.rowcount == 1
+
+
+def add_satisfied(
+    conn: Connection, verification_id: str, satisfied: list[str], status: str, now: datetime
+) -> bool:
+    """Record the factors accepted so far (and ``satisfied`` when an option is complete)."""
+    res = conn.execute(
+        update(verifications)
+        .where(verifications.c.id == verification_id, verifications.c.status == "pending")
+        .values(
+            satisfied=json.dumps(satisfied),
+            status=status,
+            completed_at=now if status != "pending" else None,
+        )
+    )
+    return res.rowcount == 1
+
+
+def count_failure(
+    conn: Connection, verification_id: str, limit: int, now: datetime
+) -> tuple[int, str]:
+    """Count one failed proof atomically; lock the verification when it reaches ``limit``.
+
+    Returns (failures, status). Two racing failures each count once (the increment is one
+    UPDATE), and exactly one of them crosses the limit.
+    """
+    row = conn.execute(
+        update(verifications)
+        .where(verifications.c.id == verification_id, verifications.c.status == "pending")
+        .values(failures=verifications.c.failures + 1)
+        .returning(verifications.c.failures)
+    ).first()
+    if row is None:
+        current = conn.execute(
+            select(verifications.c.failures, verifications.c.status).where(
+                verifications.c.id == verification_id
+            )
+        ).one()
+        return int(current.failures), str(current.status)
+    failures = int(row.failures)
+    if failures >= limit:
+        set_status(conn, verification_id, "locked", now)
+        return failures, "locked"
+    return failures, "pending"
+
+
+def recent_outcomes(conn: Connection, subject_pk: int, since: datetime) -> list[str]:
+    """Statuses of a subject's verifications created since ``since`` (lockout back-off)."""
+    rows = conn.execute(
+        select(verifications.c.status).where(
+            verifications.c.subject_pk == subject_pk, verifications.c.created_at >= since
+        )
+    )
+    return [r.status for r in rows]

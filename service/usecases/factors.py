@@ -1,0 +1,205 @@
+"""Factor enrolment, activation, listing and removal.
+
+Once a subject has an active non-SMS factor, adding or removing one needs an ``enroll_factor``
+assertion (API.md; ASVS 6.4.4: replacing a factor needs proof at the level of enrolment).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from service.context import ServiceContext
+from service.domain import assertions
+from service.domain.clock import rfc3339
+from service.domain.errors import InvalidCode, InvalidRequest, NotFound, StepUpRequired
+from service.factors import device, knowledge, totp
+from service.storage import audit, replay
+from service.storage import factors as store
+from service.storage import subjects as subject_store
+from service.storage.clients import ClientRecord
+from service.storage.subjects import SubjectRecord
+from service.usecases.subjects import find, subject_ref
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """The answer to an enrolment; ``secret``/``otpauth_uri`` only for TOTP, shown once."""
+
+    factor_id: str
+    type: str
+    status: str
+    label: str | None = None
+    secret: str | None = None
+    otpauth_uri: str | None = None
+    qr_svg: str | None = None
+
+
+def require_step_up(
+    ctx: ServiceContext,
+    conn: Connection,
+    client: ClientRecord,
+    subject: SubjectRecord,
+    assertion: str | None,
+    now: datetime,
+) -> bool:
+    """If the subject has an active non-SMS factor, check and consume an ``enroll_factor``
+    assertion (else 403 ``step_up_required``). Returns whether a step-up was needed."""
+    active = [f for f in store.for_subject(conn, subject.pk) if f.status == "active"]
+    if not active:
+        return False
+    if not assertion:
+        raise StepUpRequired("changing factors needs an enroll_factor assertion")
+    claims = assertions.verify(
+        ctx.keys,
+        assertion,
+        issuer=ctx.settings.issuer,
+        audience=client.id,
+        subject=subject.subject_id,
+        action="enroll_factor",
+        now=now,
+    )
+    if not replay.consume_assertion(
+        conn, claims["jti"], datetime.fromtimestamp(claims["exp"], UTC), now
+    ):
+        raise StepUpRequired("this assertion has already been used")
+    return True
+
+
+def enroll(
+    ctx: ServiceContext, client: ClientRecord, subject_id: str, body: dict[str, Any]
+) -> Enrolled:
+    """Enrol a TOTP (pending until activated), a knowledge secret or a device key."""
+    kind = body.get("type")
+    factor_id = "fa_" + secrets.token_urlsafe(12)
+    label = body.get("label")
+    secret_plain: str
+    alg = None
+    status = "active"
+    if kind == "totp":
+        secret_plain, status = totp.new_secret(), "pending"
+    elif kind == "knowledge":
+        raw = body.get("secret")
+        if not isinstance(raw, str):
+            raise InvalidRequest("a knowledge factor needs 'secret'")
+        knowledge.check_strength(raw, ctx.policy.knowledge_min_length)
+        with ctx.argon2_slots:
+            secret_plain = ctx.hasher.hash(raw)
+    elif kind == "device":
+        pem, alg = body.get("public_key"), body.get("alg")
+        if not isinstance(pem, str) or alg not in device.ALGORITHMS:
+            raise InvalidRequest("a device factor needs 'public_key' (PEM) and 'alg' ES256|EdDSA")
+        secret_plain = device.normalize_pem(pem, alg)
+    else:
+        raise InvalidRequest("type must be totp, knowledge or device")
+    now = ctx.clock()
+    with ctx.engine.begin() as conn:
+        subject = find(ctx, conn, client, subject_id)
+        stepped_up = require_step_up(ctx, conn, client, subject, body.get("assertion"), now)
+        if kind == "knowledge":  # one chosen secret per subject: a new one replaces the old
+            for old in store.for_subject(conn, subject.pk):
+                if old.type == "knowledge":
+                    store.remove(conn, old.id)
+        store.insert(
+            conn,
+            factor_id=factor_id,
+            subject_pk=subject.pk,
+            type=kind,
+            status=status,
+            secret_ct=ctx.keys.encrypt(secret_plain, f"factor:{factor_id}"),
+            alg=alg,
+            label=label,
+            now=now,
+        )
+        subject_store.record_event(conn, subject.pk, "factor_added", now)
+        audit.append(
+            conn,
+            event="factor.enrolled",
+            outcome=status,
+            now=now,
+            client_id=client.id,
+            subject_ref=subject_ref(ctx, client.id, subject_id),
+            detail={"factor_id": factor_id, "type": kind, "stepped_up": stepped_up},
+        )
+    if kind == "totp":
+        uri = totp.provisioning_uri(secret_plain, subject_id, ctx.settings.issuer)
+        return Enrolled(factor_id, kind, status, label, secret_plain, uri, totp.qr_svg(uri))
+    return Enrolled(factor_id, kind, status, label)
+
+
+def activate(
+    ctx: ServiceContext, client: ClientRecord, subject_id: str, factor_id: str, code: str
+) -> str:
+    """Activate a pending TOTP with a current code; the code counts as its one use."""
+    now = ctx.clock()
+    with ctx.engine.begin() as conn:
+        subject = find(ctx, conn, client, subject_id)
+        factor = store.get(conn, subject.pk, factor_id)
+        if factor is None:
+            raise NotFound("no such factor")
+        if factor.type != "totp" or factor.status != "pending":
+            raise InvalidRequest("only a pending totp factor can be activated")
+        secret = ctx.keys.decrypt(factor.secret_ct, f"factor:{factor.id}")
+        step = totp.matching_step(secret, code, now.timestamp())
+        if step is None or not replay.use_totp_step(conn, factor.id, step, now):
+            raise InvalidCode("the code does not match")
+        store.activate(conn, factor.id, now)
+        audit.append(
+            conn,
+            event="factor.activated",
+            outcome="ok",
+            now=now,
+            client_id=client.id,
+            subject_ref=subject_ref(ctx, client.id, subject_id),
+            detail={"factor_id": factor.id},
+        )
+    return "active"
+
+
+def listing(ctx: ServiceContext, client: ClientRecord, subject_id: str) -> list[dict[str, Any]]:
+    """The subject's factors, never a secret."""
+    with ctx.engine.begin() as conn:
+        subject = find(ctx, conn, client, subject_id)
+        rows = store.for_subject(conn, subject.pk)
+    return [
+        {
+            "factor_id": f.id,
+            "type": f.type,
+            "status": f.status,
+            "created_at": rfc3339(f.created_at),
+            "label": f.label,
+        }
+        for f in rows
+    ]
+
+
+def remove(
+    ctx: ServiceContext,
+    client: ClientRecord,
+    subject_id: str,
+    factor_id: str,
+    assertion: str | None,
+) -> None:
+    """Remove a factor (behind an ``enroll_factor`` step-up when the subject has a strong one)."""
+    now = ctx.clock()
+    with ctx.engine.begin() as conn:
+        subject = find(ctx, conn, client, subject_id)
+        factor = store.get(conn, subject.pk, factor_id)
+        if factor is None:
+            raise NotFound("no such factor")
+        stepped_up = require_step_up(ctx, conn, client, subject, assertion, now)
+        store.remove(conn, factor.id)
+        subject_store.record_event(conn, subject.pk, "factor_removed", now)
+        audit.append(
+            conn,
+            event="factor.removed",
+            outcome="ok",
+            now=now,
+            client_id=client.id,
+            subject_ref=subject_ref(ctx, client.id, subject_id),
+            detail={"factor_id": factor.id, "type": factor.type, "stepped_up": stepped_up},
+        )

@@ -1,0 +1,378 @@
+"""The step-up verification use case: the one place that decides the order of security checks.
+
+For a proof: policy (is this factor still useful here?) → rate limit → verifier → atomic replay
+record → state transition → audit → assertion. Plain code, top to bottom (STYLE.md).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+
+from service.context import ServiceContext
+from service.domain import assertions
+from service.domain.clock import rfc3339
+from service.domain.errors import (
+    FactorNotAllowed,
+    InvalidRequest,
+    NotFound,
+    NotPending,
+    ServiceUnavailable,
+)
+from service.domain.phone import mask_phone
+from service.domain.policy import decide
+from service.factors import device, sms, totp
+from service.storage import audit, replay
+from service.storage import factors as factor_store
+from service.storage import subjects as subject_store
+from service.storage import verifications as store
+from service.storage.clients import ClientRecord
+from service.storage.subjects import SubjectRecord
+from service.storage.verifications import VerificationRecord
+from service.usecases.signals import subject_state
+from service.usecases.subjects import find, phone_of, subject_ref
+
+CHALLENGE_FACTORS = ("sms", "device")
+PROOF_FIELDS = {
+    "totp": ("code",),
+    "sms": ("code",),
+    "knowledge": ("secret",),
+    "device": ("factor_id", "signature"),
+}
+DEVICE_CHALLENGE_TTL = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class VerificationView:
+    """What a caller sees of a verification."""
+
+    verification_id: str
+    status: str
+    action: str
+    options: list[list[str]]
+    reasons: list[str]
+    expires_at: str
+    satisfied: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, record: VerificationRecord, status: str | None = None) -> VerificationView:
+        """The view of a stored verification (``status`` overrides, e.g. ``expired``)."""
+        status = status or record.status
+        return cls(
+            verification_id=record.id,
+            status=status,
+            action=record.action,
+            options=record.options if status == "pending" else [],
+            reasons=record.reasons,
+            expires_at=rfc3339(record.expires_at),
+            satisfied=record.satisfied,
+        )
+
+
+@dataclass(frozen=True)
+class ProofOutcome:
+    """The answer to a proof (API.md: accepted, satisfied, assertion)."""
+
+    verification_id: str
+    status: str
+    accepted: bool
+    satisfied: list[str]
+    assertion: str | None = None
+
+
+def _ip(context: dict[str, Any] | None) -> str | None:
+    ip = (context or {}).get("ip")
+    return ip[:64] if isinstance(ip, str) else None
+
+
+# -- create ------------------------------------------------------------------------------------
+def start(
+    ctx: ServiceContext,
+    client: ClientRecord,
+    subject_id: str,
+    action: str,
+    context: dict[str, Any] | None = None,
+) -> VerificationView:
+    """Decide which factor combinations this subject may use for ``action`` right now."""
+    rules = ctx.policy.action(action)  # unknown action → 400 before anything else
+    now = ctx.clock()
+    with ctx.engine.begin() as conn:
+        subject = find(ctx, conn, client, subject_id)
+        active = [f for f in factor_store.for_subject(conn, subject.pk) if f.status == "active"]
+        state = subject_state(conn, subject, active, now)
+        decision = decide(ctx.policy, action, state, now)
+        verification_id = "vf_" + secrets.token_urlsafe(18)
+        expires_at = now + rules.lifetime
+        store.insert(
+            conn,
+            verification_id=verification_id,
+            client_id=client.id,
+            subject_pk=subject.pk,
+            action=action,
+            status=decision.status,
+            options=decision.options,
+            reasons=decision.reasons,
+            now=now,
+            expires_at=expires_at,
+        )
+        audit.append(
+            conn,
+            event="verification.created",
+            outcome=decision.status,
+            now=now,
+            client_id=client.id,
+            subject_ref=subject_ref(ctx, client.id, subject_id),
+            ip=_ip(context),
+            detail={"action": action, "reasons": decision.reasons, "rules": decision.explanation},
+        )
+        record = store.get(conn, client.id, verification_id)
+    assert record is not None
+    return VerificationView.of(record)
+
+
+def _pending(
+    conn: Connection,
+    client: ClientRecord,
+    verification_id: str,
+    now: datetime,
+    *,
+    for_update: bool = False,
+) -> VerificationRecord:
+    """The verification, which must still be pending (expired ones are marked so)."""
+    record = store.get(conn, client.id, verification_id, for_update=for_update)
+    if record is None:
+        raise NotFound("no such verification")
+    if record.status == "pending" and record.expires_at <= now:
+        store.set_status(conn, record.id, "expired", now)
+        raise NotPending("the verification has expired")
+    if record.status != "pending":
+        raise NotPending(f"the verification is {record.status}")
+    return record
+
+
+def get(ctx: ServiceContext, client: ClientRecord, verification_id: str) -> VerificationView:
+    """The verification's current state (without assertion)."""
+    now = ctx.clock()
+    with ctx.engine.begin() as conn:
+        record = store.get(conn, client.id, verification_id)
+        if record is None:
+            raise NotFound("no such verification")
+        if record.status == "pending" and record.expires_at <= now:
+            store.set_status(conn, record.id, "expired", now)
+            return VerificationView.of(record, "expired")
+    return VerificationView.of(record)
+
+
+def _remaining(record: VerificationRecord) -> set[str]:
+    """Factors that still help complete some option."""
+    done = set(record.satisfied)
+    return {f for option in record.options for f in option if f not in done}
+
+
+# -- challenges --------------------------------------------------------------------------------
+def challenge(
+    ctx: ServiceContext, client: ClientRecord, verification_id: str, factor: str
+) -> dict[str, str]:
+    """Send an SMS code or issue a device challenge for a pending verification."""
+    if factor not in CHALLENGE_FACTORS:
+        raise InvalidRequest("only sms and device have challenges")
+    now = ctx.clock()
+    with ctx.engine.begin() as conn:
+        record = _pending(conn, client, verification_id, now)
+        if factor not in _remaining(record):
+            raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
+        subject = subject_store.by_pk(conn, record.subject_pk)
+        assert subject is not None
+        if factor == "device":
+            expires = min(now + DEVICE_CHALLENGE_TTL, record.expires_at)
+            text = device.make_challenge(
+                record.id, record.action, int(expires.timestamp()), device.new_nonce()
+            )
+            replay.add_challenge(
+                conn,
+                verification_id=record.id,
+                factor="device",
+                digest=text,
+                now=now,
+                expires_at=expires,
+            )
+            return {"factor": "device", "challenge": text, "expires_at": rfc3339(expires)}
+        phone = phone_of(ctx, subject)
+        assert phone is not None  # sms is only in options of subjects with a phone
+        code = sms.new_code()
+        expires = now + timedelta(seconds=sms.CODE_TTL_SECONDS)
+        digest = sms.code_digest(ctx.keys.derived_key("sms-code"), record.id, code)
+        replay.add_challenge(
+            conn,
+            verification_id=record.id,
+            factor="sms",
+            digest=digest,
+            now=now,
+            expires_at=expires,
+        )
+        audit.append(
+            conn,
+            event="sms.sent",
+            outcome="ok",
+            now=now,
+            client_id=client.id,
+            subject_ref=subject_ref(ctx, client.id, subject.subject_id),
+            detail={"verification_id": record.id},
+        )
+    # Sent after the commit: no network call while the transaction holds locks.
+    try:
+        ctx.sms.send(phone, code, sms.message_text(code))
+    except sms.SmsDeliveryError:
+        raise ServiceUnavailable("the SMS gateway did not accept the message") from None
+    return {"factor": "sms", "sent_to": mask_phone(phone), "expires_at": rfc3339(expires)}
+
+
+# -- proofs ------------------------------------------------------------------------------------
+def prove(
+    ctx: ServiceContext, client: ClientRecord, verification_id: str, proof: dict[str, Any]
+) -> ProofOutcome:
+    """Check one proof and move the verification on, atomically."""
+    factor = proof.get("factor")
+    if factor not in PROOF_FIELDS:
+        raise InvalidRequest("factor must be one of totp, sms, knowledge, device")
+    for name in PROOF_FIELDS[factor]:
+        if not isinstance(proof.get(name), str) or not proof[name]:
+            raise InvalidRequest(f"a {factor} proof needs {name!r}")
+    now = ctx.clock()
+    # 1. Policy: read the verification and the candidate factor (no lock held afterwards).
+    with ctx.engine.connect() as conn:
+        record = _pending(conn, client, verification_id, now)
+        if factor not in _remaining(record):
+            raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
+        subject = subject_store.by_pk(conn, record.subject_pk)
+        assert subject is not None
+        candidates = [
+            f
+            for f in factor_store.for_subject(conn, subject.pk)
+            if f.type == factor and f.status == "active"
+        ]
+        live = (
+            replay.live_challenges(conn, record.id, factor, now)
+            if factor in ("sms", "device")
+            else []
+        )
+        conn.commit()
+    # 2. Verifier (slow work such as argon2 runs outside any transaction).
+    check = _verify(ctx, factor, proof, record, subject, candidates, live, now)
+    # 3. Atomic record and transition, in one transaction.
+    with ctx.engine.begin() as conn:
+        record = _pending(conn, client, verification_id, now, for_update=True)
+        accepted = check.accepted and check.consume(conn)
+        ref = subject_ref(ctx, client.id, subject.subject_id)
+        if not accepted:
+            limit = ctx.policy.action(record.action).failure_limit
+            failures, status = store.count_failure(conn, record.id, limit, now)
+            audit.append(
+                conn,
+                event="proof.failed",
+                outcome=status,
+                now=now,
+                client_id=client.id,
+                subject_ref=ref,
+                detail={"verification_id": record.id, "factor": factor, "failures": failures},
+            )
+            return ProofOutcome(record.id, status, False, record.satisfied)
+        if check.rehash is not None:
+            factor_store.replace_secret(conn, check.rehash[0], check.rehash[1])
+        satisfied = sorted(set(record.satisfied) | {factor})
+        complete = any(set(option) <= set(satisfied) for option in record.options)
+        status = "satisfied" if complete else "pending"
+        store.add_satisfied(conn, record.id, satisfied, status, now)
+        token = None
+        if complete:
+            rules = ctx.policy.action(record.action)
+            token = assertions.issue(
+                ctx.keys,
+                issuer=ctx.settings.issuer,
+                audience=client.id,
+                subject=subject.subject_id,
+                action=record.action,
+                acr=rules.acr,
+                factors=satisfied,
+                auth_time=now,
+                now=now,
+                ttl=ctx.settings.assertion_ttl,
+                jti=record.id,
+            )
+            if record.action == "password_reset":
+                subject_store.record_event(conn, subject.pk, "password_reset", now)
+        audit.append(
+            conn,
+            event="proof.accepted",
+            outcome=status,
+            now=now,
+            client_id=client.id,
+            subject_ref=ref,
+            detail={"verification_id": record.id, "factor": factor},
+        )
+    return ProofOutcome(record.id, status, True, satisfied, token)
+
+
+@dataclass
+class _Check:
+    """A verifier's verdict and how to record its single use atomically."""
+
+    accepted: bool
+    record_use: Any = None  # callable(conn) -> bool
+    rehash: tuple[str, str] | None = None
+
+    def consume(self, conn: Connection) -> bool:
+        return True if self.record_use is None else bool(self.record_use(conn))
+
+
+def _verify(
+    ctx: ServiceContext,
+    factor: str,
+    proof: dict[str, Any],
+    record: VerificationRecord,
+    subject: SubjectRecord,
+    candidates: list[factor_store.FactorRecord],
+    live: list[tuple[int, str]],
+    now: datetime,
+) -> _Check:
+    """Run the factor's verifier; never raises for a wrong proof."""
+    if factor == "totp":
+        for f in candidates:
+            secret = ctx.keys.decrypt(f.secret_ct, f"factor:{f.id}")
+            step = totp.matching_step(secret, proof["code"], now.timestamp())
+            if step is not None:
+                # RFC 6238 §5.2: the unique (factor, step) row is the one-use guard.
+                return _Check(
+                    True, lambda c, fid=f.id, s=step: replay.use_totp_step(c, fid, s, now)
+                )
+        return _Check(False)
+    if factor == "sms":
+        key = ctx.keys.derived_key("sms-code")
+        for challenge_id, digest in live:
+            if sms.code_matches(key, record.id, proof["code"], digest):
+                return _Check(True, lambda c, cid=challenge_id: replay.use_challenge(c, cid, now))
+        return _Check(False)
+    if factor == "knowledge":
+        stored = candidates[0] if candidates else None
+        stored_hash = ctx.keys.decrypt(stored.secret_ct, f"factor:{stored.id}") if stored else None
+        with ctx.argon2_slots:  # bounded: PIN floods cannot starve other proofs
+            ok, new_hash = ctx.hasher.verify(stored_hash, proof["secret"])
+        if not ok or stored is None:
+            return _Check(False)
+        rehash = (
+            (stored.id, ctx.keys.encrypt(new_hash, f"factor:{stored.id}")) if new_hash else None
+        )
+        return _Check(True, None, rehash)
+    # device
+    bound = next((f for f in candidates if f.id == proof["factor_id"]), None)
+    if bound is None:
+        return _Check(False)
+    pem = ctx.keys.decrypt(bound.secret_ct, f"factor:{bound.id}")
+    for challenge_id, text in live:
+        if device.verify_signature(pem, bound.alg or "", text, proof["signature"]):
+            return _Check(True, lambda c, cid=challenge_id: replay.use_challenge(c, cid, now))
+    return _Check(False)
