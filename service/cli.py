@@ -176,6 +176,135 @@ def clients_revoke(client_id: str) -> None:
     click.echo(f"revoked {client_id}")
 
 
+@cli.group()
+def policy() -> None:
+    """Policy files."""
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def policy_check(file: str) -> None:
+    """Validate a policy file; a problem names the file, the key and what is wrong."""
+    from service.domain.policy import load_policy
+
+    loaded = load_policy(file)
+    click.echo(f"{file}: OK ({len(loaded.actions)} actions: {', '.join(sorted(loaded.actions))})")
+
+
+@policy.command("explain")
+@click.argument("action")
+@click.option("--factors", default="", help="Factor types the subject has, e.g. totp,knowledge,sms")
+@click.option(
+    "--signal",
+    "signals",
+    multiple=True,
+    help="sim_swap=2d, sim_unblocked=1h, sim_lost=3h, number_recycled, "
+    "signal_unavailable, event:password_reset=3h, locked=10m",
+)
+@click.option(
+    "--policy-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Default: IDV_POLICY_FILE or the packaged default policy.",
+)
+def policy_explain(
+    action: str, factors: str, signals: tuple[str, ...], policy_file: str | None
+) -> None:
+    """Print the decision for ACTION and the rules behind it (touches no database)."""
+    from service.domain.clock import utcnow
+    from service.domain.policy import decide, format_decision, load_policy, state_from_args
+
+    loaded = load_policy(policy_file or _settings().policy_file)
+    now = utcnow()
+    try:
+        state = state_from_args([f for f in factors.split(",") if f], list(signals), now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    click.echo(format_decision(decide(loaded, action, state, now)))
+
+
+@cli.group()
+def keys() -> None:
+    """Key ring."""
+
+
+@keys.command("rotate-signing")
+@click.option("--alg", type=click.Choice(["ES256", "EdDSA"]), default="ES256", show_default=True)
+def keys_rotate_signing(alg: str) -> None:
+    """Add a signing key and sign with it from now on; older keys stay published in the JWKS
+    (RFC 7517) so assertions they signed verify until they expire. Restart instances after."""
+    from service.crypto.keyring import load_key_ring, new_signing_key, write_key_file
+
+    settings = _settings()
+    if settings.keys_json:
+        raise click.ClickException("keys come from IDV_KEYS: rotate them in your secret store")
+    ring = load_key_ring(settings.key_file, None, create=True)
+    key = new_signing_key(alg)
+    ring.signing_keys.append(key)
+    # Keys older than the previous one have outlived every assertion they signed (<= 5 min).
+    ring.signing_keys[:] = ring.signing_keys[-3:]
+    write_key_file(settings.key_file, ring)
+    click.echo(
+        f"new signing key {key.kid} ({alg}); published: "
+        f"{', '.join(k.kid for k in ring.signing_keys)}"
+    )
+
+
+@cli.group()
+def subjects() -> None:
+    """Subjects."""
+
+
+@subjects.command("unlock")
+@click.argument("client_id")
+@click.argument("subject_id")
+@click.option("--operator", required=True, help="Who unlocks (recorded in the audit trail).")
+def subjects_unlock(client_id: str, subject_id: str, operator: str) -> None:
+    """End a subject's lockout and reset its failure counters (audited)."""
+    from service.storage import audit
+    from service.storage import subjects as store
+    from service.usecases.subjects import subject_ref
+
+    ctx = _context()
+    now = ctx.clock()
+    ref = subject_ref(ctx, client_id, subject_id)
+    with ctx.engine.begin() as conn:
+        subject = store.get(conn, client_id, subject_id)
+        if subject is None:
+            raise click.ClickException("no such subject for that client")
+        store.unlock(conn, subject.pk)
+        audit.append(
+            conn,
+            event="subject.unlocked",
+            outcome="ok",
+            now=now,
+            client_id=client_id,
+            subject_ref=ref,
+            operator=operator,
+        )
+    for factor in ("sms", "totp", "device", "knowledge"):
+        for action in ctx.policy.actions.values():
+            ctx.limits.reset("failed_proofs", ref, factor, action_limits=action.limits)
+    ctx.limits.reset("subject_failures", ref)
+    click.echo(f"unlocked {subject_id}")
+
+
+@cli.command("carrier-sim")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9090, show_default=True, type=int)
+@click.option(
+    "--script",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSON timeline of numbers (swaps, recycling, failure modes).",
+)
+def carrier_sim(host: str, port: int, script: str | None) -> None:
+    """Serve a CAMARA SIM Swap / Number Recycling simulator for development and tests."""
+    from service.carrier.simulator import run_simulator
+
+    run_simulator(host, port, script)
+
+
 def main() -> None:
     """Entry point of the ``idv`` console script."""
     try:

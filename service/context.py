@@ -17,6 +17,7 @@ from service.domain.clock import utcnow
 from service.domain.policy import Policy, load_policy
 from service.factors.knowledge import KnowledgeHasher
 from service.factors.sms import SmsSender, sender_from_spec
+from service.ratelimit import RateLimits
 from service.settings import Settings
 from service.storage import audit
 from service.storage.db import make_engine
@@ -32,6 +33,7 @@ class ServiceContext:
     policy: Policy
     hasher: KnowledgeHasher
     sms: SmsSender
+    limits: RateLimits
     clock: Callable[[], datetime] = utcnow
     # Bounded argon2 concurrency: a flood of PIN guesses cannot starve other proofs.
     argon2_slots: threading.BoundedSemaphore = field(
@@ -54,5 +56,6 @@ class ServiceContext:
                 parallelism=settings.argon2_parallelism,
             ),
             sms=sender_from_spec(settings.sms_sender),
+            limits=RateLimits(settings.redis_url),
             argon2_slots=threading.BoundedSemaphore(settings.argon2_concurrency),
         )

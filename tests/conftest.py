@@ -71,13 +71,25 @@ def database_url(tmp_path: Path, template_db: Path | None) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, key_file: Path) -> Settings:
+def redis_url() -> str | None:
+    """The test Redis database, emptied before each test (counters must not leak between tests)."""
+    if REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        client.flushdb()
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, key_file: Path, redis_url: str | None) -> Settings:
     """Settings for one test: cheap argon2 parameters, an SMS file sink under tmp_path."""
     return Settings(
         data_dir=tmp_path,
         database_url=database_url,
         key_file=key_file,
-        redis_url=REDIS_URL,
+        redis_url=redis_url,
         policy_file=packaged_policy_file(),
         sms_sender=f"file:{tmp_path / 'sms.jsonl'}",
         argon2_time_cost=1,

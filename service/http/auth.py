@@ -20,6 +20,7 @@ def caller(scope: str | None) -> ClientRecord:
     client: ClientRecord | None = g.get("idv_client")
     if client is None:
         client = authenticate(ctx(), request.headers.get("Authorization"))
+        ctx().limits.hit("client", client.id)
         g.idv_client = client
     if scope is not None and scope not in client.scopes:
         raise Forbidden(f"this API key lacks the {scope!r} scope")

@@ -19,8 +19,10 @@ from service.storage.tables import challenges, totp_used_steps, used_assertions
 def insert_once(conn: Connection, table: Table, **values: Any) -> bool:
     """Insert a row unless its unique key exists; True when this call inserted it."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing()
-    return conn.execute(stmt).rowcount == 1
+    first = next(iter(table.columns))
+    # RETURNING, not rowcount: psycopg reports rowcount -1 for INSERT ... ON CONFLICT here.
+    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(first)
+    return conn.execute(stmt).first() is not None
 
 
 def use_totp_step(conn: Connection, factor_id: str, step: int, now: datetime) -> bool:

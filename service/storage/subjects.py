@@ -88,6 +88,21 @@ def set_phone(conn: Connection, pk: int, *, phone_ct: str, phone_hash: str, now:
     )
 
 
+def lock(conn: Connection, pk: int, until: datetime) -> None:
+    """Lock the subject out of new verifications until ``until`` (never shortens a lock)."""
+    conn.execute(
+        update(subjects)
+        .where(subjects.c.pk == pk)
+        .where((subjects.c.locked_until.is_(None)) | (subjects.c.locked_until < until))
+        .values(locked_until=until)
+    )
+
+
+def unlock(conn: Connection, pk: int) -> None:
+    """End a lockout (``idv subjects unlock``)."""
+    conn.execute(update(subjects).where(subjects.c.pk == pk).values(locked_until=None))
+
+
 def remove(conn: Connection, pk: int) -> None:
     """Erase the subject; factors, verifications and events go with it (ON DELETE CASCADE)."""
     conn.execute(delete(subjects).where(subjects.c.pk == pk))

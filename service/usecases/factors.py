@@ -136,27 +136,33 @@ def activate(
 ) -> str:
     """Activate a pending TOTP with a current code; the code counts as its one use."""
     now = ctx.clock()
-    with ctx.engine.begin() as conn:
-        subject = find(ctx, conn, client, subject_id)
-        factor = store.get(conn, subject.pk, factor_id)
-        if factor is None:
-            raise NotFound("no such factor")
-        if factor.type != "totp" or factor.status != "pending":
-            raise InvalidRequest("only a pending totp factor can be activated")
-        secret = ctx.keys.decrypt(factor.secret_ct, f"factor:{factor.id}")
-        step = totp.matching_step(secret, code, now.timestamp())
-        if step is None or not replay.use_totp_step(conn, factor.id, step, now):
-            raise InvalidCode("the code does not match")
-        store.activate(conn, factor.id, now)
-        audit.append(
-            conn,
-            event="factor.activated",
-            outcome="ok",
-            now=now,
-            client_id=client.id,
-            subject_ref=subject_ref(ctx, client.id, subject_id),
-            detail={"factor_id": factor.id},
-        )
+    ref = subject_ref(ctx, client.id, subject_id)
+    ctx.limits.check("failed_proofs", ref, "totp")  # RFC 4226 §7.3: throttle activation guesses
+    try:
+        with ctx.engine.begin() as conn:
+            subject = find(ctx, conn, client, subject_id)
+            factor = store.get(conn, subject.pk, factor_id)
+            if factor is None:
+                raise NotFound("no such factor")
+            if factor.type != "totp" or factor.status != "pending":
+                raise InvalidRequest("only a pending totp factor can be activated")
+            secret = ctx.keys.decrypt(factor.secret_ct, f"factor:{factor.id}")
+            step = totp.matching_step(secret, code, now.timestamp())
+            if step is None or not replay.use_totp_step(conn, factor.id, step, now):
+                raise InvalidCode("the code does not match")
+            store.activate(conn, factor.id, now)
+            audit.append(
+                conn,
+                event="factor.activated",
+                outcome="ok",
+                now=now,
+                client_id=client.id,
+                subject_ref=ref,
+                detail={"factor_id": factor.id},
+            )
+    except InvalidCode:
+        ctx.limits.record("failed_proofs", ref, "totp")
+        raise
     return "active"
 
 

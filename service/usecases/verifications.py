@@ -26,6 +26,7 @@ from service.domain.errors import (
 from service.domain.phone import mask_phone
 from service.domain.policy import decide
 from service.factors import device, sms, totp
+from service.ratelimit import lockout_for
 from service.storage import audit, replay
 from service.storage import factors as factor_store
 from service.storage import subjects as subject_store
@@ -99,6 +100,10 @@ def start(
 ) -> VerificationView:
     """Decide which factor combinations this subject may use for ``action`` right now."""
     rules = ctx.policy.action(action)  # unknown action → 400 before anything else
+    ip = _ip(context)
+    ctx.limits.hit("verifications", client.id, action_limits=rules.limits)
+    if ip:
+        ctx.limits.hit("ip", ip, action_limits=rules.limits)
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         subject = find(ctx, conn, client, subject_id)
@@ -126,7 +131,7 @@ def start(
             now=now,
             client_id=client.id,
             subject_ref=subject_ref(ctx, client.id, subject_id),
-            ip=_ip(context),
+            ip=ip,
             detail={"action": action, "reasons": decision.reasons, "rules": decision.explanation},
         )
         record = store.get(conn, client.id, verification_id)
@@ -202,7 +207,11 @@ def challenge(
             )
             return {"factor": "device", "challenge": text, "expires_at": rfc3339(expires)}
         phone = phone_of(ctx, subject)
-        assert phone is not None  # sms is only in options of subjects with a phone
+        assert phone is not None and subject.phone_hash is not None  # sms implies a phone
+        # ASVS 6.6.3: SMS sends are limited per phone number (keyed hash, never the number).
+        rules = ctx.policy.action(record.action).limits
+        ctx.limits.hit("sms_sends", subject.phone_hash, action_limits=rules)
+        ctx.limits.hit("sms_sends_daily", subject.phone_hash, action_limits=rules)
         code = sms.new_code()
         expires = now + timedelta(seconds=sms.CODE_TTL_SECONDS)
         digest = sms.code_digest(ctx.keys.derived_key("sms-code"), record.id, code)
@@ -261,16 +270,20 @@ def prove(
             else []
         )
         conn.commit()
-    # 2. Verifier (slow work such as argon2 runs outside any transaction).
+    # 2. Rate limits, before any argon2 work (RFC 4226 §7.3, NIST SP 800-63B throttling).
+    ref = subject_ref(ctx, client.id, subject.subject_id)
+    rules = ctx.policy.action(record.action)
+    ctx.limits.check("failed_proofs", ref, factor, action_limits=rules.limits)
+    ctx.limits.check("subject_failures", ref, action_limits=rules.limits)
+    # 3. Verifier (slow work such as argon2 runs outside any transaction).
     check = _verify(ctx, factor, proof, record, subject, candidates, live, now)
-    # 3. Atomic record and transition, in one transaction.
+    # 4. Atomic record and transition, in one transaction.
     with ctx.engine.begin() as conn:
         record = _pending(conn, client, verification_id, now, for_update=True)
-        accepted = check.accepted and check.consume(conn)
-        ref = subject_ref(ctx, client.id, subject.subject_id)
-        if not accepted:
-            limit = ctx.policy.action(record.action).failure_limit
-            failures, status = store.count_failure(conn, record.id, limit, now)
+        if not (check.accepted and check.consume(conn)):
+            failures, status = store.count_failure(conn, record.id, rules.failure_limit, now)
+            if status == "locked":
+                lock_subject_if_repeated(ctx, conn, subject, now)
             audit.append(
                 conn,
                 event="proof.failed",
@@ -280,41 +293,76 @@ def prove(
                 subject_ref=ref,
                 detail={"verification_id": record.id, "factor": factor, "failures": failures},
             )
-            return ProofOutcome(record.id, status, False, record.satisfied)
-        if check.rehash is not None:
-            factor_store.replace_secret(conn, check.rehash[0], check.rehash[1])
-        satisfied = sorted(set(record.satisfied) | {factor})
-        complete = any(set(option) <= set(satisfied) for option in record.options)
-        status = "satisfied" if complete else "pending"
-        store.add_satisfied(conn, record.id, satisfied, status, now)
-        token = None
-        if complete:
-            rules = ctx.policy.action(record.action)
-            token = assertions.issue(
-                ctx.keys,
-                issuer=ctx.settings.issuer,
-                audience=client.id,
-                subject=subject.subject_id,
-                action=record.action,
-                acr=rules.acr,
-                factors=satisfied,
-                auth_time=now,
-                now=now,
-                ttl=ctx.settings.assertion_ttl,
-                jti=record.id,
+            failed = ProofOutcome(record.id, status, False, record.satisfied)
+        else:
+            failed = None
+            token, status, satisfied = _accept(
+                ctx, conn, client, record, subject, factor, check, rules.acr, ref, now
             )
-            if record.action == "password_reset":
-                subject_store.record_event(conn, subject.pk, "password_reset", now)
-        audit.append(
-            conn,
-            event="proof.accepted",
-            outcome=status,
-            now=now,
-            client_id=client.id,
-            subject_ref=ref,
-            detail={"verification_id": record.id, "factor": factor},
-        )
+    if failed is not None:
+        # Counted after the commit so that a rolled-back attempt is never charged twice.
+        ctx.limits.record("failed_proofs", ref, factor, action_limits=rules.limits)
+        ctx.limits.record("subject_failures", ref, action_limits=rules.limits)
+        return failed
     return ProofOutcome(record.id, status, True, satisfied, token)
+
+
+def _accept(
+    ctx: ServiceContext,
+    conn: Connection,
+    client: ClientRecord,
+    record: VerificationRecord,
+    subject: SubjectRecord,
+    factor: str,
+    check: _Check,
+    acr: str,
+    ref: str,
+    now: datetime,
+) -> tuple[str | None, str, list[str]]:
+    """Record an accepted proof; sign the assertion when an option is complete."""
+    if check.rehash is not None:
+        factor_store.replace_secret(conn, check.rehash[0], check.rehash[1])
+    satisfied = sorted(set(record.satisfied) | {factor})
+    complete = any(set(option) <= set(satisfied) for option in record.options)
+    status = "satisfied" if complete else "pending"
+    store.add_satisfied(conn, record.id, satisfied, status, now)
+    token = None
+    if complete:
+        token = assertions.issue(
+            ctx.keys,
+            issuer=ctx.settings.issuer,
+            audience=client.id,
+            subject=subject.subject_id,
+            action=record.action,
+            acr=acr,
+            factors=satisfied,
+            auth_time=now,
+            now=now,
+            ttl=ctx.settings.assertion_ttl,
+            jti=record.id,
+        )
+        if record.action == "password_reset":  # T1: starts the cooling-off of the chain
+            subject_store.record_event(conn, subject.pk, "password_reset", now)
+    audit.append(
+        conn,
+        event="proof.accepted",
+        outcome=status,
+        now=now,
+        client_id=client.id,
+        subject_ref=ref,
+        detail={"verification_id": record.id, "factor": factor},
+    )
+    return token, status, satisfied
+
+
+def lock_subject_if_repeated(
+    ctx: ServiceContext, conn: Connection, subject: SubjectRecord, now: datetime
+) -> None:
+    """Lock the subject out with growing back-off after repeated locked verifications."""
+    locked = store.recent_outcomes(conn, subject.pk, now - timedelta(hours=24)).count("locked")
+    pause = lockout_for(locked)
+    if pause is not None:
+        subject_store.lock(conn, subject.pk, now + pause)
 
 
 @dataclass

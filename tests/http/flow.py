@@ -168,3 +168,87 @@ class User:
             assert result.status_code == 200 and result.json["accepted"], (factor, result.json)
         assert result is not None and result.json["status"] == "satisfied", result.json
         return result.json["assertion"]
+
+    # -- helpers added for the policy, threat and carrier suites --------------------------------
+    def add_all_factors(self) -> None:
+        """Phone + TOTP + PIN + device, each later one behind an ``enroll_factor`` step-up."""
+        self.add_totp()
+        self.add_pin(assertion=self.step_up("enroll_factor", ["totp"]))
+        self.add_device(assertion=self.step_up("enroll_factor", ["totp", "knowledge"]))
+
+    def step_up_first(self, action: str) -> str:
+        """Complete the first option the verification offers and return the assertion."""
+        r = self.start(action)
+        assert r.status_code == 201 and r.json["status"] == "pending", r.json
+        vid, option = r.json["verification_id"], r.json["options"][0]
+        result = None
+        for factor in option:
+            result = self.prove_factor(vid, factor)
+            assert result.status_code == 200 and result.json["accepted"], (factor, result.json)
+        assert result is not None and result.json["status"] == "satisfied", result.json
+        return result.json["assertion"]
+
+    def factors(self):
+        return self.http.get(f"/v1/subjects/{self.subject_id}/factors", headers=self.auth)
+
+    def remove_factor(self, factor_id: str, assertion: str | None = None):
+        body = {"assertion": assertion} if assertion else None
+        return self.http.delete(
+            f"/v1/subjects/{self.subject_id}/factors/{factor_id}", json=body, headers=self.auth
+        )
+
+    def sms_messages(self) -> list[dict]:
+        """Every message the SMS file sink received, oldest first."""
+        if self.sms_file is None or not self.sms_file.exists():
+            return []
+        return [json.loads(line) for line in self.sms_file.read_text().splitlines() if line]
+
+    def attempt(self, vid: str, factor: str):
+        """Try one factor the way an attacker's script would: no assertion on the outcome.
+
+        Returns the challenge response when the challenge is refused, else the proof response.
+        """
+        if factor in ("sms", "device"):
+            ch = self.challenge(vid, factor)
+            if ch.status_code != 200:
+                return ch
+        if factor == "sms":
+            return self.prove(vid, {"factor": "sms", "code": self.last_sms_code()})
+        if factor == "device":
+            assert self.device is not None
+            body = {
+                "factor_id": self.device.factor_id,
+                "signature": self.device.sign(ch.json["challenge"]),
+            }
+            return self.prove(vid, {"factor": "device", **body})
+        return self.prove_factor(vid, factor)
+
+
+def carrier_event(http, carrier_auth: dict, phone: str, kind: str, occurred_at: str):
+    """POST one carrier signal (scope ``carrier``)."""
+    return http.post(
+        "/v1/carrier-events",
+        json={"phone": phone, "type": kind, "occurred_at": occurred_at},
+        headers=carrier_auth,
+    )
+
+
+def now_rfc3339(offset_seconds: float = 0) -> str:
+    """The shared (time-machine) clock as RFC 3339 UTC, plus ``offset_seconds``."""
+    from datetime import UTC, datetime, timedelta
+
+    moment = datetime.now(UTC) + timedelta(seconds=offset_seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def verified_claims(http, auth: dict, token: str) -> dict:
+    """Verify an assertion exactly as a caller would: JWKS, explicit algorithms, aud, iss."""
+    import jwt
+
+    header = jwt.get_unverified_header(token)
+    assert header["typ"] == "idv-assertion+jwt" and header["kid"]
+    key = jwt.PyJWKSet.from_dict(http.get("/.well-known/jwks.json").json)[header["kid"]]
+    audience = http.get("/v1/client", headers=auth).json["client_id"]
+    return jwt.decode(
+        token, key.key, algorithms=["ES256", "EdDSA"], audience=audience, issuer="idv"
+    )

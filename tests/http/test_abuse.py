@@ -1,0 +1,56 @@
+"""Throttling and lockout through HTTP (RFC 4226 §7.3, NIST SP 800-63B-4 throttling, T1)."""
+
+from __future__ import annotations
+
+
+def _fail(user, vid, factor):
+    body = {"factor": factor, "code": "000000"}
+    return user.prove(vid, body)
+
+
+def test_totp_brute_force_gets_429_before_the_11th_guess(user):
+    user.add_totp()
+    statuses = []
+    for _ in range(3):  # three verifications, five wrong codes each at most
+        vid = user.start("login").json["verification_id"]
+        for _ in range(5):
+            r = _fail(user, vid, "totp")
+            statuses.append(r.status_code)
+            if r.status_code != 200 or r.json["status"] != "pending":
+                break
+    assert statuses.count(200) == 10
+    assert statuses[-1] == 429
+    # The right code is refused too while throttled: the limit is checked before the verifier.
+    vid = user.start("login").json["verification_id"]
+    r = user.prove(vid, {"factor": "totp", "code": user.totp_code()})
+    assert r.status_code == 429 and r.json["error"] == "rate_limited"
+    assert 1 <= int(r.headers["Retry-After"]) <= 15 * 60
+
+
+def test_repeated_locked_verifications_lock_the_subject(user):
+    user.add_totp()
+    for factor in ("totp", "totp", "sms"):
+        vid = user.start("login").json["verification_id"]
+        if factor == "sms":
+            user.challenge(vid, "sms")
+        for _ in range(5):
+            r = _fail(user, vid, factor)
+        assert r.json["status"] == "locked"
+    v = user.start("login").json
+    assert v["status"] == "denied" and v["options"] == [] and "subject_locked" in v["reasons"]
+    user.advance(16 * 60)  # lockout_for(3) = 15 minutes
+    assert user.start("login").json["status"] == "pending"
+
+
+def test_sms_sends_limited_per_phone(user):
+    codes = []
+    for _ in range(6):
+        vid = user.start("login").json["verification_id"]
+        codes.append(user.challenge(vid, "sms").status_code)
+    assert codes == [200] * 5 + [429]
+
+
+def test_verification_creation_limited_per_ip(user):
+    results = [user.start("login", ip="198.51.100.9").status_code for _ in range(31)]
+    assert results[:30] == [201] * 30 and results[30] == 429
+    assert user.start("login", ip="198.51.100.10").status_code == 201

@@ -1,0 +1,110 @@
+"""The ``idv`` command: policy check/explain, signing-key rotation, subject unlock."""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+from click.testing import CliRunner
+
+from service.cli import cli
+from service.context import ServiceContext
+from service.settings import packaged_policy_file
+
+
+@pytest.fixture
+def env(settings):
+    return {
+        "IDV_DATA_DIR": str(settings.data_dir),
+        "IDV_DATABASE_URL": settings.database_url,
+        "IDV_KEY_FILE": str(settings.key_file),
+    }
+
+
+def run(args, env=None):
+    return CliRunner().invoke(cli, args, env=env or {}, catch_exceptions=False)
+
+
+def test_policy_check_accepts_default_and_names_the_bad_key(tmp_path):
+    ok = run(["policy", "check", str(packaged_policy_file())])
+    assert ok.exit_code == 0 and "8 actions" in ok.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('version = 1\n[actions.login]\nacr = "aal1"\noptions = [["sms"]]\nlimt = 1\n')
+    from service.domain.errors import PolicyError
+
+    with pytest.raises(PolicyError) as err:
+        run(["policy", "check", str(bad)])
+    assert err.value.key == "actions.login.limt" and str(bad) in str(err.value)
+
+
+def test_policy_explain_shows_rule_and_signal():
+    out = run(["policy", "explain", "login", "--factors", "sms,totp", "--signal", "sim_swap=2d"])
+    assert out.exit_code == 0
+    assert "options: " in out.output and "recent_sim_change" in out.output
+    assert "sms_blocked_after_sim_change" in out.output
+
+
+def test_rotate_signing_keeps_old_key_published(settings, env, tmp_path):
+    import shutil
+
+    key_file = tmp_path / "rot-keys.json"
+    shutil.copy(settings.key_file, key_file)
+    env = dict(env, IDV_KEY_FILE=str(key_file))
+    from dataclasses import replace
+
+    before = ServiceContext.build(replace(settings, key_file=key_file))
+    old_kid = before.keys.active_signing_key.kid
+    from service.domain import assertions
+
+    now = before.clock()
+    token = assertions.issue(
+        before.keys,
+        issuer="idv",
+        audience="cl_x",
+        subject="s",
+        action="login",
+        acr="aal1",
+        factors=["sms"],
+        auth_time=now,
+        now=now,
+        ttl=300,
+        jti="vf_1",
+    )
+    out = run(["keys", "rotate-signing"], env)
+    assert out.exit_code == 0, out.output
+    after = ServiceContext.build(replace(settings, key_file=key_file))
+    assert after.keys.active_signing_key.kid != old_kid
+    kids = [k["kid"] for k in assertions.jwks(after.keys)["keys"]]
+    assert old_kid in kids and after.keys.active_signing_key.kid in kids
+    # An assertion signed before the rotation still verifies against the new JWKS.
+    jwk = jwt.PyJWKSet.from_dict(assertions.jwks(after.keys))[old_kid]
+    assert jwt.decode(token, jwk.key, algorithms=["ES256"], audience="cl_x")["sub"] == "s"
+    new_header = jwt.get_unverified_header(
+        assertions.issue(
+            after.keys,
+            issuer="idv",
+            audience="a",
+            subject="s",
+            action="login",
+            acr="aal1",
+            factors=["sms"],
+            auth_time=now,
+            now=now,
+            ttl=300,
+            jti="j",
+        )
+    )
+    assert new_header["kid"] == after.keys.active_signing_key.kid
+
+
+def test_unlock_ends_lockout(user, ctx, env, http, auth):
+    from service.storage import subjects as store
+
+    client_id = http.get("/v1/client", headers=auth).json["client_id"]
+    with ctx.engine.begin() as conn:
+        subject = store.get(conn, client_id, "alice")
+        store.lock(conn, subject.pk, ctx.clock().replace(year=2099))
+    v = user.start("login").json
+    assert v["status"] == "denied" and "subject_locked" in v["reasons"]
+    out = run(["subjects", "unlock", client_id, "alice", "--operator", "desk-7"], env)
+    assert out.exit_code == 0, out.output
+    assert user.start("login").json["status"] == "pending"

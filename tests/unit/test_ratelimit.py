@@ -1,0 +1,299 @@
+"""Rate limits on memory:// (RFC 4226 §7.3, NIST SP 800-63B throttling, ASVS 6.6.3), lockout
+back-off and the guessing arithmetic README quotes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.domain.errors import RateLimited
+from service.domain.policy_file import LIMIT_KEYS
+from service.ratelimit import DEFAULTS, RateLimits, guessing_budget, lockout_for
+
+T0 = 1_700_000_000.0  # a fixed wall clock: limits reads time.time()
+SUBJECT, FACTOR = "sub_3f9a", "totp"
+
+
+@pytest.fixture
+def clock():
+    """Frozen time that a test moves with ``clock.shift(seconds)``."""
+    with time_machine.travel(T0, tick=False) as traveller:
+        yield traveller
+
+
+@pytest.fixture
+def rl(clock) -> RateLimits:
+    return RateLimits()
+
+
+def fail_proofs(rl: RateLimits, n: int, *key: str, **kw) -> None:
+    for _ in range(n):
+        rl.hit("failed_proofs", *(key or (SUBJECT, FACTOR)), **kw)
+
+
+def test_defaults_cover_every_policy_limit_key_and_are_strict():
+    assert set(DEFAULTS) >= LIMIT_KEYS
+    assert DEFAULTS["failed_proofs"] == "10/15minutes"  # NIST allows 100; idv is stricter
+    assert RateLimits().limits == dict(DEFAULTS)
+
+
+def test_eleventh_failed_proof_is_refused_with_retry_after_within_the_window(rl, clock):
+    fail_proofs(rl, 10)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 0
+    with pytest.raises(RateLimited) as refused:
+        rl.hit("failed_proofs", SUBJECT, FACTOR)
+    assert refused.value.status == 429
+    assert 0 < refused.value.retry_after <= 15 * 60
+    with pytest.raises(RateLimited):
+        rl.check("failed_proofs", SUBJECT, FACTOR)
+
+
+def test_check_does_not_consume(rl):
+    for _ in range(50):
+        rl.check("failed_proofs", SUBJECT, FACTOR)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 10
+
+
+def test_remaining_counts_down(rl):
+    fail_proofs(rl, 3)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 7
+
+
+def test_record_counts_without_raising_even_when_exhausted(rl):
+    for _ in range(15):
+        rl.record("failed_proofs", SUBJECT, FACTOR)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 0
+    with pytest.raises(RateLimited):
+        rl.check("failed_proofs", SUBJECT, FACTOR)
+
+
+def test_retry_after_is_when_the_oldest_event_leaves_the_moving_window(rl, clock):
+    rl.hit("failed_proofs", SUBJECT, FACTOR)
+    clock.shift(600)
+    fail_proofs(rl, 9)
+    with pytest.raises(RateLimited) as refused:
+        rl.check("failed_proofs", SUBJECT, FACTOR)
+    assert refused.value.retry_after == 301  # the first whole second after t+900
+    clock.shift(301)
+    rl.check("failed_proofs", SUBJECT, FACTOR)  # the first failure left the window
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 1
+    rl.hit("failed_proofs", SUBJECT, FACTOR)
+    with pytest.raises(RateLimited) as again:
+        rl.hit("failed_proofs", SUBJECT, FACTOR)
+    assert again.value.retry_after == 600  # the nine from t+600 leave after t+1500
+
+
+def test_retry_after_is_at_least_one_second(rl, clock):
+    fail_proofs(rl, 10)
+    clock.shift(15 * 60 - 0.25)  # 0.25 s to go
+    with pytest.raises(RateLimited) as refused:
+        rl.check("failed_proofs", SUBJECT, FACTOR)
+    assert refused.value.retry_after == 1
+
+
+def test_window_frees_after_it_passes(rl, clock):
+    fail_proofs(rl, 10)
+    clock.shift(15 * 60 + 1)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 10
+    fail_proofs(rl, 10)
+
+
+def test_a_refused_hit_does_not_extend_the_window(rl, clock):
+    fail_proofs(rl, 10)
+    clock.shift(600)
+    for _ in range(5):
+        with pytest.raises(RateLimited):
+            rl.hit("failed_proofs", SUBJECT, FACTOR)
+    clock.shift(301)
+    rl.hit("failed_proofs", SUBJECT, FACTOR)
+
+
+def test_per_action_override_wins_over_the_default(rl):
+    strict = {"failed_proofs": "3/15minutes"}
+    fail_proofs(rl, 3, SUBJECT, FACTOR, action_limits=strict)
+    with pytest.raises(RateLimited):
+        rl.check("failed_proofs", SUBJECT, FACTOR, action_limits=strict)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR, action_limits=strict) == 0
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 7
+
+
+def test_looser_override_allows_more_than_the_default(rl):
+    loose = {"failed_proofs": "12/15minutes"}
+    fail_proofs(rl, 12, SUBJECT, FACTOR, action_limits=loose)
+    with pytest.raises(RateLimited):
+        rl.hit("failed_proofs", SUBJECT, FACTOR, action_limits=loose)
+
+
+def test_override_for_another_kind_does_not_apply(rl):
+    fail_proofs(rl, 10, SUBJECT, FACTOR, action_limits={"sms_sends": "1/hour"})
+    with pytest.raises(RateLimited):
+        rl.check("failed_proofs", SUBJECT, FACTOR)
+
+
+def test_guesses_through_another_action_count_against_the_same_secret(rl):
+    # An override changes the threshold, not the counter: ten failures through the default
+    # action leave nothing for an action allowing three in the same window.
+    fail_proofs(rl, 10)
+    with pytest.raises(RateLimited):
+        rl.check("failed_proofs", SUBJECT, FACTOR, action_limits={"failed_proofs": "3/15minutes"})
+
+
+def test_constructor_overrides_replace_defaults(clock):
+    rl = RateLimits(overrides={"sms_sends": "2/10minutes"})
+    rl.hit("sms_sends", "phone_hmac")
+    rl.hit("sms_sends", "phone_hmac")
+    with pytest.raises(RateLimited):
+        rl.hit("sms_sends", "phone_hmac")
+
+
+def test_different_keys_and_kinds_are_independent(rl):
+    fail_proofs(rl, 10)
+    rl.check("failed_proofs", SUBJECT, "sms")
+    rl.check("failed_proofs", "sub_other", FACTOR)
+    rl.check("subject_failures", SUBJECT)
+    assert rl.remaining("failed_proofs", SUBJECT, "sms") == 10
+
+
+def test_key_parts_cannot_collide_through_the_separator(rl):
+    for _ in range(30):
+        rl.hit("ip", "2001:db8::1")
+    rl.check("ip", "2001", "db8::1")
+    rl.check("ip", "2001:db8:", ":1")
+    with pytest.raises(RateLimited):
+        rl.check("ip", "2001:db8::1")
+
+
+def test_key_prefix_separates_deployments(clock):
+    a, b = RateLimits(key_prefix="a"), RateLimits(key_prefix="b")
+    assert a.remaining("ip", "10.0.0.1") == b.remaining("ip", "10.0.0.1") == 30
+
+
+def test_two_memory_instances_do_not_share_counters(clock):
+    # Why production with more than one process needs Redis: each process would grant the
+    # attacker its own ten guesses per window.
+    first, second = RateLimits("memory://"), RateLimits("memory://")
+    fail_proofs(first, 10)
+    assert not first.shared and not second.shared
+    assert second.remaining("failed_proofs", SUBJECT, FACTOR) == 10
+    second.check("failed_proofs", SUBJECT, FACTOR)
+
+
+def test_reset_forgets_the_counter(rl):
+    fail_proofs(rl, 10)
+    rl.reset("failed_proofs", SUBJECT, FACTOR)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 10
+
+
+def test_reset_only_touches_its_key(rl):
+    fail_proofs(rl, 10)
+    fail_proofs(rl, 10, "sub_other", FACTOR)
+    rl.reset("failed_proofs", SUBJECT, FACTOR)
+    assert rl.remaining("failed_proofs", "sub_other", FACTOR) == 0
+
+
+def test_reset_clears_an_override_with_its_own_window(rl):
+    hourly = {"failed_proofs": "5/hour"}
+    fail_proofs(rl, 5, SUBJECT, FACTOR, action_limits=hourly)
+    rl.reset("failed_proofs", SUBJECT, FACTOR, action_limits=hourly)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR, action_limits=hourly) == 5
+
+
+def test_memory_storage_is_always_healthy(rl):
+    assert rl.healthy()
+
+
+@pytest.mark.parametrize(
+    "bad", ["abc", "10/fortnight", "", "0/minute", "10/minute;5/second", "10 per"]
+)
+def test_bad_limit_string_is_refused_naming_the_kind(bad):
+    with pytest.raises(ValueError, match="failed_proofs"):
+        RateLimits(overrides={"failed_proofs": bad})
+
+
+def test_unknown_override_kind_is_refused():
+    with pytest.raises(ValueError, match="sms_send"):
+        RateLimits(overrides={"sms_send": "5/minute"})
+
+
+def test_bad_action_limit_is_refused(rl):
+    with pytest.raises(ValueError):
+        rl.check("failed_proofs", SUBJECT, FACTOR, action_limits={"failed_proofs": "lots"})
+
+
+def test_unknown_kind_and_missing_key_are_programming_errors(rl):
+    with pytest.raises(ValueError, match="unknown rate limit kind"):
+        rl.hit("failed_proof", SUBJECT)
+    with pytest.raises(ValueError, match="key part"):
+        rl.hit("failed_proofs")
+    with pytest.raises(ValueError, match="key part"):
+        rl.hit("failed_proofs", SUBJECT, "")
+
+
+@pytest.mark.parametrize("url", ["memcached://localhost:11211", "postgresql://x/y", "nonsense"])
+def test_unsupported_storage_is_refused(url):
+    with pytest.raises(ValueError, match="memory:// or redis://"):
+        RateLimits(url)
+
+
+def test_rate_limited_message_names_the_limit(rl):
+    fail_proofs(rl, 10)
+    with pytest.raises(RateLimited, match=r"failed_proofs: 10 per 15 minutes"):
+        rl.hit("failed_proofs", SUBJECT, FACTOR)
+
+
+# -- lockout ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failed", "lock"),
+    [
+        (0, None),
+        (2, None),
+        (3, timedelta(minutes=15)),
+        (4, timedelta(minutes=30)),
+        (5, timedelta(hours=1)),
+        (6, timedelta(hours=2)),
+        (9, timedelta(hours=16)),
+        (10, timedelta(hours=24)),
+        (11, timedelta(hours=24)),
+        (10**9, timedelta(hours=24)),
+    ],
+)
+def test_lockout_grows_by_doubling_and_is_capped_at_a_day(failed, lock):
+    assert lockout_for(failed) == lock
+
+
+@given(st.integers(min_value=-5, max_value=10_000))
+def test_lockout_never_shrinks_with_more_failures(n):
+    now, then = lockout_for(n), lockout_for(n + 1)
+    assert (now or timedelta(0)) <= (then or timedelta(0)) <= timedelta(hours=24)
+
+
+# -- guessing arithmetic (README quotes these figures) ----------------------------------------
+
+
+def test_guessing_budget_for_totp_behind_the_default_limit():
+    budget = guessing_budget()
+    assert budget["guesses_per_day"] == 960
+    assert budget["p_per_guess"] == pytest.approx(3e-6)
+    assert round(budget["expected_guesses"]) == 333_333
+    assert round(budget["expected_days"]) == 347
+    assert budget["guesses_in_period"] == 28_800
+    assert budget["p_success_in_period"] == pytest.approx(1 - (1 - 3e-6) ** 28_800, rel=1e-9)
+    assert round(budget["p_success_in_period"] * 100, 2) == 8.28
+
+
+def test_guessing_budget_for_a_fixed_six_digit_pin():
+    budget = guessing_budget(drift_window=1, changing_code=False)
+    assert budget["p_success_in_period"] == pytest.approx(0.0288)
+    assert budget["expected_guesses"] == pytest.approx(500_000.5)
+
+
+def test_guessing_budget_follows_the_limit():
+    assert guessing_budget("20/hour")["guesses_per_day"] == 480
+    with pytest.raises(ValueError):
+        guessing_budget("often")
