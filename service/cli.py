@@ -305,6 +305,16 @@ def carrier_sim(host: str, port: int, script: str | None) -> None:
     run_simulator(host, port, script)
 
 
+def _register_groups() -> None:
+    """Command groups that live in their own modules."""
+    from service.cli_audit import audit as audit_group
+
+    cli.add_command(audit_group)
+
+
+_register_groups()
+
+
 def main() -> None:
     """Entry point of the ``idv`` console script."""
     try:
