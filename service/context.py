@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
+from service.carrier.provider import CarrierProvider
 from service.crypto.keyring import KeyRing, load_key_ring
 from service.domain.clock import utcnow
 from service.domain.policy import Policy, load_policy
@@ -34,6 +35,7 @@ class ServiceContext:
     hasher: KnowledgeHasher
     sms: SmsSender
     limits: RateLimits
+    carrier: CarrierProvider | None = None
     clock: Callable[[], datetime] = utcnow
     # Bounded argon2 concurrency: a flood of PIN guesses cannot starve other proofs.
     argon2_slots: threading.BoundedSemaphore = field(
@@ -57,5 +59,22 @@ class ServiceContext:
             ),
             sms=sender_from_spec(settings.sms_sender),
             limits=RateLimits(settings.redis_url),
+            carrier=carrier_from_settings(settings),
             argon2_slots=threading.BoundedSemaphore(settings.argon2_concurrency),
         )
+
+
+def carrier_from_settings(settings: Settings) -> CarrierProvider | None:
+    """The CAMARA pull provider when one is configured (none by default)."""
+    if not settings.carrier_url:
+        return None
+    from service.carrier.camara import CamaraProvider
+
+    assert settings.carrier_token_url and settings.carrier_client_id
+    assert settings.carrier_client_secret
+    return CamaraProvider(
+        settings.carrier_url,
+        settings.carrier_token_url,
+        settings.carrier_client_id,
+        settings.carrier_client_secret,
+    )

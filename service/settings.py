@@ -65,6 +65,10 @@ class Settings:
     argon2_concurrency: int = 4
     log_level: str = "INFO"
     trust_proxy: bool = False
+    carrier_url: str | None = None
+    carrier_token_url: str | None = None
+    carrier_client_id: str | None = None
+    carrier_client_secret: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -99,6 +103,21 @@ class Settings:
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("IDV_LOG_LEVEL", "must be DEBUG, INFO, WARNING or ERROR")
         key_file = Path(env.get("IDV_KEY_FILE") or data_dir / "keys.json")
+        carrier = {
+            name: env.get(f"IDV_CARRIER_{name.upper()}") or None
+            for name in ("url", "token_url", "client_id", "client_secret")
+        }
+        if any(carrier.values()) and not all(carrier.values()):
+            missing = [f"IDV_CARRIER_{k.upper()}" for k, v in carrier.items() if not v]
+            raise ConfigError(
+                missing[0],
+                "a carrier provider needs IDV_CARRIER_URL, "
+                "IDV_CARRIER_TOKEN_URL, IDV_CARRIER_CLIENT_ID and _CLIENT_SECRET",
+            )
+        for name in ("url", "token_url"):
+            value = carrier[name]
+            if value and not value.startswith(("https://", "http://")):
+                raise ConfigError(f"IDV_CARRIER_{name.upper()}", "must be an http(s) URL")
         return cls(
             data_dir=data_dir,
             database_url=database_url,
@@ -116,4 +135,8 @@ class Settings:
             argon2_concurrency=_int(env, "IDV_ARGON2_CONCURRENCY", 4, 1, 64),
             log_level=level,
             trust_proxy=(env.get("IDV_TRUST_PROXY") or "").lower() in {"1", "true", "yes"},
+            carrier_url=carrier["url"],
+            carrier_token_url=carrier["token_url"],
+            carrier_client_id=carrier["client_id"],
+            carrier_client_secret=carrier["client_secret"],
         )

@@ -6,10 +6,13 @@ tenant's subject holds that number.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, select
 
+from service.carrier.provider import CarrierProvider, Reason, RecycleStatus
 from service.domain.clock import as_utc
 from service.domain.policy import SubjectState
 from service.storage import subjects as subject_store
@@ -35,8 +38,53 @@ def carrier_facts(conn: Connection, phone_hash: str) -> dict[str, list[datetime]
     return facts
 
 
+@dataclass(frozen=True)
+class PulledSignals:
+    """What a carrier provider answered for one decision."""
+
+    last_sim_change: datetime | None = None
+    number_recycled: bool = False
+    unavailable: bool = False
+
+
+def pull(
+    provider: CarrierProvider,
+    phone: str,
+    phone_set_at: datetime | None,
+    *,
+    sensitive: bool,
+    longest_window: timedelta | None,
+) -> PulledSignals:
+    """Ask the carrier about SIM changes and reassignment, within one deadline.
+
+    About 2 s for a login, 5 s for sensitive actions, whose answers also bypass the fact cache.
+    Anything the carrier cannot tell us is ``unavailable``, never "all clear".
+    """
+    deadline = 5.0 if sensitive else 2.0
+    started = time.monotonic()
+    fact = provider.latest_sim_change(phone, deadline=deadline, use_cache=not sensitive)
+    unavailable = fact.reason is not Reason.OK
+    if not unavailable and fact.latest_change is None:
+        # CAMARA: null with monitoredPeriod = "no change in that period"; without it, unknown.
+        covered = fact.monitored_days is not None and (
+            longest_window is None or longest_window <= timedelta(days=fact.monitored_days)
+        )
+        unavailable = not covered
+    recycled = False
+    if phone_set_at is not None:
+        left = max(0.2, deadline - (time.monotonic() - started))
+        answer = provider.number_recycled(phone, phone_set_at, deadline=left)
+        recycled = answer.status is RecycleStatus.REASSIGNED
+        unavailable = unavailable or answer.status is RecycleStatus.UNKNOWN
+    return PulledSignals(fact.latest_change, recycled, unavailable)
+
+
 def subject_state(
-    conn: Connection, subject: SubjectRecord, active: list[FactorRecord], now: datetime
+    conn: Connection,
+    subject: SubjectRecord,
+    active: list[FactorRecord],
+    now: datetime,
+    pulled: PulledSignals | None = None,
 ) -> SubjectState:
     """Assemble factors, carrier signals, sensitive events and lockout for ``decide()``."""
     types = {f.type for f in active if f.status == "active"}
@@ -54,6 +102,10 @@ def subject_state(
         # T2: a number_recycled dated after the phone was set voids the phone for this subject.
         set_at = subject.phone_set_at
         recycled = any(set_at is None or at > set_at for at in facts.get("number_recycled", []))
+    if pulled is not None:
+        changes = [d for d in (last_sim_change, pulled.last_sim_change) if d is not None]
+        last_sim_change = max(changes, default=None)
+        recycled = recycled or pulled.number_recycled
     events = {
         kind: at
         for kind, at in subject_store.last_events(conn, subject.pk).items()
@@ -64,6 +116,7 @@ def subject_state(
         last_sim_change=last_sim_change,
         sim_lost_since=sim_lost_since,
         number_recycled=recycled,
+        signal_unavailable=pulled is not None and pulled.unavailable,
         last_events=events,
         locked_until=subject.locked_until
         if subject.locked_until and subject.locked_until > now

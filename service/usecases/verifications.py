@@ -24,7 +24,7 @@ from service.domain.errors import (
     ServiceUnavailable,
 )
 from service.domain.phone import mask_phone
-from service.domain.policy import decide
+from service.domain.policy import ActionPolicy, decide
 from service.factors import device, sms, totp
 from service.ratelimit import lockout_for
 from service.storage import audit, replay
@@ -34,7 +34,7 @@ from service.storage import verifications as store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
-from service.usecases.signals import subject_state
+from service.usecases.signals import PulledSignals, pull, subject_state
 from service.usecases.subjects import find, phone_of, subject_ref
 
 CHALLENGE_FACTORS = ("sms", "device")
@@ -104,11 +104,12 @@ def start(
     ctx.limits.hit("verifications", client.id, action_limits=rules.limits)
     if ip:
         ctx.limits.hit("ip", ip, action_limits=rules.limits)
+    pulled = _pull_carrier(ctx, client, subject_id, rules) if ctx.carrier else None
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         subject = find(ctx, conn, client, subject_id)
         active = [f for f in factor_store.for_subject(conn, subject.pk) if f.status == "active"]
-        state = subject_state(conn, subject, active, now)
+        state = subject_state(conn, subject, active, now, pulled)
         decision = decide(ctx.policy, action, state, now)
         verification_id = "vf_" + secrets.token_urlsafe(18)
         expires_at = now + rules.lifetime
@@ -137,6 +138,35 @@ def start(
         record = store.get(conn, client.id, verification_id)
     assert record is not None
     return VerificationView.of(record)
+
+
+def _pull_carrier(
+    ctx: ServiceContext, client: ClientRecord, subject_id: str, rules: ActionPolicy
+) -> PulledSignals | None:
+    """Ask the configured carrier about the subject's phone, outside any transaction."""
+    assert ctx.carrier is not None
+    with ctx.engine.connect() as conn:
+        subject = find(ctx, conn, client, subject_id)
+        conn.rollback()
+    phone = phone_of(ctx, subject)
+    if phone is None:
+        return None
+    windows = [
+        w
+        for w in (
+            rules.sms_blocked_after_sim_change,
+            rules.hold_after_sim_change,
+            rules.cooling_off,
+        )
+        if w is not None
+    ]
+    return pull(
+        ctx.carrier,
+        phone,
+        subject.phone_set_at,
+        sensitive=rules.sensitive,
+        longest_window=max(windows, default=None),
+    )
 
 
 def _pending(
