@@ -85,7 +85,11 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
             self.cfg.set("limit_request_line", 8190)
 
         def load(self):  # type: ignore[no-untyped-def]
-            return create_app(settings)
+            from service.usecases.notify import Deliverer
+
+            app = create_app(settings)
+            Deliverer(app.extensions["idv"]).start()  # durable outbox → tenants' webhooks
+            return app
 
     click.echo(
         f"idv serving on http://{host}:{port} ({workers} worker(s), {threads} threads)", err=True
@@ -313,6 +317,24 @@ def _register_groups() -> None:
 
 
 _register_groups()
+
+
+@clients.command("webhook")
+@click.argument("client_id")
+@click.argument("url")
+def clients_webhook(client_id: str, url: str) -> None:
+    """Register CLIENT_ID's webhook URL for sensitive events; prints the signing secret once."""
+    from service.storage import clients as store
+    from service.usecases.notify import register
+
+    ctx = _context()
+    with ctx.engine.connect() as conn:
+        if store.by_id(conn, client_id) is None:
+            raise click.ClickException(f"no client {client_id}")
+    secret = register(ctx, client_id, url)
+    click.echo(f"webhook for {client_id}: {url}")
+    click.echo("signing secret (shown once; verify Idv-Signature with it):")
+    click.echo(secret)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 
@@ -22,11 +23,23 @@ def rfc3339(value: datetime) -> str:
     return as_utc(value).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# RFC 3339 §5.6 date-time: full-date "T" full-time, with Z or a numeric offset.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
 def parse_rfc3339(text: str) -> datetime:
-    """Parse an RFC 3339 timestamp with an explicit offset; raise ValueError otherwise."""
-    if not isinstance(text, str) or len(text) < 20 or text[10] not in "Tt":
+    """Parse an RFC 3339 date-time (§5.6) with Z or an offset; raise ValueError otherwise.
+
+    Stricter than ``datetime.fromisoformat``, which also takes other ISO 8601 forms.
+    """
+    if not isinstance(text, str) or not _RFC3339.fullmatch(text):
         raise ValueError("not an RFC 3339 date-time")
-    value = datetime.fromisoformat(text.replace("z", "Z"))
-    if value.tzinfo is None:
-        raise ValueError("an RFC 3339 date-time needs Z or an offset")
-    return value.astimezone(UTC)
+    head, frac, zone = text[:19], "", text[19:]
+    if zone.startswith("."):
+        digits = re.match(r"\.(\d+)", zone)
+        assert digits is not None
+        frac, zone = "." + digits.group(1)[:6].ljust(6, "0"), zone[digits.end() :]
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    return datetime.fromisoformat(head.replace("t", "T") + frac + zone).astimezone(UTC)

@@ -186,3 +186,30 @@ audit_heads = Table(
     Column("hash", String(64), nullable=False),
     Column("mac", String(64), nullable=False),
 )
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    # One endpoint per tenant; the signing secret is encrypted like every other secret.
+    Column("client_id", String(40), ForeignKey("clients.id"), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("secret_ct", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    # Durable outbox: written in the transaction of the event, delivered after commit with
+    # retries and exponential back-off, so a tenant that is down loses nothing.
+    Column("id", String(40), primary_key=True),
+    Column("client_id", String(40), ForeignKey("clients.id"), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("delivered_at", TS),
+    Column("last_error", String(200)),
+    Index("ix_webhook_outbox_due", "delivered_at", "next_attempt_at"),
+)

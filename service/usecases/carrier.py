@@ -12,6 +12,7 @@ from service.domain.phone import normalize_e164
 from service.storage import audit, replay
 from service.storage.clients import ClientRecord
 from service.storage.tables import carrier_events
+from service.usecases import notify
 
 EVENT_TYPES = ("sim_swap", "sim_lost", "sim_unblocked", "number_recycled")
 FUTURE_SKEW = timedelta(minutes=5)  # API.md: more than a few minutes in the future → 400
@@ -43,6 +44,7 @@ def record_event(
             client_id=client.id,
         )
         if inserted:
+            notify.carrier_event(conn, phone_hash, kind, at, now)
             audit.append(
                 conn,
                 event="carrier.event",

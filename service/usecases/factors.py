@@ -23,6 +23,7 @@ from service.storage import factors as store
 from service.storage import subjects as subject_store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
+from service.usecases import notify
 from service.usecases.subjects import find, subject_ref
 
 
@@ -116,6 +117,7 @@ def enroll(
             now=now,
         )
         subject_store.record_event(conn, subject.pk, "factor_added", now)
+        notify.event(conn, client.id, subject_id, "factor.added", now, type=kind)
         audit.append(
             conn,
             event="factor.enrolled",
@@ -200,6 +202,7 @@ def remove(
         stepped_up = require_step_up(ctx, conn, client, subject, assertion, now)
         store.remove(conn, factor.id)
         subject_store.record_event(conn, subject.pk, "factor_removed", now)
+        notify.event(conn, client.id, subject_id, "factor.removed", now, type=factor.type)
         audit.append(
             conn,
             event="factor.removed",

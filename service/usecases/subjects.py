@@ -13,6 +13,7 @@ from service.storage import audit, factors, replay
 from service.storage import subjects as store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
+from service.usecases import notify
 
 SUBJECT_ID = re.compile(r"^[A-Za-z0-9._:@\-]{1,128}$")
 
@@ -120,6 +121,7 @@ def put_subject(
         ct = ctx.keys.encrypt(e164, phone_context(client.id, subject_id))
         store.set_phone(conn, existing.pk, phone_ct=ct, phone_hash=phone_hash, now=now)
         store.record_event(conn, existing.pk, "phone_changed", now)
+        notify.event(conn, client.id, subject_id, "subject.phone_changed", now)
         audit.append(
             conn,
             event="subject.phone_changed",

@@ -34,6 +34,7 @@ from service.storage import verifications as store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
+from service.usecases import notify
 from service.usecases.signals import PulledSignals, pull, subject_state
 from service.usecases.subjects import find, phone_of, subject_ref
 
@@ -314,6 +315,17 @@ def prove(
             failures, status = store.count_failure(conn, record.id, rules.failure_limit, now)
             if status == "locked":
                 lock_subject_if_repeated(ctx, conn, subject, now)
+            if record.satisfied or status == "locked":
+                # ASVS 6.3.4: one factor passed and another failed, or the attempt was locked.
+                notify.event(
+                    conn,
+                    client.id,
+                    subject.subject_id,
+                    "verification.suspicious",
+                    now,
+                    action=record.action,
+                    outcome=status,
+                )
             audit.append(
                 conn,
                 event="proof.failed",
@@ -373,6 +385,15 @@ def _accept(
         )
         if record.action == "password_reset":  # T1: starts the cooling-off of the chain
             subject_store.record_event(conn, subject.pk, "password_reset", now)
+        notify.event(
+            conn,
+            client.id,
+            subject.subject_id,
+            "verification.satisfied",
+            now,
+            action=record.action,
+            factors=satisfied,
+        )
     audit.append(
         conn,
         event="proof.accepted",
