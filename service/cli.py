@@ -254,6 +254,27 @@ def keys_rotate_signing(alg: str) -> None:
     )
 
 
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Add a data key, make it active and re-encrypt stored secrets with it in batches.
+    Old keys stay in the key ring, so values not yet rewritten keep working."""
+    from service.crypto.keyring import load_key_ring, write_key_file
+    from service.usecases.keys import reencrypt
+
+    settings = _settings()
+    if settings.keys_json:
+        raise click.ClickException("keys come from IDV_KEYS: rotate them in your secret store")
+    ctx = _context()
+    ring = load_key_ring(settings.key_file, None, create=False)
+    kid = ring.add_data_key()
+    write_key_file(settings.key_file, ring)  # saved first: nothing is ever encrypted under
+    count = reencrypt(ctx, ring)  # a key that is not on disk
+    click.echo(
+        f"new data key {kid}; re-encrypted {count} value(s). Restart instances to "
+        "encrypt new values with it."
+    )
+
+
 @cli.group()
 def subjects() -> None:
     """Subjects."""

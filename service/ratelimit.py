@@ -53,6 +53,10 @@ DEFAULTS: Mapping[str, str] = {
     "ip": "30/minute",  # per source IP (context.ip): failed proofs and creations
     "client": "600/minute",  # per client, every request
     "subject_failures": "20/hour",  # per subject, failed proofs across factors (drives lockout)
+    # T3: a support-desk operator reads at most this many subject records an hour ...
+    "operator_reads": "60/hour",
+    # ... and an alert fires (audit + webhook) as soon as one reads more than this many.
+    "operator_alert": "20/hour",
 }
 
 # Fail fast when Redis is away: a proof must never hang on the rate limiter (and must never pass

@@ -150,3 +150,27 @@ class Health(BaseModel):
 
 class Jwks(BaseModel):
     keys: list[dict[str, Any]]
+
+
+class OperatorFactor(BaseModel):
+    factor_id: str
+    type: str
+    status: str
+    created_at: str
+    label: str | None = None
+
+
+class Decision(BaseModel):
+    verification_id: str
+    action: str
+    status: str
+    reasons: list[str]
+    created_at: str
+
+
+class OperatorView(BaseModel):
+    subject_id: str
+    phone: str | None
+    locked_until: str | None
+    factors: list[OperatorFactor]
+    recent_decisions: list[Decision]

@@ -102,6 +102,14 @@ ROUTES: list[tuple[str, str, str, str | None, type[BaseModel] | None, dict[int, 
         m.CarrierEvent,
         {202: m.Accepted},
     ),
+    (
+        "get",
+        "/v1/admin/subjects/{subject_id}",
+        "Support-desk view of a subject (Idv-Operator header required)",
+        "admin",
+        None,
+        {200: m.OperatorView},
+    ),
 ]
 
 ERRORS = {
@@ -148,6 +156,21 @@ def document() -> dict[str, Any]:
         }
         if _path_params(path):
             op["parameters"] = _path_params(path)
+        if path.startswith("/v1/admin/"):
+            op["parameters"] = op.get("parameters", []) + [
+                {
+                    "name": "Idv-Operator",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                },
+                {
+                    "name": "tenant",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 64},
+                },
+            ]
         if scope is None:
             op["security"] = []
         if req is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
@@ -19,6 +20,7 @@ from service.http.errors import error_response
 from service.storage.db import ping
 
 bp = Blueprint("ops", __name__)
+access = logging.getLogger("idv.access")
 
 
 @bp.get("/healthz")
@@ -74,6 +76,16 @@ def install_metrics(app: Flask) -> None:
         if started is not None:
             latency.labels(request.method, route).observe(time.perf_counter() - started)
         requests_total.labels(request.method, route, str(response.status_code)).inc()
+        # The route template, never the raw path or body: no subject id, phone or code in logs.
+        client = g.get("idv_client")
+        access.info(
+            "%s %s %s %.1fms client=%s",
+            request.method,
+            route,
+            response.status_code,
+            (time.perf_counter() - started) * 1000 if started else 0.0,
+            client.id if client else "-",
+        )
         return response
 
     @app.get("/metrics")

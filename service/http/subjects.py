@@ -38,3 +38,23 @@ def delete_subject(subject_id: str) -> tuple[str, int]:
     client = caller("verify")
     subjects.delete_subject(ctx(), client, subject_id, ip=client_ip())
     return "", 204
+
+
+@bp.get("/v1/admin/subjects/<subject_id>")
+def operator_lookup(subject_id: str) -> Response:
+    """Support-desk view of a subject (scope ``admin``): masked, audited, watched (T3)."""
+    from flask import request
+
+    from service.usecases import operators
+
+    client = caller("admin")
+    return jsonify(
+        operators.lookup(
+            ctx(),
+            client,
+            request.headers.get("Idv-Operator"),
+            subject_id,
+            request.args.get("tenant"),
+            client_ip(),
+        )
+    )

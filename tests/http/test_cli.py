@@ -108,3 +108,41 @@ def test_unlock_ends_lockout(user, ctx, env, http, auth):
     out = run(["subjects", "unlock", client_id, "alice", "--operator", "desk-7"], env)
     assert out.exit_code == 0, out.output
     assert user.start("login").json["status"] == "pending"
+
+
+def test_data_key_rotation_keeps_every_factor_usable(user, settings, env, tmp_path, http, auth):
+    import shutil
+    from dataclasses import replace
+
+    from service.app import create_app
+    from tests.http.flow import User
+
+    key_file = tmp_path / "rot-data.json"
+    shutil.copy(settings.key_file, key_file)
+    rotated_settings = replace(settings, key_file=key_file)
+    # Enrol through an app that uses the copied key file.
+    ctx1 = ServiceContext.build(rotated_settings)
+    app1 = create_app(context=ctx1)
+    u = User(app1.test_client(), auth, subject_id="carol", clock=user.clock, sms_file=user.sms_file)
+    assert u.put(phone="+8613700137000").status_code == 201
+    u.add_totp()
+    u.add_pin(assertion=u.step_up("enroll_factor", ["totp"]))
+    old_kid = ctx1.keys.active_data_kid
+    out = run(["keys", "rotate"], dict(env, IDV_KEY_FILE=str(key_file)))
+    assert out.exit_code == 0, out.output
+    assert "re-encrypted" in out.output
+    # A restarted instance with the new key ring: every factor and the phone still work.
+    ctx2 = ServiceContext.build(rotated_settings)
+    assert ctx2.keys.active_data_kid != old_kid
+    with ctx2.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from service.storage.tables import factors, subjects
+
+        cts = [r[0] for r in conn.execute(select(factors.c.secret_ct))]
+        cts += [r[0] for r in conn.execute(select(subjects.c.phone_ct))]
+    assert cts and all(ct.startswith(f"v1:{ctx2.keys.active_data_kid}:") for ct in cts)
+    u.http = create_app(context=ctx2).test_client()
+    u.step_up("password_reset", ["totp", "knowledge"])
+    vid = u.start("login").json["verification_id"]
+    assert u.challenge(vid, "sms").json["sent_to"] == "+86 137****7000"
