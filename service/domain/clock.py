@@ -42,4 +42,7 @@ def parse_rfc3339(text: str) -> datetime:
         assert digits is not None
         frac, zone = "." + digits.group(1)[:6].ljust(6, "0"), zone[digits.end() :]
     zone = "+00:00" if zone in ("Z", "z") else zone
-    return datetime.fromisoformat(head.replace("t", "T") + frac + zone).astimezone(UTC)
+    try:
+        return datetime.fromisoformat(head.replace("t", "T") + frac + zone).astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+        raise ValueError("date-time out of range") from None

@@ -255,7 +255,7 @@ class _Parser:
             if not isinstance(option, list) or not option:
                 raise self.fail(key, f"option {index} must be a non-empty list of factor names")
             for factor in option:
-                if factor not in FACTORS:
+                if not isinstance(factor, str) or factor not in FACTORS:
                     raise self.fail(
                         key, f"unknown factor {factor!r} (known: {', '.join(sorted(FACTORS))})"
                     )
@@ -278,7 +278,7 @@ class _Parser:
             if len(conditions) != 1:
                 raise self.fail(where, "needs exactly one of subject_lacks or subject_has")
             factor = block[conditions[0]]
-            if factor not in FACTORS:
+            if not isinstance(factor, str) or factor not in FACTORS:
                 raise self.fail(f"{where}.{conditions[0]}", f"unknown factor {factor!r}")
             if "options" not in block:
                 raise self.fail(f"{where}.options", "required")

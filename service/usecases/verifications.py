@@ -21,6 +21,7 @@ from service.domain.errors import (
     InvalidRequest,
     NotFound,
     NotPending,
+    RateLimited,
     ServiceUnavailable,
 )
 from service.domain.phone import mask_phone
@@ -304,6 +305,10 @@ def prove(
     # 2. Rate limits, before any argon2 work (RFC 4226 §7.3, NIST SP 800-63B throttling).
     ref = subject_ref(ctx, client.id, subject.subject_id)
     rules = ctx.policy.action(record.action)
+    if subject.locked_until is not None and subject.locked_until > now:
+        # A lockout also stops verifications opened before it (no pre-opened guessing slots).
+        wait = int((subject.locked_until - now).total_seconds()) + 1
+        raise RateLimited("the subject is locked out after repeated failures", retry_after=wait)
     ctx.limits.check("failed_proofs", ref, factor, action_limits=rules.limits)
     ctx.limits.check("subject_failures", ref, action_limits=rules.limits)
     # 3. Verifier (slow work such as argon2 runs outside any transaction).

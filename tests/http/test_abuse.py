@@ -29,6 +29,7 @@ def test_totp_brute_force_gets_429_before_the_11th_guess(user):
 
 def test_repeated_locked_verifications_lock_the_subject(user):
     user.add_totp()
+    spare = user.start("login").json["verification_id"]  # opened before the lockout
     for factor in ("totp", "totp", "sms"):
         vid = user.start("login").json["verification_id"]
         if factor == "sms":
@@ -38,6 +39,8 @@ def test_repeated_locked_verifications_lock_the_subject(user):
         assert r.json["status"] == "locked"
     v = user.start("login").json
     assert v["status"] == "denied" and v["options"] == [] and "subject_locked" in v["reasons"]
+    r = user.prove(spare, {"factor": "totp", "code": user.totp_code()})
+    assert r.status_code == 429 and 0 < int(r.headers["Retry-After"]) <= 15 * 60
     user.advance(16 * 60)  # lockout_for(3) = 15 minutes
     assert user.start("login").json["status"] == "pending"
 
