@@ -104,6 +104,10 @@ class Verification(BaseModel):
     reasons: list[str]
     expires_at: str
     satisfied: list[str] = []
+    held_until: str | None = Field(
+        default=None,
+        description="when a hold (recent_sim_change, cooling_off, subject_locked) ends",
+    )
 
 
 class ChallengeRequest(Request):

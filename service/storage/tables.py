@@ -103,6 +103,7 @@ verifications = Table(
     Column("created_at", TS, nullable=False),
     Column("expires_at", TS, nullable=False),
     Column("completed_at", TS),
+    Column("held_until", TS),
     Index("ix_verifications_subject", "subject_pk"),
 )
 

@@ -27,6 +27,7 @@ class VerificationRecord:
     failures: int
     created_at: datetime
     expires_at: datetime
+    held_until: datetime | None = None
 
 
 def _record(row) -> VerificationRecord:  # type: ignore[no-untyped-def]
@@ -42,6 +43,7 @@ def _record(row) -> VerificationRecord:  # type: ignore[no-untyped-def]
         failures=row.failures,
         created_at=as_utc(row.created_at),
         expires_at=as_utc(row.expires_at),
+        held_until=as_utc(row.held_until) if row.held_until else None,
     )
 
 
@@ -57,6 +59,7 @@ def insert(
     reasons: list[str],
     now: datetime,
     expires_at: datetime,
+    held_until: datetime | None = None,
 ) -> None:
     """Store a new verification."""
     conn.execute(
@@ -73,6 +76,7 @@ def insert(
             created_at=now,
             expires_at=expires_at,
             completed_at=now if status != "pending" else None,
+            held_until=held_until,
         )
     )
 
@@ -99,6 +103,23 @@ def set_status(conn: Connection, verification_id: str, status: str, now: datetim
         .values(status=status, completed_at=now)
     )
     return res.rowcount == 1
+
+
+def deny(
+    conn: Connection,
+    verification_id: str,
+    reasons: list[str],
+    held_until: datetime | None,
+    now: datetime,
+) -> None:
+    """Deny a pending verification the policy no longer allows (a signal arrived meanwhile)."""
+    conn.execute(
+        update(verifications)
+        .where(verifications.c.id == verification_id, verifications.c.status == "pending")
+        .values(
+            status="denied", reasons=json.dumps(reasons), held_until=held_until, completed_at=now
+        )
+    )
 
 
 def add_satisfied(

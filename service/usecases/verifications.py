@@ -25,7 +25,7 @@ from service.domain.errors import (
     ServiceUnavailable,
 )
 from service.domain.phone import mask_phone
-from service.domain.policy import ActionPolicy, decide
+from service.domain.policy import ActionPolicy, Decision, decide
 from service.factors import device, sms, totp
 from service.ratelimit import lockout_for
 from service.storage import audit, replay
@@ -60,6 +60,7 @@ class VerificationView:
     reasons: list[str]
     expires_at: str
     satisfied: list[str] = field(default_factory=list)
+    held_until: str | None = None
 
     @classmethod
     def of(cls, record: VerificationRecord, status: str | None = None) -> VerificationView:
@@ -73,6 +74,7 @@ class VerificationView:
             reasons=record.reasons,
             expires_at=rfc3339(record.expires_at),
             satisfied=record.satisfied,
+            held_until=rfc3339(record.held_until) if record.held_until else None,
         )
 
 
@@ -126,6 +128,7 @@ def start(
             reasons=decision.reasons,
             now=now,
             expires_at=expires_at,
+            held_until=decision.held_until,
         )
         audit.append(
             conn,
@@ -204,10 +207,51 @@ def get(ctx: ServiceContext, client: ClientRecord, verification_id: str) -> Veri
     return VerificationView.of(record)
 
 
-def _remaining(record: VerificationRecord) -> set[str]:
+def _remaining(options: list[list[str]], satisfied: list[str]) -> set[str]:
     """Factors that still help complete some option."""
-    done = set(record.satisfied)
-    return {f for option in record.options for f in option if f not in done}
+    done = set(satisfied)
+    return {f for option in options for f in option if f not in done}
+
+
+def _still_open(
+    ctx: ServiceContext,
+    conn: Connection,
+    record: VerificationRecord,
+    subject: SubjectRecord,
+    now: datetime,
+) -> tuple[list[list[str]], Decision]:
+    """The options chosen at start that the policy still offers now.
+
+    Carrier signals and lockouts can arrive while a verification is pending; an SMS code sent
+    after a SIM swap must be worthless at once (T1), so every challenge and proof decides again.
+    """
+    active = [f for f in factor_store.for_subject(conn, subject.pk) if f.status == "active"]
+    decision = decide(ctx.policy, record.action, subject_state(conn, subject, active, now), now)
+    return [o for o in record.options if o in decision.options], decision
+
+
+def _deny(
+    ctx: ServiceContext, record: VerificationRecord, decision: Decision, now: datetime
+) -> NotPending:
+    """Deny a pending verification the policy no longer allows; the error to raise."""
+    with ctx.engine.begin() as conn:
+        store.deny(conn, record.id, decision.reasons, decision.held_until, now)
+        audit.append(
+            conn,
+            event="verification.denied",
+            outcome="denied",
+            now=now,
+            client_id=record.client_id,
+            detail={"verification_id": record.id, "reasons": decision.reasons},
+        )
+    return NotPending(f"the verification was denied: {', '.join(decision.reasons)}")
+
+
+def _check_lock(subject: SubjectRecord, now: datetime) -> None:
+    """A lockout also stops verifications opened before it (no pre-opened guessing slots)."""
+    if subject.locked_until is not None and subject.locked_until > now:
+        wait = int((subject.locked_until - now).total_seconds()) + 1
+        raise RateLimited("the subject is locked out after repeated failures", retry_after=wait)
 
 
 # -- challenges --------------------------------------------------------------------------------
@@ -220,56 +264,70 @@ def challenge(
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         record = _pending(conn, client, verification_id, now)
-        if factor not in _remaining(record):
-            raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
         subject = subject_store.by_pk(conn, record.subject_pk)
         assert subject is not None
-        if factor == "device":
-            expires = min(now + DEVICE_CHALLENGE_TTL, record.expires_at)
-            text = device.make_challenge(
-                record.id, record.action, int(expires.timestamp()), device.new_nonce()
-            )
-            replay.add_challenge(
-                conn,
-                verification_id=record.id,
-                factor="device",
-                digest=text,
-                now=now,
-                expires_at=expires,
-            )
-            return {"factor": "device", "challenge": text, "expires_at": rfc3339(expires)}
-        phone = phone_of(ctx, subject)
-        assert phone is not None and subject.phone_hash is not None  # sms implies a phone
-        # ASVS 6.6.3: SMS sends are limited per phone number (keyed hash, never the number).
-        rules = ctx.policy.action(record.action).limits
-        ctx.limits.hit("sms_sends", subject.phone_hash, action_limits=rules)
-        ctx.limits.hit("sms_sends_daily", subject.phone_hash, action_limits=rules)
-        code = sms.new_code()
-        expires = now + timedelta(seconds=sms.CODE_TTL_SECONDS)
-        digest = sms.code_digest(ctx.keys.derived_key("sms-code"), record.id, code)
-        replay.add_challenge(
-            conn,
-            verification_id=record.id,
-            factor="sms",
-            digest=digest,
-            now=now,
-            expires_at=expires,
-        )
-        audit.append(
-            conn,
-            event="sms.sent",
-            outcome="ok",
-            now=now,
-            client_id=client.id,
-            subject_ref=subject_ref(ctx, client.id, subject.subject_id),
-            detail={"verification_id": record.id},
-        )
+        _check_lock(subject, now)
+        options, decision = _still_open(ctx, conn, record, subject, now)
+        if options:
+            if factor not in _remaining(options, record.satisfied):
+                raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
+            if factor == "device":
+                return _device_challenge(conn, record, now)
+            phone, code, expires = _sms_challenge(ctx, conn, client, record, subject, now)
+    if not options:
+        raise _deny(ctx, record, decision, now)
     # Sent after the commit: no network call while the transaction holds locks.
     try:
         ctx.sms.send(phone, code, sms.message_text(code))
     except sms.SmsDeliveryError:
         raise ServiceUnavailable("the SMS gateway did not accept the message") from None
     return {"factor": "sms", "sent_to": mask_phone(phone), "expires_at": rfc3339(expires)}
+
+
+def _device_challenge(conn: Connection, record: VerificationRecord, now: datetime) -> dict:
+    """A single-use challenge binding a 256-bit nonce, the verification, action and expiry
+    (RFC 9449-style; ASVS 6.7.2)."""
+    expires = min(now + DEVICE_CHALLENGE_TTL, record.expires_at)
+    text = device.make_challenge(
+        record.id, record.action, int(expires.timestamp()), device.new_nonce()
+    )
+    replay.add_challenge(
+        conn, verification_id=record.id, factor="device", digest=text, now=now, expires_at=expires
+    )
+    return {"factor": "device", "challenge": text, "expires_at": rfc3339(expires)}
+
+
+def _sms_challenge(
+    ctx: ServiceContext,
+    conn: Connection,
+    client: ClientRecord,
+    record: VerificationRecord,
+    subject: SubjectRecord,
+    now: datetime,
+) -> tuple[str, str, datetime]:
+    """Issue an SMS code (stored only as an HMAC bound to the verification): phone, code, expiry."""
+    phone = phone_of(ctx, subject)
+    assert phone is not None and subject.phone_hash is not None  # sms implies a phone
+    # ASVS 6.6.3: SMS sends are limited per phone number (keyed hash, never the number).
+    rules = ctx.policy.action(record.action).limits
+    ctx.limits.hit("sms_sends", subject.phone_hash, action_limits=rules)
+    ctx.limits.hit("sms_sends_daily", subject.phone_hash, action_limits=rules)
+    code = sms.new_code()
+    expires = now + timedelta(seconds=sms.CODE_TTL_SECONDS)
+    digest = sms.code_digest(ctx.keys.derived_key("sms-code"), record.id, code)
+    replay.add_challenge(
+        conn, verification_id=record.id, factor="sms", digest=digest, now=now, expires_at=expires
+    )
+    audit.append(
+        conn,
+        event="sms.sent",
+        outcome="ok",
+        now=now,
+        client_id=client.id,
+        subject_ref=subject_ref(ctx, client.id, subject.subject_id),
+        detail={"verification_id": record.id},
+    )
+    return phone, code, expires
 
 
 # -- proofs ------------------------------------------------------------------------------------
@@ -287,10 +345,12 @@ def prove(
     # 1. Policy: read the verification and the candidate factor (no lock held afterwards).
     with ctx.engine.connect() as conn:
         record = _pending(conn, client, verification_id, now)
-        if factor not in _remaining(record):
-            raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
         subject = subject_store.by_pk(conn, record.subject_pk)
         assert subject is not None
+        _check_lock(subject, now)
+        options, decision = _still_open(ctx, conn, record, subject, now)
+        if options and factor not in _remaining(options, record.satisfied):
+            raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
         candidates = [
             f
             for f in factor_store.for_subject(conn, subject.pk)
@@ -302,13 +362,11 @@ def prove(
             else []
         )
         conn.commit()
+    if not options:
+        raise _deny(ctx, record, decision, now)
     # 2. Rate limits, before any argon2 work (RFC 4226 §7.3, NIST SP 800-63B throttling).
     ref = subject_ref(ctx, client.id, subject.subject_id)
     rules = ctx.policy.action(record.action)
-    if subject.locked_until is not None and subject.locked_until > now:
-        # A lockout also stops verifications opened before it (no pre-opened guessing slots).
-        wait = int((subject.locked_until - now).total_seconds()) + 1
-        raise RateLimited("the subject is locked out after repeated failures", retry_after=wait)
     ctx.limits.check("failed_proofs", ref, factor, action_limits=rules.limits)
     ctx.limits.check("subject_failures", ref, action_limits=rules.limits)
     # 3. Verifier (slow work such as argon2 runs outside any transaction).
@@ -344,7 +402,7 @@ def prove(
         else:
             failed = None
             token, status, satisfied = _accept(
-                ctx, conn, client, record, subject, factor, check, rules.acr, ref, now
+                ctx, conn, client, record, options, subject, factor, check, rules.acr, ref, now
             )
     if failed is not None:
         # Counted after the commit so that a rolled-back attempt is never charged twice.
@@ -359,6 +417,7 @@ def _accept(
     conn: Connection,
     client: ClientRecord,
     record: VerificationRecord,
+    options: list[list[str]],
     subject: SubjectRecord,
     factor: str,
     check: _Check,
@@ -370,7 +429,10 @@ def _accept(
     if check.rehash is not None:
         factor_store.replace_secret(conn, check.rehash[0], check.rehash[1])
     satisfied = sorted(set(record.satisfied) | {factor})
-    complete = any(set(option) <= set(satisfied) for option in record.options)
+    done = [option for option in options if set(option) <= set(satisfied)]
+    complete = bool(done)
+    if complete and all(len(option) == 1 for option in done) and acr != "aal1":
+        acr = "aal1"  # NIST SP 800-63B-4: AAL2 needs two factors; a one-factor option is AAL1
     status = "satisfied" if complete else "pending"
     store.add_satisfied(conn, record.id, satisfied, status, now)
     token = None

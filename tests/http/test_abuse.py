@@ -39,6 +39,10 @@ def test_repeated_locked_verifications_lock_the_subject(user):
         assert r.json["status"] == "locked"
     v = user.start("login").json
     assert v["status"] == "denied" and v["options"] == [] and "subject_locked" in v["reasons"]
+    from service.domain.clock import parse_rfc3339
+
+    held = parse_rfc3339(v["held_until"]) - parse_rfc3339(v["expires_at"])
+    assert 4 * 60 <= held.total_seconds() <= 15 * 60  # 15 min lock vs the 10 min lifetime
     r = user.prove(spare, {"factor": "totp", "code": user.totp_code()})
     assert r.status_code == 429 and 0 < int(r.headers["Retry-After"]) <= 15 * 60
     user.advance(16 * 60)  # lockout_for(3) = 15 minutes

@@ -75,8 +75,12 @@ def test_default_policy_defines_exactly_the_documented_actions(policy: Policy) -
         ("view_personal_data", {"sms", "knowledge"}, [["sms", "knowledge"]]),
         ("change_phone", ALL, STRONG),
         ("change_phone", {"device", "knowledge"}, [["device", "knowledge"]]),
-        ("enroll_factor", ALL, STRONG),
-        ("enroll_factor", {"totp", "knowledge", "sms"}, [["totp", "knowledge"]]),
+        ("enroll_factor", ALL, [*STRONG, ["sms", "knowledge"]]),
+        (
+            "enroll_factor",
+            {"totp", "knowledge", "sms"},
+            [["totp", "knowledge"], ["sms", "knowledge"]],
+        ),
         ("password_reset", ALL, STRONG),
         ("password_reset", {"totp", "knowledge"}, [["totp", "knowledge"]]),
         ("payment_password_reset", ALL, STRONG),
@@ -128,9 +132,11 @@ def test_enroll_factor_bootstrap_replaces_options_while_subject_lacks_knowledge(
 
 def test_enroll_factor_needs_the_pin_once_it_exists(policy: Policy) -> None:
     # "once a PIN exists nobody changes factors without it"
-    assert decide(policy, "enroll_factor", state("sms", "knowledge"), NOW).status == "denied"
-    with_totp = decide(policy, "enroll_factor", state("sms", "totp", "knowledge"), NOW)
+    pin_first = decide(policy, "enroll_factor", state("sms", "knowledge"), NOW)
+    assert pin_first.options == [["sms", "knowledge"]]  # a PIN set first is no dead end
+    with_totp = decide(policy, "enroll_factor", state("totp", "knowledge"), NOW)
     assert with_totp.options == [["totp", "knowledge"]]
+    assert all("knowledge" in option for option in pin_first.options + with_totp.options)
 
 
 def test_enroll_factor_bootstrap_sms_blocked_for_30_days_after_sim_change(policy) -> None:

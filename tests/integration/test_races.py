@@ -1,0 +1,173 @@
+"""Concurrency: single-use guards and failure counting under parallel requests.
+
+Run on SQLite (default: BEGIN IMMEDIATE + busy_timeout serialise writers) and on PostgreSQL
+(``IDV_TEST_DATABASE_URL``: row locks and unique constraints). Each worker has its own Flask
+test client, as separate instances of a caller's backend would; a barrier releases them
+together. What is asserted is what callers see: status codes and bodies.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pyotp
+from sqlalchemy import select
+
+from service.storage.tables import verifications
+
+WORKERS = 50
+
+
+def run_together(app, requests):
+    """Send ``requests`` (callables taking a test client) at once; return their responses."""
+    barrier = threading.Barrier(len(requests))
+
+    def work(send):
+        client = app.test_client()
+        barrier.wait(timeout=30)
+        return send(client)
+
+    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        return [f.result(timeout=120) for f in [pool.submit(work, r) for r in requests]]
+
+
+def outcome(r) -> str:
+    """A response summed up for counting: the error code, or status/accepted of a proof."""
+    body = r.get_json(silent=True) or {}
+    if r.status_code >= 400:
+        return f"{r.status_code} {body.get('error')}"
+    if "accepted" in body:
+        return f"{body['status']} accepted={body['accepted']}"
+    return str(r.status_code)
+
+
+def test_one_totp_code_on_50_verifications_is_accepted_once(app, user, auth):
+    # RFC 6238 §5.2, ASVS 6.5.1: a TOTP code is accepted once, ever, whatever the concurrency.
+    user.add_totp()
+    vids = [user.start("login").json["verification_id"] for _ in range(WORKERS)]
+    code = user.totp_code()
+
+    def prove(vid):
+        return lambda c: c.post(
+            f"/v1/verifications/{vid}/proofs",
+            json={"factor": "totp", "code": code},
+            headers=auth,
+        )
+
+    responses = run_together(app, [prove(v) for v in vids])
+    counts = Counter(outcome(r) for r in responses)
+    assert counts["satisfied accepted=True"] == 1, counts
+    assert all(r.status_code < 500 for r in responses), counts
+    # The rest were refused as wrong codes (or throttled once enough failures piled up).
+    assert set(counts) <= {
+        "satisfied accepted=True",
+        "pending accepted=False",
+        "429 rate_limited",
+    }, counts
+    winners = [r for r in responses if r.get_json().get("assertion")]
+    assert len(winners) == 1
+
+
+def test_one_enroll_assertion_used_by_50_enrolments_counts_once(app, user, auth):
+    # API.md: an assertion is accepted once where idv consumes it.
+    user.add_totp()
+    token = user.step_up("enroll_factor", ["totp"])
+    bodies = [
+        {"type": "device", "public_key": _pem(), "alg": "ES256", "label": f"d{i}"}
+        for i in range(WORKERS)
+    ]
+
+    def enrol(body):
+        return lambda c: c.post(
+            "/v1/subjects/alice/factors", json={**body, "assertion": token}, headers=auth
+        )
+
+    responses = run_together(app, [enrol(b) for b in bodies])
+    counts = Counter(outcome(r) for r in responses)
+    assert counts == {"201": 1, "403 step_up_required": WORKERS - 1}, counts
+    devices = [f for f in user.factors().json["factors"] if f["type"] == "device"]
+    assert len(devices) == 1
+
+
+def test_one_enroll_assertion_used_by_50_removals_counts_once(app, user, auth, http):
+    # ASVS 6.4.4: each factor change needs its own step-up; one assertion removes one factor.
+    # 50 never-activated TOTPs (no step-up needed while nothing is active), then one active
+    # TOTP that is not a target: every removal below needs the step-up, whoever wins.
+    targets = [user.enroll({"type": "totp"}).json["factor_id"] for _ in range(WORKERS)]
+    user.add_totp()
+    token = user.step_up("enroll_factor", ["totp"])
+
+    def remove(fid):
+        return lambda c: c.delete(
+            f"/v1/subjects/alice/factors/{fid}", json={"assertion": token}, headers=auth
+        )
+
+    responses = run_together(app, [remove(f) for f in targets])
+    counts = Counter(outcome(r) for r in responses)
+    assert counts == {"204": 1, "403 step_up_required": WORKERS - 1}, counts
+    assert len(user.factors().json["factors"]) == WORKERS  # 49 pending + the active one
+
+
+def test_one_change_phone_assertion_used_by_50_puts_counts_once(app, user, auth, http):
+    # ASVS 7.5.1, API.md: one change_phone step-up moves the phone once.
+    user.add_totp()
+    user.add_pin(assertion=user.step_up("enroll_factor", ["totp"]))
+    token = user.step_up("change_phone", ["totp", "knowledge"])
+    phones = [f"+86139001390{i:02d}" for i in range(WORKERS)]
+
+    def put(phone):
+        return lambda c: c.put(
+            "/v1/subjects/alice", json={"phone": phone, "assertion": token}, headers=auth
+        )
+
+    responses = run_together(app, [put(p) for p in phones])
+    counts = Counter(outcome(r) for r in responses)
+    assert counts == {"200": 1, "403 step_up_required": WORKERS - 1}, counts
+    winner = next(p for p, r in zip(phones, responses, strict=True) if r.status_code == 200)
+    vid = user.start("login").json["verification_id"]
+    user.challenge(vid, "sms")
+    assert user.sms_messages()[-1]["to"] == winner
+
+
+def test_20_wrong_proofs_lock_at_the_limit_exactly_once(app, ctx, user, auth, http):
+    # API.md: the failed proof that reaches the limit (5th) locks; a locked verification
+    # answers 409 not_pending. Racing failures each count once (policy failure_limit = 5).
+    user.add_totp()
+    vid = user.start("login").json["verification_id"]
+    totp = pyotp.TOTP(user.totp_secret)
+    # RFC 6238 §5.2: one step of drift each way is accepted; pick a code none of them has.
+    valid = {totp.at(time.time() + drift) for drift in (-60, -30, 0, 30, 60)}
+    wrong = next(c for c in ("000000", "111111", "222222", "333333") if c not in valid)
+
+    def prove(c):
+        return c.post(
+            f"/v1/verifications/{vid}/proofs",
+            json={"factor": "totp", "code": wrong},
+            headers=auth,
+        )
+
+    responses = run_together(app, [prove] * 20)
+    counts = Counter(outcome(r) for r in responses)
+    assert counts == {
+        "pending accepted=False": 4,
+        "locked accepted=False": 1,
+        "409 not_pending": 15,
+    }, counts
+    assert http.get(f"/v1/verifications/{vid}", headers=auth).json["status"] == "locked"
+    # No proof after locking is accepted, not even the right code.
+    r = user.prove(vid, {"factor": "totp", "code": user.totp_code()})
+    assert r.status_code == 409 and r.json["error"] == "not_pending"
+    with ctx.engine.connect() as conn:
+        failures = conn.execute(
+            select(verifications.c.failures).where(verifications.c.id == vid)
+        ).scalar_one()
+    assert failures == 5
+
+
+def _pem() -> str:
+    from tests.http.flow import Device
+
+    return Device.new().public_pem()
