@@ -1,0 +1,3 @@
+from examples.loan_portal.run import main
+
+main()
