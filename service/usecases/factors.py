@@ -8,23 +8,18 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
 from service.context import ServiceContext
-from service.domain import assertions
 from service.domain.clock import rfc3339
-from service.domain.errors import InvalidCode, InvalidRequest, NotFound, StepUpRequired
+from service.domain.errors import InvalidCode, InvalidRequest, NotFound
 from service.factors import device, knowledge, totp
 from service.storage import audit, replay
 from service.storage import factors as store
 from service.storage import subjects as subject_store
 from service.storage.clients import ClientRecord
-from service.storage.subjects import SubjectRecord
 from service.usecases import notify
-from service.usecases.subjects import find, subject_ref
+from service.usecases.subjects import find, require_step_up, subject_ref
 
 
 @dataclass(frozen=True)
@@ -38,37 +33,6 @@ class Enrolled:
     secret: str | None = None
     otpauth_uri: str | None = None
     qr_svg: str | None = None
-
-
-def require_step_up(
-    ctx: ServiceContext,
-    conn: Connection,
-    client: ClientRecord,
-    subject: SubjectRecord,
-    assertion: str | None,
-    now: datetime,
-) -> bool:
-    """If the subject has an active non-SMS factor, check and consume an ``enroll_factor``
-    assertion (else 403 ``step_up_required``). Returns whether a step-up was needed."""
-    active = [f for f in store.for_subject(conn, subject.pk) if f.status == "active"]
-    if not active:
-        return False
-    if not assertion:
-        raise StepUpRequired("changing factors needs an enroll_factor assertion")
-    claims = assertions.verify(
-        ctx.keys,
-        assertion,
-        issuer=ctx.settings.issuer,
-        audience=client.id,
-        subject=subject.subject_id,
-        action="enroll_factor",
-        now=now,
-    )
-    if not replay.consume_assertion(
-        conn, claims["jti"], datetime.fromtimestamp(claims["exp"], UTC), now
-    ):
-        raise StepUpRequired("this assertion has already been used")
-    return True
 
 
 def enroll(
@@ -100,7 +64,9 @@ def enroll(
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         subject = find(ctx, conn, client, subject_id)
-        stepped_up = require_step_up(ctx, conn, client, subject, body.get("assertion"), now)
+        stepped_up = require_step_up(
+            ctx, conn, client, subject, "enroll_factor", body.get("assertion"), now
+        )
         if kind == "knowledge":  # one chosen secret per subject: a new one replaces the old
             for old in store.for_subject(conn, subject.pk):
                 if old.type == "knowledge":
@@ -168,21 +134,23 @@ def activate(
     return "active"
 
 
+def summary(factor: store.FactorRecord) -> dict[str, Any]:
+    """What callers and operators may see of a factor: never its secret."""
+    return {
+        "factor_id": factor.id,
+        "type": factor.type,
+        "status": factor.status,
+        "created_at": rfc3339(factor.created_at),
+        "label": factor.label,
+    }
+
+
 def listing(ctx: ServiceContext, client: ClientRecord, subject_id: str) -> list[dict[str, Any]]:
     """The subject's factors, never a secret."""
     with ctx.engine.begin() as conn:
         subject = find(ctx, conn, client, subject_id)
         rows = store.for_subject(conn, subject.pk)
-    return [
-        {
-            "factor_id": f.id,
-            "type": f.type,
-            "status": f.status,
-            "created_at": rfc3339(f.created_at),
-            "label": f.label,
-        }
-        for f in rows
-    ]
+    return [summary(f) for f in rows]
 
 
 def remove(
@@ -199,7 +167,7 @@ def remove(
         factor = store.get(conn, subject.pk, factor_id)
         if factor is None:
             raise NotFound("no such factor")
-        stepped_up = require_step_up(ctx, conn, client, subject, assertion, now)
+        stepped_up = require_step_up(ctx, conn, client, subject, "enroll_factor", assertion, now)
         store.remove(conn, factor.id)
         subject_store.record_event(conn, subject.pk, "factor_removed", now)
         notify.event(conn, client.id, subject_id, "factor.removed", now, type=factor.type)

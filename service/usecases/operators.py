@@ -19,6 +19,7 @@ from service.storage import factors as factor_store
 from service.storage.clients import ClientRecord
 from service.storage.tables import verifications
 from service.usecases import notify
+from service.usecases.factors import summary
 from service.usecases.subjects import find, phone_of, subject_ref
 
 OPERATOR_MAX = 128
@@ -102,16 +103,7 @@ def lookup(
         "subject_id": subject_id,
         "phone": mask_phone(phone) if phone else None,
         "locked_until": rfc3339(subject.locked_until) if subject.locked_until else None,
-        "factors": [
-            {
-                "factor_id": f.id,
-                "type": f.type,
-                "status": f.status,
-                "created_at": rfc3339(f.created_at),
-                "label": f.label,
-            }
-            for f in rows
-        ],
+        "factors": [summary(f) for f in rows],
         "recent_decisions": [
             {
                 "verification_id": r.id,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection
 
 from service.context import ServiceContext
 from service.domain import assertions
@@ -60,6 +63,40 @@ def phone_of(ctx: ServiceContext, subject: SubjectRecord) -> str | None:
     return ctx.keys.decrypt(subject.phone_ct, phone_context(subject.client_id, subject.subject_id))
 
 
+def require_step_up(
+    ctx: ServiceContext,
+    conn: Connection,
+    client: ClientRecord,
+    subject: SubjectRecord,
+    action: str,
+    assertion: str | None,
+    now: datetime,
+) -> bool:
+    """If the subject has an active non-SMS factor, check and consume an assertion for
+    ``action`` (else 403 ``step_up_required``); returns whether a step-up was needed.
+
+    ASVS 6.4.4 / 7.5.1: changing the phone or a factor needs proof at the level of enrolment.
+    The ``jti`` is recorded once, so an assertion is redeemed at most once (API.md).
+    """
+    if not any(f.status == "active" for f in factors.for_subject(conn, subject.pk)):
+        return False
+    if not assertion:
+        raise StepUpRequired(f"this change needs a {action} assertion")
+    claims = assertions.verify(
+        ctx.keys,
+        assertion,
+        issuer=ctx.settings.issuer,
+        audience=client.id,
+        subject=subject.subject_id,
+        action=action,
+        now=now,
+    )
+    expires = datetime.fromtimestamp(claims["exp"], UTC)
+    if not replay.consume_assertion(conn, claims["jti"], expires, now):
+        raise StepUpRequired("this assertion has already been used")
+    return True
+
+
 def put_subject(
     ctx: ServiceContext,
     client: ClientRecord,
@@ -103,21 +140,7 @@ def put_subject(
             return SubjectView(subject_id, mask_phone(e164), created=True)
         if existing.phone_hash == phone_hash:
             return SubjectView(subject_id, mask_phone(e164))
-        strong = [f for f in factors.for_subject(conn, existing.pk) if f.status == "active"]
-        if strong:
-            if not assertion:
-                raise StepUpRequired("changing the phone needs a change_phone assertion")
-            claims = assertions.verify(
-                ctx.keys,
-                assertion,
-                issuer=ctx.settings.issuer,
-                audience=client.id,
-                subject=subject_id,
-                action="change_phone",
-                now=now,
-            )
-            if not replay.consume_assertion(conn, claims["jti"], _exp(claims), now):
-                raise StepUpRequired("this assertion has already been used")
+        strong = require_step_up(ctx, conn, client, existing, "change_phone", assertion, now)
         ct = ctx.keys.encrypt(e164, phone_context(client.id, subject_id))
         store.set_phone(conn, existing.pk, phone_ct=ct, phone_hash=phone_hash, now=now)
         store.record_event(conn, existing.pk, "phone_changed", now)
@@ -133,12 +156,6 @@ def put_subject(
             detail={"stepped_up": bool(strong)},
         )
     return SubjectView(subject_id, mask_phone(e164))
-
-
-def _exp(claims: dict) -> object:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(claims["exp"], UTC)
 
 
 def delete_subject(
