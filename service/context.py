@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from service.carrier.provider import CarrierProvider
 from service.crypto.keyring import KeyRing, load_key_ring
 from service.domain.clock import utcnow
+from service.domain.errors import RateLimited
 from service.domain.policy import Policy, load_policy
 from service.factors.knowledge import KnowledgeHasher
 from service.factors.sms import SmsSender, sender_from_spec
@@ -22,6 +23,23 @@ from service.ratelimit import RateLimits
 from service.settings import Settings
 from service.storage import audit
 from service.storage.db import make_engine
+
+
+class Argon2Gate:
+    """At most ``slots`` argon2 computations at once per process; a request that cannot get a
+    slot within ``wait`` seconds is answered 429 at once instead of holding a server thread, so
+    a flood of PIN guesses cannot starve TOTP and device proofs (ASVS 6.3.4 DoS note)."""
+
+    def __init__(self, slots: int, wait: float = 0.5) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        self._wait = wait
+
+    def __enter__(self) -> None:
+        if not self._slots.acquire(timeout=self._wait):
+            raise RateLimited("too many PIN checks in progress; retry shortly", retry_after=1)
+
+    def __exit__(self, *exc: object) -> None:
+        self._slots.release()
 
 
 @dataclass
@@ -38,9 +56,7 @@ class ServiceContext:
     carrier: CarrierProvider | None = None
     clock: Callable[[], datetime] = utcnow
     # Bounded argon2 concurrency: a flood of PIN guesses cannot starve other proofs.
-    argon2_slots: threading.BoundedSemaphore = field(
-        default_factory=lambda: threading.BoundedSemaphore(4)
-    )
+    argon2_slots: Argon2Gate = field(default_factory=lambda: Argon2Gate(1))
 
     @classmethod
     def build(cls, settings: Settings, *, create_keys: bool = True) -> ServiceContext:
@@ -60,7 +76,7 @@ class ServiceContext:
             sms=sender_from_spec(settings.sms_sender),
             limits=RateLimits(settings.redis_url),
             carrier=carrier_from_settings(settings),
-            argon2_slots=threading.BoundedSemaphore(settings.argon2_concurrency),
+            argon2_slots=Argon2Gate(settings.argon2_concurrency),
         )
 
 

@@ -62,7 +62,7 @@ class Settings:
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19456
     argon2_parallelism: int = 1
-    argon2_concurrency: int = 4
+    argon2_concurrency: int = 1
     log_level: str = "INFO"
     trust_proxy: bool = False
     carrier_url: str | None = None
@@ -132,7 +132,10 @@ class Settings:
             argon2_time_cost=_int(env, "IDV_ARGON2_TIME_COST", 2, 2, 20),
             argon2_memory_kib=_int(env, "IDV_ARGON2_MEMORY_KIB", 19456, 19456, 4 * 1024 * 1024),
             argon2_parallelism=_int(env, "IDV_ARGON2_PARALLELISM", 1, 1, 16),
-            argon2_concurrency=_int(env, "IDV_ARGON2_CONCURRENCY", 4, 1, 64),
+            # argon2 releases the GIL: half the cores hash, the rest serve everything else.
+            argon2_concurrency=_int(
+                env, "IDV_ARGON2_CONCURRENCY", max(1, (os.cpu_count() or 2) // 2), 1, 64
+            ),
             log_level=level,
             trust_proxy=(env.get("IDV_TRUST_PROXY") or "").lower() in {"1", "true", "yes"},
             carrier_url=carrier["url"],

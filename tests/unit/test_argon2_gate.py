@@ -1,0 +1,32 @@
+"""The argon2 gate: bounded concurrency that answers 429 instead of queueing server threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from service.context import Argon2Gate
+from service.domain.errors import RateLimited
+
+
+def test_gate_admits_up_to_its_slots_then_refuses_fast():
+    gate = Argon2Gate(1, wait=0.05)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with gate:
+            entered.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    assert entered.wait(5)
+    with pytest.raises(RateLimited) as err:
+        with gate:
+            pass
+    assert err.value.retry_after == 1
+    release.set()
+    worker.join(5)
+    with gate:  # free again
+        pass
