@@ -22,9 +22,8 @@ def test_gate_admits_up_to_its_slots_then_refuses_fast():
     worker = threading.Thread(target=hold)
     worker.start()
     assert entered.wait(5)
-    with pytest.raises(RateLimited) as err:
-        with gate:
-            pass
+    with pytest.raises(RateLimited) as err, gate:
+        pass
     assert err.value.retry_after == 1
     release.set()
     worker.join(5)
