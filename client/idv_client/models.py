@@ -76,7 +76,9 @@ class Factor(_Model):
 @dataclass(frozen=True)
 class Verification(_Model):
     """A step-up verification. ``options`` lists factor combinations that would satisfy it;
-    ``reasons`` the machine-readable codes for whatever was ruled out or denied."""
+    ``reasons`` the machine-readable codes for whatever was ruled out or denied; ``held_until``
+    (RFC 3339, or None) when a hold (``recent_sim_change``, ``cooling_off``,
+    ``subject_locked``) ends."""
 
     verification_id: str
     status: str
@@ -85,6 +87,7 @@ class Verification(_Model):
     reasons: list[str]
     expires_at: str
     satisfied: list[str] = field(default_factory=list)
+    held_until: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property

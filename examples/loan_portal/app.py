@@ -29,6 +29,7 @@ from flask import (
     session,
     url_for,
 )
+
 from idv_client import (
     AssertionInvalid,
     AssertionVerifier,
@@ -39,16 +40,13 @@ from idv_client import (
     NotPending,
     RateLimited,
     StepUpRequired,
+    Verification,
     WeakSecret,
 )
 from idv_client.flask import init_app, require_step_up
 
 from .i18n import MESSAGES, translate
 
-# policies/default.toml: payment_password_reset / loan_application hold_after_sim_change = "7d".
-# idv's answer names the reason (recent_sim_change) but not the date; the portal knows the date of
-# the SIM changes it was told about (the developer button below) and words the rest from this.
-SIM_HOLD = timedelta(days=7)
 ACTIONS = {"payment_password_reset": "pay_reset", "loan_application": "loan"}
 
 
@@ -139,7 +137,7 @@ def create_app(
         context = {"ip": request.remote_addr, "user_agent": request.user_agent.string[:200]}
         v = idv.start_verification(subject_id, action, context=context)
         if v.status == "denied":
-            return held_page(subject_id, action, v.reasons)
+            return held_page(subject_id, v)
         session["flow"] = {
             "vid": v.verification_id,
             "subject": subject_id,
@@ -149,32 +147,44 @@ def create_app(
         }
         return redirect(url_for("verify"))
 
-    def held_page(subject_id: str, action: str, reasons: list[str]) -> Any:
+    def parse_time(value: str | None) -> datetime | None:
+        """An RFC 3339 time from idv (``held_until``); None if absent or unreadable."""
+        try:
+            moment = datetime.fromisoformat(value) if value else None
+        except ValueError:
+            return None
+        return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
+
+    def held_page(subject_id: str, v: Verification) -> Any:
+        """Why idv held or denied ``v``, in words, and when it opens again: idv's ``held_until``
+        is the end of the latest hold (SIM change, cooling-off, lockout), so one date for all."""
         user = users.by_subject(subject_id) or {}
         lines = []
-        for code in reasons:
-            if code == "recent_sim_change":
-                changed = user.get("sim_changed_at")
-                if changed:
-                    at = datetime.fromisoformat(changed)
-                    days = max(0, (datetime.now(UTC) - at).days)
-                    since = (
-                        (f" {days} 天前" if days else "今天")
-                        if g.lang == "zh"
-                        else (f" {days} days ago" if days else " today")
-                    )
-                    until = fmt_date(at + SIM_HOLD)
-                    lines.append(
-                        t("r_recent_sim_change", since=since, days=SIM_HOLD.days, until=until)
-                    )
-                else:
-                    lines.append(t("r_recent_sim_change_nodate", days=SIM_HOLD.days))
+        for code in v.reasons:
+            if code == "recent_sim_change" and user.get("sim_changed_at"):
+                # The portal knows when the SIM changes it was told about happened (the
+                # developer button below); idv says when the hold ends.
+                at = datetime.fromisoformat(user["sim_changed_at"])
+                days = max(0, (datetime.now(UTC) - at).days)
+                since = (
+                    (f" {days} 天前" if days else "今天")
+                    if g.lang == "zh"
+                    else (f" {days} days ago" if days else " today")
+                )
+                lines.append(t("r_recent_sim_change", since=since))
+            elif code == "recent_sim_change":
+                lines.append(t("r_recent_sim_change_nodate"))
             elif "r_" + code in MESSAGES["en"]:
                 lines.append(t("r_" + code))
             else:
                 lines.append(t("r_other", code=code))
+        until = parse_time(v.held_until)
         return render_template(
-            "held.html", action=t("a_" + action), reasons=lines, codes=reasons
+            "held.html",
+            action=t("a_" + v.action),
+            reasons=lines,
+            codes=v.reasons,
+            until=t("held_until", until=fmt_date(until)) if until else None,
         ), 403
 
     def finish(flow: dict[str, Any], assertion: str) -> Any:
@@ -314,7 +324,6 @@ def create_app(
             "security.html",
             factors=[f for f in factors if f.status == "active"],
             unlocked=not strong or "enroll_assertion" in session,
-            has_strong=bool(strong),
             types=types,
             subject=subject_id,
         )

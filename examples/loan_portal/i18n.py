@@ -53,18 +53,18 @@ MESSAGES: dict[str, dict[str, str]] = {
         "held_title": "We held this for your safety",
         "held_intro": "We could not let you {action} right now:",
         "r_recent_sim_change": "Your SIM card was changed{since}. Right after a SIM change, thieves "
-        "who took a phone try exactly this, so this action stays closed for {days} days: "
-        "it opens again on {until}.",
+        "who took a phone try exactly this, so this action stays closed for a while.",
         "r_recent_sim_change_nodate": "Your SIM card was changed recently. Right after a SIM "
-        "change, thieves who took a phone try exactly this, so this action stays closed for "
-        "{days} days after the change.",
+        "change, thieves who took a phone try exactly this, so this action stays closed for a "
+        "while.",
+        "held_until": "This action opens again on {until}.",
         "r_recent_sim_change_login": "Your SIM card was changed recently, so SMS codes are not "
         "accepted for a while. Use your authenticator app or a bound browser.",
         "r_sim_lost": "Your SIM card was reported lost. SMS codes to it are not accepted.",
         "r_number_recycled": "Your phone number was given to someone else by the carrier. "
         "Please confirm with another factor and update your number.",
-        "r_cooling_off": "You changed your security settings recently. This action opens "
-        "again 24 hours after that change.",
+        "r_cooling_off": "You changed your security settings recently. This action waits a "
+        "little after such a change, in case it was not you.",
         "r_signal_unavailable": "We could not check your SIM card with the carrier just now. "
         "Please try again in a few minutes.",
         "r_subject_locked": "Too many wrong attempts. Your account is locked for a while.",
@@ -83,7 +83,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "bind_browser": "Bind this browser",
         "browser_bound": "This browser is bound to your account.",
         "set_pin": "Set a PIN",
-        "pin_later": "Set a PIN after adding an authenticator app or binding this browser.",
         "pin_hint": "6 or more digits, not your birthday or 123456",
         "saved": "Saved.",
         "weak_pin": "That PIN is too easy to guess. Choose another.",
@@ -147,14 +146,15 @@ MESSAGES: dict[str, dict[str, str]] = {
         "held_title": "为了您的资金安全，此操作暂缓",
         "held_intro": "您暂时无法{action}：",
         "r_recent_sim_change": "您的 SIM 卡{since}发生了更换。手机被盗后，不法分子常在换卡后立即尝试"
-        "此类操作，因此换卡后 {days} 天内暂停此操作，将于 {until} 恢复。",
+        "此类操作，因此换卡后一段时间内暂停此操作。",
         "r_recent_sim_change_nodate": "您的 SIM 卡近期发生了更换。手机被盗后，不法分子常在换卡后立即尝试"
-        "此类操作，因此换卡后 {days} 天内暂停此操作。",
+        "此类操作，因此换卡后一段时间内暂停此操作。",
+        "held_until": "此操作将于 {until} 恢复。",
         "r_recent_sim_change_login": "您的 SIM 卡近期更换过，暂不接受短信验证码。"
         "请使用验证器应用或已绑定的浏览器。",
         "r_sim_lost": "您的 SIM 卡已挂失，发往该号码的验证码暂不可用。",
         "r_number_recycled": "运营商已将您的手机号分配给他人。请用其他方式验证并更换手机号。",
-        "r_cooling_off": "您近期修改过安全设置，此操作将在修改 24 小时后恢复。",
+        "r_cooling_off": "您近期修改过安全设置。为防止并非您本人操作，修改后此操作需暂缓一段时间。",
         "r_signal_unavailable": "暂时无法向运营商核实 SIM 卡状态，请几分钟后再试。",
         "r_subject_locked": "错误次数过多，账号已暂时锁定。",
         "r_no_eligible_factors": "您没有可用于此操作的验证方式。请在安全设置中添加验证器应用和安全 PIN。",
@@ -171,7 +171,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "bind_browser": "绑定本浏览器",
         "browser_bound": "本浏览器已绑定您的账号。",
         "set_pin": "设置安全 PIN",
-        "pin_later": "请先添加验证器应用或绑定本浏览器，再设置安全 PIN。",
         "pin_hint": "至少 6 位，不要用生日或 123456",
         "saved": "已保存。",
         "weak_pin": "该 PIN 太容易被猜到，请换一个。",

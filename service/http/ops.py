@@ -36,6 +36,8 @@ def readyz() -> Response:
         ping(ctx().engine)
     except Exception:  # noqa: BLE001 - any failure means not ready
         return error_response(503, "service_unavailable", "the database is unreachable")
+    if ctx().limits.shared and not ctx().limits.healthy():
+        return error_response(503, "service_unavailable", "the rate limit store is unreachable")
     return jsonify({"status": "ready"})
 
 

@@ -11,12 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 import flask
 import httpx
-import idv_client
 import jwt
 import pyotp
 import pytest
 import time_machine
 from cryptography.hazmat.primitives.asymmetric import ec
+
+import idv_client
 from idv_client import (
     AssertionInvalid,
     AssertionVerifier,
@@ -36,7 +37,6 @@ from idv_client import (
     WeakSecret,
 )
 from idv_client.flask import init_app, require_step_up
-
 from tests.e2e.conftest import free_port
 from tests.http.flow import PIN, Device
 
@@ -202,6 +202,11 @@ def test_factors_verifications_and_carrier_events(idv_server, idv, carrier, phon
     assert "sms" not in login.factors and "recent_sim_change" in login.reasons
     held = idv.start_verification("alice", "payment_password_reset")
     assert held.status == "denied" and held.options == [] and "recent_sim_change" in held.reasons
+    # held_until: the end of the 7-day hold after the swap (policies/default.toml), on GET too.
+    until = datetime.fromisoformat(held.held_until.replace("Z", "+00:00"))
+    assert abs(until - (at + timedelta(days=7))) < timedelta(seconds=5)
+    assert idv.get_verification(held.verification_id).held_until == held.held_until
+    assert login.held_until is None  # SMS ruled out, but login itself is not held
     with pytest.raises(NotPending):
         idv.send_challenge(held.verification_id, "device")
 

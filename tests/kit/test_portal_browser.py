@@ -1,12 +1,13 @@
 """The Lendly demo portal in headless Chromium against a real ``idv serve`` (T1, THREATS.md):
-sign up → enrol TOTP → bind this browser → set a PIN → log in with the browser → reset the
-payment password with browser + PIN → a ``sim_swap`` carrier event → the next login offers no SMS
-and the payment-password reset is held, with its reason on screen.
+sign up (phone) → set a PIN → enrol TOTP → bind this browser → log in with the browser → reset
+the payment password with browser + PIN → a ``sim_swap`` carrier event → the next login offers no
+SMS and the payment-password reset is held, with its reason and idv's ``held_until`` on screen.
 
-Order of set-up: under policies/default.toml a PIN set *first* leaves enroll_factor with no
-usable option (device+knowledge / totp+knowledge, neither held yet), so the portal asks for an
-authenticator app or this browser before the PIN. The one TOTP code used is the activation
-(RFC 6238 §5.2: a code counts once), so nothing waits for the next 30 s step.
+Order of set-up: a subject with no PIN yet changes factors freely (enroll_factor's
+``subject_lacks = "knowledge"`` row); once the PIN exists, policies/default.toml offers
+``sms+knowledge`` besides device/totp + knowledge, so both later step-ups here are SMS + PIN.
+The one TOTP code used is the activation (RFC 6238 §5.2: a code counts once per 30-s step), so
+nothing waits for the next step.
 
 Screenshots of every page land in artefacts/portal/ (gitignored).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyotp
@@ -29,6 +31,13 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwr
 
 ARTEFACTS = Path(__file__).resolve().parents[2] / "artefacts" / "portal"
 PIN = "739184"
+
+
+def opens_on(text: str, template: str) -> datetime:
+    """The date in the held page's "opens again" line, which must read ``template`` around it."""
+    found = re.fullmatch(template.format(until=r"(\d{4}-\d\d-\d\d \d\d:\d\d) UTC"), text)
+    assert found, text
+    return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
 
 
 @pytest.fixture
@@ -47,6 +56,8 @@ def portal(idv_server):
 
 def test_t1_scenario_in_the_browser(portal, phone):
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTEFACTS.glob("*.png"):  # numbering changes with the scenario: no stale shots
+        old.unlink()
     shots = iter(range(1, 100))
     with sync_api.sync_playwright() as p:
         browser = launch(p)
@@ -74,11 +85,19 @@ def test_t1_scenario_in_the_browser(portal, phone):
             page.click("#device-btn")  # WebCrypto signs the challenge; raw r||s → DER
             page.wait_for_url(lambda url: "/verify" not in url)
 
-        def unlock_with(factor: str) -> None:
+        def prove_pin() -> None:
+            page.fill("#pin", PIN)
+            page.click("#pin-submit")
+            page.wait_for_selector("#options .ok")  # the PIN is ticked off
+
+        def unlock_with_sms_and_pin() -> None:
+            """The enroll_factor step-up once a PIN exists: SMS + PIN (no TOTP step used)."""
             page.click("#unlock")
-            assert page.locator(f"#factor-{factor}").count() == 1
-            prove_sms() if factor == "sms" else use_browser()
+            assert "SMS code + your PIN" in page.inner_text("#options")
+            prove_pin()
+            prove_sms()
             page.wait_for_selector("#factor-list")
+            assert page.locator("#unlock").count() == 0
 
         # Sign up: the phone becomes an account once its owner proves it by SMS.
         page.goto(portal + "/signup")
@@ -91,7 +110,15 @@ def test_t1_scenario_in_the_browser(portal, phone):
         page.wait_for_selector("#factor-list")
         shot("security-new")
 
-        # Authenticator app: the first strong factor needs no step-up.
+        # The PIN first: no factor but SMS yet, so no step-up.
+        page.fill("#new-pin", PIN)
+        page.click("#set-pin")
+        page.wait_for_selector("#factor-list li[data-type=knowledge]")
+        page.wait_for_selector("#unlock")  # further changes need a step-up now
+        shot("security-pin-set")
+
+        # Authenticator app: enroll_factor step-up by SMS + PIN, then the secret from the page.
+        unlock_with_sms_and_pin()
         page.click("#add-totp")
         secret = page.inner_text("#totp-secret").strip()
         assert page.locator("#qr img").count() == 1
@@ -101,18 +128,11 @@ def test_t1_scenario_in_the_browser(portal, phone):
         page.wait_for_selector("#unlock")
         assert page.locator("#factor-list li[data-type=totp]").count() == 1
 
-        # Bind this browser: enroll_factor step-up (no PIN yet: any one factor; SMS here).
-        unlock_with("sms")
+        # Bind this browser: another step-up, SMS + PIN again (a TOTP code counts once per step).
+        unlock_with_sms_and_pin()
         page.click("#bind-browser")
         page.wait_for_selector("[data-device-bound]:not([hidden])")
         assert page.locator("#factor-list li[data-type=device]").count() == 1
-        shot("security-browser-bound")
-
-        # Set the PIN: step-up with this browser.
-        unlock_with("device")
-        page.fill("#new-pin", PIN)
-        page.click("#set-pin")
-        page.wait_for_selector("#factor-list li[data-type=knowledge]")
         shot("security-all-factors")
 
         # Log out, log in with the browser.
@@ -132,9 +152,7 @@ def test_t1_scenario_in_the_browser(portal, phone):
         page.wait_for_selector("#factor-knowledge")
         assert page.locator("#factor-sms").count() == 0
         shot("step-up")
-        page.fill("#pin", PIN)
-        page.click("#pin-submit")
-        page.wait_for_selector("#options .ok")  # the PIN is ticked off
+        prove_pin()
         use_browser()
         page.fill("#new-pay-pw", "258369")
         page.click("#action-submit")
@@ -143,7 +161,10 @@ def test_t1_scenario_in_the_browser(portal, phone):
 
         # The carrier reports a SIM swap (the developer panel's button posts the event).
         page.goto(portal + "/")
-        page.click("#sim-swap")
+        before = datetime.now(UTC)
+        page.click("#sim-swap")  # the portal reports the swap as 5 s before the click
+        page.wait_for_selector(".flash.ok:has-text('SIM swap')")
+        after = datetime.now(UTC)
         page.click("#logout")
         page.goto(portal + "/login")
         page.fill("#phone", phone)
@@ -155,10 +176,21 @@ def test_t1_scenario_in_the_browser(portal, phone):
         use_browser()
         page.click("#go-pay-reset")
         page.click("#check-me")
-        reason = page.inner_text("#reasons")
         assert page.locator("#reasons [data-code=recent_sim_change]").count() == 1
-        assert re.search(r"SIM card was changed today.*7 days.*opens again on \d{4}-", reason)
+        assert "SIM card was changed today" in page.inner_text("#reasons")
+        # The date is idv's held_until: 7 days after the swap (hold_after_sim_change = "7d").
+        until = opens_on(page.inner_text("#held-until"), r"This action opens again on {until}\.")
+        # The page shows whole minutes: the hold ends 7 days after the swap, cut to the minute.
+        hold = timedelta(days=7, seconds=-5)
+        assert before + hold - timedelta(minutes=1) < until <= after + hold
         shot("held")
+
+        # The same hold in Chinese (?lang=zh switches), with the same date.
+        page.goto(portal + "/payment-password?lang=zh")
+        page.click("#check-me")
+        assert "SIM 卡今天发生了更换" in page.inner_text("#reasons")
+        assert opens_on(page.inner_text("#held-until"), "此操作将于 {until} 恢复。") == until
+        shot("held-zh")
 
         # The same page in Chinese (Accept-Language), for the eye.
         zh = browser.new_context(locale="zh-CN", viewport={"width": 1000, "height": 640})

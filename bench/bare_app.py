@@ -1,0 +1,57 @@
+"""The ceiling: a bare Flask app with ``/healthz`` under the same gunicorn settings as
+``idv serve`` (gthread, same workers and threads). Every idv figure is read as a ratio to it.
+
+    python bench/bare_app.py --port 8081 --workers 1 --threads 8
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from flask import Flask, jsonify
+from gunicorn.app.base import BaseApplication
+
+
+def create_app() -> Flask:
+    """A Flask app that answers ``/healthz`` like idv does, and nothing else."""
+    app = Flask("bare")
+
+    @app.get("/healthz")
+    def healthz():  # type: ignore[no-untyped-def]
+        return jsonify({"status": "ok"})
+
+    return app
+
+
+class _Server(BaseApplication):  # type: ignore[misc]
+    def __init__(self, bind: str, workers: int, threads: int) -> None:
+        self.bind, self.workers, self.threads = bind, workers, threads
+        super().__init__()
+
+    def load_config(self) -> None:
+        # Kept in step with service/cli.py serve.
+        self.cfg.set("bind", self.bind)
+        self.cfg.set("workers", self.workers)
+        self.cfg.set("threads", self.threads)
+        self.cfg.set("worker_class", "gthread")
+        self.cfg.set("timeout", 30)
+        self.cfg.set("graceful_timeout", 10)
+        self.cfg.set("accesslog", None)
+
+    def load(self) -> Flask:
+        return create_app()
+
+
+def main() -> None:
+    """Serve the bare app."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+    _Server(f"{args.host}:{args.port}", args.workers, args.threads).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,611 @@
+"""idv benchmark: real gunicorn processes on 127.0.0.1 driven by an asyncio load generator.
+
+    python bench/run.py                      # SQLite and PostgreSQL, 10 s per scenario
+    python bench/run.py --quick              # ~2 s per scenario, small pools (CI: asserts nothing)
+    python bench/run.py --db sqlite --duration 20
+
+Prints one table: scenario, database, requests/s, p50 and p99 latency, the ratio to the ceiling
+(a bare Flask ``/healthz`` under the same gunicorn settings, measured in the same run) and the
+peak RSS of each gunicorn worker. See bench/README.md for what each scenario does and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PIN = "739184"
+WRONG_PIN = "000000"
+TOTP_STEP = 30
+PER_CLIENT_REQUESTS = 500  # the server's "client" limit is 600/minute: stay under it
+PER_CLIENT_CREATIONS = 50  # "verifications" is 60/minute per client
+FLOOD_PER_VERIFICATION = 4  # failure_limit is 5: the 5th locks the verification
+FLOOD_PER_SUBJECT = 8  # failed_proofs is 10 per 15 minutes per subject and factor
+
+Job = tuple[str, str, bytes, dict[str, str]]  # method, path, body, headers
+
+
+# -- the load generator ------------------------------------------------------------------------
+@dataclass
+class Result:
+    """What one timed scenario measured."""
+
+    requests: int = 0
+    errors: dict[int, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    exhausted: bool = False
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.elapsed if self.elapsed else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def _request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, job: Job
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 keep-alive request; returns (status, body)."""
+    method, path, body, headers = job
+    head = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    if body:
+        head.append("Content-Type: application/json")
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    raw = await reader.readuntil(b"\r\n\r\n")
+    lines = raw.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        if line.lower().startswith("content-length:"):
+            length = int(line.split(":", 1)[1])
+    return status, await reader.readexactly(length) if length else b""
+
+
+async def _drive(
+    port: int, jobs: Callable[[], Job | None], connections: int, duration: float, ok: set[int]
+) -> Result:
+    """Run ``connections`` keep-alive connections until ``duration`` or ``jobs`` runs dry."""
+    result = Result()
+    deadline = time.perf_counter() + duration
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                job = jobs()
+                if job is None:
+                    result.exhausted = True
+                    return
+                t0 = time.perf_counter()
+                try:
+                    status, body = await _request(reader, writer, f"127.0.0.1:{port}", job)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    status, body = 599, b""
+                if status == 200 and b'"accepted":false' in body.replace(b" ", b""):
+                    status = 1200  # a proof the server refused: reported as "1200" in the notes
+                result.latencies.append(time.perf_counter() - t0)
+                result.requests += 1
+                if status not in ok:
+                    result.errors[status] = result.errors.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    result.elapsed = time.perf_counter() - start
+    return result
+
+
+def drive(port: int, jobs: Callable[[], Job | None], args: argparse.Namespace, ok: set[int]):
+    """Synchronous wrapper of :func:`_drive`."""
+    return asyncio.run(_drive(port, jobs, args.connections, args.duration, ok))
+
+
+def from_list(items: list[Job]) -> Callable[[], Job | None]:
+    """A job source that hands out each prepared request once."""
+    it = iter(items)
+    return lambda: next(it, None)
+
+
+# -- processes ---------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_up(port: int, proc: subprocess.Popen, log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"server exited:\n{log.read_text()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    sys.exit(f"server did not start:\n{log.read_text()}")
+
+
+def worker_peak_rss_mib(master_pid: int) -> list[float]:
+    """VmHWM (peak resident set) of each child of the gunicorn master, in MiB."""
+    peaks = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("PPid", "").strip() == str(master_pid) and "VmHWM" in fields:
+            peaks.append(int(fields["VmHWM"].split()[0]) / 1024)
+    return sorted(peaks)
+
+
+@dataclass
+class Server:
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    def stop(self) -> list[float]:
+        rss = worker_peak_rss_mib(self.proc.pid)
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        return rss
+
+
+def start(cmd: list[str], env: dict[str, str], port: int, log: Path) -> Server:
+    handle = open(log, "w")  # noqa: SIM115 - the child keeps it
+    proc = subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+    wait_up(port, proc, log)
+    return Server(port, proc, log)
+
+
+# -- fixtures built in-process, straight into the server's database ---------------------------
+class Setup:
+    """The same database and key file as the server, used to prepare material quickly.
+
+    Setup runs in this process with its own (unlimited) rate limits, so preparing thousands of
+    subjects and verifications does not spend the server's per-client budgets; the timed requests
+    then go over HTTP and are counted by the server like any caller's.
+    """
+
+    def __init__(self, env: dict[str, str]) -> None:
+        from service.context import ServiceContext
+        from service.ratelimit import DEFAULTS, RateLimits
+        from service.settings import Settings
+        from service.usecases import factors
+
+        self.ctx = ServiceContext.build(Settings.from_env(env))
+        self.ctx.limits = RateLimits(None, overrides={k: "1000000/minute" for k in DEFAULTS})
+        # Bench set-up only: enrol the three factors without the enroll_factor step-up.
+        factors.require_step_up = lambda *a, **k: False
+        self._pin_hash: str | None = None
+        self._seq = 0
+
+    def client(self, scopes: list[str] | None = None):  # type: ignore[no-untyped-def]
+        from service.usecases.clients import create_client
+
+        record, key = create_client(self.ctx, "bench", scopes or ["verify"])
+        return record, {"Authorization": f"Bearer {key}"}
+
+    def phone(self) -> str:
+        self._seq += 1
+        return f"+86138{self._seq:08d}"
+
+    def subject(self, client, totp: bool = False, device: bool = False, pin: bool = False):  # type: ignore[no-untyped-def]
+        """A subject with a phone and the requested factors; returns what proofs need."""
+        import pyotp
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from service.usecases import factors
+        from service.usecases.subjects import put_subject
+
+        self._seq += 1
+        sid = f"s{self._seq}"
+        put_subject(self.ctx, client, sid, self.phone(), None)
+        out: dict = {"id": sid}
+        if totp:
+            enrolled = factors.enroll(self.ctx, client, sid, {"type": "totp"})
+            step = (
+                int(time.time()) // TOTP_STEP - 1
+            )  # activate on the past step: later ones stay free
+            code = pyotp.TOTP(enrolled.secret).at(step * TOTP_STEP)
+            factors.activate(self.ctx, client, sid, enrolled.factor_id, code)
+            out["totp"] = pyotp.TOTP(enrolled.secret)
+        if device:
+            key = ec.generate_private_key(ec.SECP256R1())
+            pem = (
+                key.public_key()
+                .public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+                .decode()
+            )
+            enrolled = factors.enroll(
+                self.ctx, client, sid, {"type": "device", "public_key": pem, "alg": "ES256"}
+            )
+            out["device"] = (key, enrolled.factor_id)
+        if pin:
+            if self._pin_hash is None:
+                self._pin_hash = self.ctx.hasher.hash(PIN)
+            real_hash, self.ctx.hasher.hash = self.ctx.hasher.hash, lambda _s: self._pin_hash
+            try:  # one argon2 hash (server parameters) shared by every bench subject
+                factors.enroll(self.ctx, client, sid, {"type": "knowledge", "secret": PIN})
+            finally:
+                self.ctx.hasher.hash = real_hash
+        return out
+
+    def verification(self, client, sid: str, action: str = "login") -> str:  # type: ignore[no-untyped-def]
+        from service.usecases import verifications
+
+        view = verifications.start(self.ctx, client, sid, action)
+        assert view.status == "pending", view
+        return view.verification_id
+
+    def device_challenge(self, client, vid: str) -> str:  # type: ignore[no-untyped-def]
+        from service.usecases import verifications
+
+        return verifications.challenge(self.ctx, client, vid, "device")["challenge"]
+
+
+def _body(value: dict) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _chunks(n: int, size: int) -> Iterator[int]:
+    while n > 0:
+        yield min(size, n)
+        n -= size
+
+
+def totp_jobs(setup: Setup, n: int) -> Callable[[], list[Job]]:
+    """``n`` TOTP proofs: two per subject, each on its own login verification. Returns a
+    function that computes the codes (steps c and c+1 of RFC 6238's ±1-step window, c the
+    step current when it is called): call it right before the timed phase, and every code
+    stays valid for at least 30 s."""
+    prepared = []
+    for size in _chunks((n + 1) // 2, PER_CLIENT_REQUESTS // 2):
+        client, headers = setup.client()
+        for _ in range(size):
+            subject = setup.subject(client, totp=True)
+            vids = [setup.verification(client, subject["id"]) for _ in range(2)]
+            prepared.append((subject["totp"], vids, headers))
+
+    def jobs() -> list[Job]:
+        step = int(time.time()) // TOTP_STEP
+        out: list[Job] = []
+        for totp, vids, headers in prepared:
+            for s, vid in zip((step, step + 1), vids, strict=True):
+                body = _body({"factor": "totp", "code": totp.at(s * TOTP_STEP)})
+                out.append(("POST", f"/v1/verifications/{vid}/proofs", body, headers))
+        random.shuffle(out)
+        return out
+
+    return jobs
+
+
+def device_jobs(setup: Setup, n: int) -> list[Job]:
+    """``n`` device proofs, each on its own verification with a challenge issued beforehand."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from service.factors.device import _b64url
+
+    jobs: list[Job] = []
+    for size in _chunks(n, PER_CLIENT_REQUESTS):
+        client, headers = setup.client()
+        subjects = [setup.subject(client, device=True) for _ in range(8)]
+        for i in range(size):
+            subject = subjects[i % len(subjects)]
+            key, factor_id = subject["device"]
+            vid = setup.verification(client, subject["id"])
+            challenge = setup.device_challenge(client, vid)
+            signature = _b64url(key.sign(challenge.encode(), ec.ECDSA(hashes.SHA256())))
+            body = _body({"factor": "device", "factor_id": factor_id, "signature": signature})
+            jobs.append(("POST", f"/v1/verifications/{vid}/proofs", body, headers))
+    return jobs
+
+
+def knowledge_jobs(setup: Setup, n: int, secret: str = PIN) -> list[Job]:
+    """``n`` PIN proofs (right or wrong), each verification used at most
+    ``FLOOD_PER_VERIFICATION`` times and each subject at most ``FLOOD_PER_SUBJECT`` times."""
+    jobs: list[Job] = []
+    per_verification = 1 if secret == PIN else FLOOD_PER_VERIFICATION
+    per_subject = 1 if secret == PIN else FLOOD_PER_SUBJECT
+    body = _body({"factor": "knowledge", "secret": secret})
+    for size in _chunks(n, PER_CLIENT_REQUESTS):
+        client, headers = setup.client()
+        made = 0
+        while made < size:
+            subject = setup.subject(client, pin=True)
+            for _ in range(per_subject // per_verification):
+                vid = setup.verification(client, subject["id"], "view_personal_data")
+                for _ in range(per_verification):
+                    jobs.append(("POST", f"/v1/verifications/{vid}/proofs", body, headers))
+                made += per_verification
+    return jobs
+
+
+def create_jobs(setup: Setup, n: int) -> list[Job]:
+    """``n`` verification creations, at most ``PER_CLIENT_CREATIONS`` per client."""
+    jobs: list[Job] = []
+    for size in _chunks(n, PER_CLIENT_CREATIONS):
+        client, headers = setup.client()
+        subject = setup.subject(client)
+        body = _body({"subject_id": subject["id"], "action": "login"})
+        jobs += [("POST", "/v1/verifications", body, headers)] * size
+    return jobs
+
+
+def carrier_jobs(setup: Setup, n: int) -> list[Job]:
+    """``n`` distinct carrier events (each one recorded, none a duplicate)."""
+    jobs: list[Job] = []
+    now = datetime.now(UTC)
+    for size in _chunks(n, PER_CLIENT_REQUESTS):
+        _, headers = setup.client(["carrier"])
+        for i in range(size):
+            at = (now - timedelta(seconds=i + 1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            kind = random.choice(["sim_swap", "sim_lost", "sim_unblocked"])
+            body = _body({"phone": setup.phone(), "type": kind, "occurred_at": at})
+            jobs.append(("POST", "/v1/carrier-events", body, headers))
+    return jobs
+
+
+# -- the run -----------------------------------------------------------------------------------
+@dataclass
+class Row:
+    scenario: str
+    db: str
+    result: Result
+    rss: str = ""
+    note: str = ""
+
+
+def pool_size(rate: float, args: argparse.Namespace) -> int:
+    """Requests to prepare: the measured creation rate times the duration, with headroom."""
+    return max(200, int(rate * args.duration * args.headroom))
+
+
+def run_idv(db: str, url: str | None, args: argparse.Namespace, rows: list[Row]) -> None:
+    """Start ``idv serve`` on ``db`` and run every idv scenario against it."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"idv-bench-{db}-"))
+    env = {**os.environ, "IDV_DATA_DIR": str(tmp), "IDV_LOG_LEVEL": "WARNING"}
+    env.pop("IDV_REDIS_URL", None)
+    env.pop("IDV_SMS_SENDER", None)
+    if url:
+        env["IDV_DATABASE_URL"] = url
+        subprocess.run(
+            [sys.executable, "-m", "service.cli", "db", "upgrade"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    idv = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"]
+    port = free_port()
+    cmd = [
+        *idv,
+        "--port",
+        str(port),
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(args.threads),
+    ]
+    server = start(cmd, env, port, tmp / "serve.log")
+    setup = Setup(env)
+    mine: list[Row] = []
+    try:
+        say(f"[{db}] verification create: preparing")
+        create = drive(
+            port, from_list(create_jobs(setup, pool_size(args.guess, args))), args, {201}
+        )
+        mine.append(Row("verification create", db, create))
+        n = pool_size(create.rate, args)
+
+        say(f"[{db}] TOTP proof: preparing {n}")
+        totp = drive(port, from_list(totp_jobs(setup, n)()), args, {200})
+        mine.append(Row("TOTP proof", db, totp))
+
+        say(f"[{db}] device proof: preparing {n}")
+        mine.append(
+            Row("device proof", db, drive(port, from_list(device_jobs(setup, n)), args, {200}))
+        )
+
+        k = max(100, int(args.duration * 100))
+        say(f"[{db}] knowledge proof: preparing {k}")
+        mine.append(
+            Row(
+                "knowledge proof", db, drive(port, from_list(knowledge_jobs(setup, k)), args, {200})
+            )
+        )
+
+        say(f"[{db}] carrier event: preparing {n}")
+        mine.append(
+            Row("carrier event", db, drive(port, from_list(carrier_jobs(setup, n)), args, {202}))
+        )
+
+        say(f"[{db}] TOTP proof under a PIN flood: preparing")
+        flood_src = from_list(knowledge_jobs(setup, k, WRONG_PIN))
+        totp_src = from_list(totp_jobs(setup, n)())
+        flooded, flood = asyncio.run(_together(port, totp_src, flood_src, args))
+        ratio = flooded.rate / totp.rate if totp.rate else float("nan")
+        mine.append(Row("TOTP proof, PIN flood", db, flooded, note=f"{ratio:.0%} of TOTP alone"))
+        mine.append(Row("  the flood (wrong PINs)", db, flood))
+    finally:
+        rss = server.stop()
+        setup.ctx.engine.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
+    mine[0].rss = ", ".join(f"{r:.0f}" for r in rss)
+    rows += mine
+
+
+async def _together(port: int, totp_src, flood_src, args):  # type: ignore[no-untyped-def]
+    """TOTP proofs on ``connections`` connections while ``flood_connections`` flood wrong PINs."""
+    return await asyncio.gather(
+        _drive(port, totp_src, args.connections, args.duration, {200}),
+        _drive(port, flood_src, args.flood_connections, args.duration, {1200, 429, 409}),
+    )
+
+
+def run_ceiling(args: argparse.Namespace, rows: list[Row]) -> Result:
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="idv-bench-bare-"))
+    cmd = [sys.executable, str(ROOT / "bench" / "bare_app.py"), "--port", str(port)]
+    cmd += ["--workers", str(args.workers), "--threads", str(args.threads)]
+    server = start(cmd, dict(os.environ), port, tmp / "bare.log")
+    try:
+        job: Job = ("GET", "/healthz", b"", {})
+        result = drive(port, lambda: job, args, {200})
+    finally:
+        rss = server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    rows.append(
+        Row("ceiling: bare Flask /healthz", "-", result, ", ".join(f"{r:.0f}" for r in rss))
+    )
+    return result
+
+
+def ensure_pg_database(url: str) -> None:
+    """Drop and create the bench database named in ``url`` (its owner's ``postgres`` db)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    admin.dispose()
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        line.split()[1]
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if "MemTotal" in line
+    )
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {int(mem) / 1024 / 1024:.0f} GiB RAM, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def table(rows: list[Row], ceiling: Result, args: argparse.Namespace) -> str:
+    head = [
+        "scenario",
+        "db",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "x ceiling",
+        "worker peak RSS MiB",
+        "note",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        r = row.result
+        note = row.note
+        if r.errors:
+            note = (
+                (note + "; " if note else "")
+                + "non-OK: "
+                + ", ".join(f"{k}x{v}" for k, v in sorted(r.errors.items()))
+            )
+        if r.exhausted:
+            note = (note + "; " if note else "") + f"pool ran dry after {r.elapsed:.1f} s"
+        ratio = r.rate / ceiling.rate if ceiling.rate else float("nan")
+        lines.append(
+            f"| {row.scenario} | {row.db} | {r.rate:.0f} | {r.percentile(0.5):.1f} | "
+            f"{r.percentile(0.99):.1f} | {ratio:.2f} | {row.rss} | {note} |"
+        )
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"idv bench, {stamp}; {machine()}\n"
+        f"gunicorn gthread, {args.workers} worker(s) x {args.threads} threads; "
+        f"{args.connections} connections, {args.duration:g} s per scenario\n\n" + "\n".join(lines)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get(
+            "IDV_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/idv_bench"
+        ),
+        help="dropped and re-created at start (default: %(default)s)",
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per scenario")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--flood-connections", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--guess", type=float, default=600, help="req/s to size the first pool")
+    parser.add_argument("--headroom", type=float, default=1.5)
+    parser.add_argument("--quick", action="store_true", help="~2 s per scenario, for CI")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.guess, args.headroom = 2.0, 150, 1.2
+    rows: list[Row] = []
+    say("ceiling: bare Flask app")
+    ceiling = run_ceiling(args, rows)
+    if args.db in ("sqlite", "both"):
+        run_idv("sqlite", None, args, rows)
+    if args.db in ("postgresql", "both"):
+        ensure_pg_database(args.pg_url)
+        run_idv("postgresql", args.pg_url, args, rows)
+    print(table(rows, ceiling, args))
+
+
+if __name__ == "__main__":
+    main()
