@@ -9,6 +9,7 @@ algorithms sit behind ids and names so a GM profile can be added later).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -48,10 +49,15 @@ class SigningKey:
     retired_at: str | None = None
 
     def private_key(self) -> ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey:
-        """The loaded private key object."""
-        key = serialization.load_pem_private_key(self.private_pem.encode(), password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey)
-        return key
+        """The loaded private key object (parsed once per process)."""
+        return _load_private(self.private_pem)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_private(pem: str) -> ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey)
+    return key
 
 
 def new_signing_key(alg: str = "ES256", now: datetime | None = None) -> SigningKey:

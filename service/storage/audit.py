@@ -45,7 +45,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from service.domain.clock import as_utc
 from service.storage.tables import audit_heads, audit_log
@@ -133,6 +133,20 @@ def _writer_id(conn: Connection) -> str:
     return owner[1]
 
 
+_INSERT_ENTRY = audit_log.insert()
+_UPDATE_HEAD = (
+    audit_heads.update()
+    .where(audit_heads.c.writer == bindparam("b_writer"))
+    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"), mac=bindparam("b_mac"))
+)
+_LAST_OF_WRITER = (
+    select(audit_log.c.seq, audit_log.c.hash)
+    .where(audit_log.c.writer == bindparam("writer"))
+    .order_by(audit_log.c.seq.desc())
+    .limit(1)
+)
+
+
 def append(
     conn: Connection,
     *,
@@ -151,12 +165,7 @@ def append(
         raise RuntimeError("audit.configure(mac_key) has not been called")
     _check_detail(detail)
     writer = _writer_id(conn)
-    last = conn.execute(
-        select(audit_log.c.seq, audit_log.c.hash)
-        .where(audit_log.c.writer == writer)
-        .order_by(audit_log.c.seq.desc())
-        .limit(1)
-    ).first()
+    last = conn.execute(_LAST_OF_WRITER, {"writer": writer}).first()
     seq, prev_hash = (last.seq + 1, last.hash) if last else (1, GENESIS)
     entry: dict[str, Any] = {
         "writer": writer,
@@ -172,10 +181,10 @@ def append(
         "ip": ip,
     }
     digest = entry_hash(entry)
-    conn.execute(audit_log.insert().values(**entry, hash=digest, mac=entry_mac(key, digest)))
+    conn.execute(_INSERT_ENTRY, {**entry, "hash": digest, "mac": entry_mac(key, digest)})
     head = {"seq": seq, "hash": digest, "mac": head_mac(key, writer, seq, digest)}
     updated = conn.execute(
-        audit_heads.update().where(audit_heads.c.writer == writer).values(**head)
+        _UPDATE_HEAD, {"b_writer": writer, "b_seq": seq, "b_hash": digest, "b_mac": head["mac"]}
     ).rowcount
     if not updated:
         conn.execute(audit_heads.insert().values(writer=writer, **head))

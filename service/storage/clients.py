@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from service.domain.clock import as_utc
 from service.storage.tables import clients
@@ -60,9 +60,12 @@ def insert(
     )
 
 
+_BY_KEY_HASH = select(clients).where(clients.c.key_hash == bindparam("key_hash"))
+
+
 def by_key_hash(conn: Connection, key_hash: str) -> ClientRecord | None:
-    """The client whose API key hashes to ``key_hash``."""
-    row = conn.execute(select(clients).where(clients.c.key_hash == key_hash)).first()
+    """The client whose API key hashes to ``key_hash`` (every request: statement pre-built)."""
+    row = conn.execute(_BY_KEY_HASH, {"key_hash": key_hash}).first()
     return _record(row) if row else None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from service.domain.clock import as_utc
 from service.storage.tables import factors
@@ -38,11 +38,14 @@ def _record(row) -> FactorRecord:  # type: ignore[no-untyped-def]
     )
 
 
+_FOR_SUBJECT = (
+    select(factors).where(factors.c.subject_pk == bindparam("pk")).order_by(factors.c.created_at)
+)
+
+
 def for_subject(conn: Connection, subject_pk: int) -> list[FactorRecord]:
     """Every factor of a subject, oldest first."""
-    rows = conn.execute(
-        select(factors).where(factors.c.subject_pk == subject_pk).order_by(factors.c.created_at)
-    )
+    rows = conn.execute(_FOR_SUBJECT, {"pk": subject_pk})
     return [_record(r) for r in rows]
 
 

@@ -7,6 +7,7 @@ decides atomically, so two concurrent requests with one code get exactly one suc
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -16,13 +17,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from service.storage.tables import challenges, totp_used_steps, used_assertions
 
 
-def insert_once(conn: Connection, table: Table, **values: Any) -> bool:
-    """Insert a row unless its unique key exists; True when this call inserted it."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+@functools.cache
+def _insert_once(dialect_name: str, table: Table) -> Any:
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
     first = next(iter(table.columns))
     # RETURNING, not rowcount: psycopg reports rowcount -1 for INSERT ... ON CONFLICT here.
-    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(first)
-    return conn.execute(stmt).first() is not None
+    return dialect.insert(table).on_conflict_do_nothing().returning(first)
+
+
+def insert_once(conn: Connection, table: Table, **values: Any) -> bool:
+    """Insert a row unless its unique key exists; True when this call inserted it."""
+    return conn.execute(_insert_once(conn.dialect.name, table), values).first() is not None
 
 
 def use_totp_step(conn: Connection, factor_id: str, step: int, now: datetime) -> bool:

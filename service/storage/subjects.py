@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from service.domain.clock import as_utc
 from service.storage.tables import subject_events, subjects
@@ -48,9 +48,17 @@ def get(conn: Connection, client_id: str, subject_id: str) -> SubjectRecord | No
     return _record(row) if row else None
 
 
+_BY_PK = select(subjects).where(subjects.c.pk == bindparam("pk"))
+_LAST_EVENTS = (
+    select(subject_events.c.type, func.max(subject_events.c.occurred_at))
+    .where(subject_events.c.subject_pk == bindparam("pk"))
+    .group_by(subject_events.c.type)
+)
+
+
 def by_pk(conn: Connection, pk: int) -> SubjectRecord | None:
     """The subject with this primary key."""
-    row = conn.execute(select(subjects).where(subjects.c.pk == pk)).first()
+    row = conn.execute(_BY_PK, {"pk": pk}).first()
     return _record(row) if row else None
 
 
@@ -115,11 +123,5 @@ def record_event(conn: Connection, pk: int, event_type: str, now: datetime) -> N
 
 def last_events(conn: Connection, pk: int) -> dict[str, datetime]:
     """The latest time of each sensitive event type for this subject."""
-    from sqlalchemy import func
-
-    rows = conn.execute(
-        select(subject_events.c.type, func.max(subject_events.c.occurred_at))
-        .where(subject_events.c.subject_pk == pk)
-        .group_by(subject_events.c.type)
-    )
+    rows = conn.execute(_LAST_EVENTS, {"pk": pk})
     return {t: as_utc(at) for t, at in rows if at is not None}

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from service.domain.clock import as_utc
 from service.storage.tables import verifications
@@ -81,17 +81,19 @@ def insert(
     )
 
 
+_GET = select(verifications).where(
+    verifications.c.id == bindparam("id"), verifications.c.client_id == bindparam("client_id")
+)
+_GET_FOR_UPDATE = _GET.with_for_update()
+
+
 def get(
     conn: Connection, client_id: str, verification_id: str, *, for_update: bool = False
 ) -> VerificationRecord | None:
     """A verification of this client (another client's is not found); optionally row-locked
     (PostgreSQL ``FOR UPDATE``; SQLite transactions are already serialised)."""
-    query = select(verifications).where(
-        verifications.c.id == verification_id, verifications.c.client_id == client_id
-    )
-    if for_update:
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    query = _GET_FOR_UPDATE if for_update else _GET
+    row = conn.execute(query, {"id": verification_id, "client_id": client_id}).first()
     return _record(row) if row else None
 
 
@@ -122,18 +124,29 @@ def deny(
     )
 
 
+_ADD_SATISFIED = (
+    update(verifications)
+    .where(verifications.c.id == bindparam("b_id"), verifications.c.status == "pending")
+    .values(
+        satisfied=bindparam("b_satisfied"),
+        status=bindparam("b_status"),
+        completed_at=bindparam("b_completed_at"),
+    )
+)
+
+
 def add_satisfied(
     conn: Connection, verification_id: str, satisfied: list[str], status: str, now: datetime
 ) -> bool:
     """Record the factors accepted so far (and ``satisfied`` when an option is complete)."""
     res = conn.execute(
-        update(verifications)
-        .where(verifications.c.id == verification_id, verifications.c.status == "pending")
-        .values(
-            satisfied=json.dumps(satisfied),
-            status=status,
-            completed_at=now if status != "pending" else None,
-        )
+        _ADD_SATISFIED,
+        {
+            "b_id": verification_id,
+            "b_satisfied": json.dumps(satisfied),
+            "b_status": status,
+            "b_completed_at": now if status != "pending" else None,
+        },
     )
     return res.rowcount == 1
 

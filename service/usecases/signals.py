@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from service.carrier.provider import CarrierProvider, Reason, RecycleStatus
 from service.domain.clock import as_utc
@@ -25,13 +25,14 @@ from service.storage.tables import carrier_events
 ONBOARDING = timedelta(hours=24)
 
 
+_FACTS = select(carrier_events.c.type, carrier_events.c.occurred_at).where(
+    carrier_events.c.phone_hash == bindparam("phone_hash")
+)
+
+
 def carrier_facts(conn: Connection, phone_hash: str) -> dict[str, list[datetime]]:
     """Every recorded carrier event time for a phone, by type."""
-    rows = conn.execute(
-        select(carrier_events.c.type, carrier_events.c.occurred_at).where(
-            carrier_events.c.phone_hash == phone_hash
-        )
-    )
+    rows = conn.execute(_FACTS, {"phone_hash": phone_hash})
     facts: dict[str, list[datetime]] = {}
     for kind, at in rows:
         facts.setdefault(kind, []).append(as_utc(at))

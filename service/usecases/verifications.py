@@ -218,6 +218,7 @@ def _still_open(
     conn: Connection,
     record: VerificationRecord,
     subject: SubjectRecord,
+    active: list[factor_store.FactorRecord],
     now: datetime,
 ) -> tuple[list[list[str]], Decision]:
     """The options chosen at start that the policy still offers now.
@@ -225,7 +226,6 @@ def _still_open(
     Carrier signals and lockouts can arrive while a verification is pending; an SMS code sent
     after a SIM swap must be worthless at once (T1), so every challenge and proof decides again.
     """
-    active = [f for f in factor_store.for_subject(conn, subject.pk) if f.status == "active"]
     decision = decide(ctx.policy, record.action, subject_state(conn, subject, active, now), now)
     return [o for o in record.options if o in decision.options], decision
 
@@ -267,7 +267,8 @@ def challenge(
         subject = subject_store.by_pk(conn, record.subject_pk)
         assert subject is not None
         _check_lock(subject, now)
-        options, decision = _still_open(ctx, conn, record, subject, now)
+        active = [f for f in factor_store.for_subject(conn, subject.pk) if f.status == "active"]
+        options, decision = _still_open(ctx, conn, record, subject, active, now)
         if options:
             if factor not in _remaining(options, record.satisfied):
                 raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
@@ -331,10 +332,54 @@ def _sms_challenge(
 
 
 # -- proofs ------------------------------------------------------------------------------------
+@dataclass
+class _Attempt:
+    """What a proof needs to know, read in one go."""
+
+    record: VerificationRecord
+    subject: SubjectRecord
+    options: list[list[str]]
+    decision: Decision
+    candidates: list[factor_store.FactorRecord]
+    live: list[tuple[int, str]]
+
+
+def _load(
+    ctx: ServiceContext,
+    conn: Connection,
+    client: ClientRecord,
+    verification_id: str,
+    factor: str,
+    now: datetime,
+    *,
+    for_update: bool,
+) -> _Attempt:
+    """Read the verification, its subject, the policy's current options and the candidates."""
+    record = _pending(conn, client, verification_id, now, for_update=for_update)
+    subject = subject_store.by_pk(conn, record.subject_pk)
+    assert subject is not None
+    _check_lock(subject, now)
+    active = [f for f in factor_store.for_subject(conn, subject.pk) if f.status == "active"]
+    options, decision = _still_open(ctx, conn, record, subject, active, now)
+    if options and factor not in _remaining(options, record.satisfied):
+        raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
+    live = (
+        replay.live_challenges(conn, record.id, factor, now) if factor in ("sms", "device") else []
+    )
+    return _Attempt(
+        record, subject, options, decision, [f for f in active if f.type == factor], live
+    )
+
+
 def prove(
     ctx: ServiceContext, client: ClientRecord, verification_id: str, proof: dict[str, Any]
 ) -> ProofOutcome:
-    """Check one proof and move the verification on, atomically."""
+    """Check one proof and move the verification on, atomically.
+
+    TOTP, SMS and device proofs run in ONE transaction (the hot path: a handful of statements,
+    one commit). A knowledge proof reads first, runs argon2 outside any transaction, then
+    records the outcome, so slow hashing never holds a lock.
+    """
     factor = proof.get("factor")
     if factor not in PROOF_FIELDS:
         raise InvalidRequest("factor must be one of totp, sms, knowledge, device")
@@ -342,74 +387,97 @@ def prove(
         if not isinstance(proof.get(name), str) or not proof[name]:
             raise InvalidRequest(f"a {factor} proof needs {name!r}")
     now = ctx.clock()
-    # 1. Policy: read the verification and the candidate factor (no lock held afterwards).
-    with ctx.engine.connect() as conn:
-        record = _pending(conn, client, verification_id, now)
-        subject = subject_store.by_pk(conn, record.subject_pk)
-        assert subject is not None
-        _check_lock(subject, now)
-        options, decision = _still_open(ctx, conn, record, subject, now)
-        if options and factor not in _remaining(options, record.satisfied):
-            raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
-        candidates = [
-            f
-            for f in factor_store.for_subject(conn, subject.pk)
-            if f.type == factor and f.status == "active"
-        ]
-        live = (
-            replay.live_challenges(conn, record.id, factor, now)
-            if factor in ("sms", "device")
-            else []
-        )
-        conn.commit()
-    if not options:
-        raise _deny(ctx, record, decision, now)
-    # 2. Rate limits, before any argon2 work (RFC 4226 §7.3, NIST SP 800-63B throttling).
-    ref = subject_ref(ctx, client.id, subject.subject_id)
-    rules = ctx.policy.action(record.action)
-    ctx.limits.check("failed_proofs", ref, factor, action_limits=rules.limits)
-    ctx.limits.check("subject_failures", ref, action_limits=rules.limits)
-    # 3. Verifier (slow work such as argon2 runs outside any transaction).
-    check = _verify(ctx, factor, proof, record, subject, candidates, live, now)
-    # 4. Atomic record and transition, in one transaction.
-    with ctx.engine.begin() as conn:
-        record = _pending(conn, client, verification_id, now, for_update=True)
-        if not (check.accepted and check.consume(conn)):
-            failures, status = store.count_failure(conn, record.id, rules.failure_limit, now)
-            if status == "locked":
-                lock_subject_if_repeated(ctx, conn, subject, now)
-            if record.satisfied or status == "locked":
-                # ASVS 6.3.4: one factor passed and another failed, or the attempt was locked.
-                notify.event(
-                    conn,
-                    client.id,
-                    subject.subject_id,
-                    "verification.suspicious",
-                    now,
-                    action=record.action,
-                    outcome=status,
-                )
-            audit.append(
-                conn,
-                event="proof.failed",
-                outcome=status,
-                now=now,
-                client_id=client.id,
-                subject_ref=ref,
-                detail={"verification_id": record.id, "factor": factor, "failures": failures},
-            )
-            failed = ProofOutcome(record.id, status, False, record.satisfied)
-        else:
-            failed = None
-            token, status, satisfied = _accept(
-                ctx, conn, client, record, options, subject, factor, check, rules.acr, ref, now
-            )
-    if failed is not None:
+    outcome: ProofOutcome | None = None
+    if factor == "knowledge":
+        with ctx.engine.connect() as conn:
+            attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=False)
+            conn.commit()
+        if attempt.options:
+            rules = _throttle(ctx, client, attempt, factor)
+            check = _verify(ctx, factor, proof, attempt, now)
+            with ctx.engine.begin() as conn:
+                attempt.record = _pending(conn, client, verification_id, now, for_update=True)
+                outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
+    else:
+        with ctx.engine.begin() as conn:
+            attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=True)
+            if attempt.options:
+                rules = _throttle(ctx, client, attempt, factor)
+                check = _verify(ctx, factor, proof, attempt, now)
+                outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
+    if outcome is None:  # a signal arrived since the start: the policy no longer allows it
+        raise _deny(ctx, attempt.record, attempt.decision, now)
+    if not outcome.accepted:
         # Counted after the commit so that a rolled-back attempt is never charged twice.
+        ref = subject_ref(ctx, client.id, attempt.subject.subject_id)
         ctx.limits.record("failed_proofs", ref, factor, action_limits=rules.limits)
         ctx.limits.record("subject_failures", ref, action_limits=rules.limits)
-        return failed
-    return ProofOutcome(record.id, status, True, satisfied, token)
+    return outcome
+
+
+def _throttle(
+    ctx: ServiceContext, client: ClientRecord, attempt: _Attempt, factor: str
+) -> ActionPolicy:
+    """Rate limits, before any verifier work (RFC 4226 §7.3, NIST SP 800-63B throttling)."""
+    ref = subject_ref(ctx, client.id, attempt.subject.subject_id)
+    rules = ctx.policy.action(attempt.record.action)
+    ctx.limits.check("failed_proofs", ref, factor, action_limits=rules.limits)
+    ctx.limits.check("subject_failures", ref, action_limits=rules.limits)
+    return rules
+
+
+def _settle(
+    ctx: ServiceContext,
+    conn: Connection,
+    client: ClientRecord,
+    attempt: _Attempt,
+    factor: str,
+    check: _Check,
+    rules: ActionPolicy,
+    now: datetime,
+) -> ProofOutcome:
+    """Record the single use and the state transition, audit, and sign when complete."""
+    record, subject = attempt.record, attempt.subject
+    ref = subject_ref(ctx, client.id, subject.subject_id)
+    if check.accepted and check.consume(conn):
+        token, status, satisfied = _accept(
+            ctx,
+            conn,
+            client,
+            record,
+            attempt.options,
+            subject,
+            factor,
+            check,
+            rules.acr,
+            ref,
+            now,
+        )
+        return ProofOutcome(record.id, status, True, satisfied, token)
+    failures, status = store.count_failure(conn, record.id, rules.failure_limit, now)
+    if status == "locked":
+        lock_subject_if_repeated(ctx, conn, subject, now)
+    if record.satisfied or status == "locked":
+        # ASVS 6.3.4: one factor passed and another failed, or the attempt was locked.
+        notify.event(
+            conn,
+            client.id,
+            subject.subject_id,
+            "verification.suspicious",
+            now,
+            action=record.action,
+            outcome=status,
+        )
+    audit.append(
+        conn,
+        event="proof.failed",
+        outcome=status,
+        now=now,
+        client_id=client.id,
+        subject_ref=ref,
+        detail={"verification_id": record.id, "factor": factor, "failures": failures},
+    )
+    return ProofOutcome(record.id, status, False, record.satisfied)
 
 
 def _accept(
@@ -452,15 +520,16 @@ def _accept(
         )
         if record.action == "password_reset":  # T1: starts the cooling-off of the chain
             subject_store.record_event(conn, subject.pk, "password_reset", now)
-        notify.event(
-            conn,
-            client.id,
-            subject.subject_id,
-            "verification.satisfied",
-            now,
-            action=record.action,
-            factors=satisfied,
-        )
+        if ctx.policy.action(record.action).sensitive:  # tell the user on another channel
+            notify.event(
+                conn,
+                client.id,
+                subject.subject_id,
+                "verification.satisfied",
+                now,
+                action=record.action,
+                factors=satisfied,
+            )
     audit.append(
         conn,
         event="proof.accepted",
@@ -496,16 +565,10 @@ class _Check:
 
 
 def _verify(
-    ctx: ServiceContext,
-    factor: str,
-    proof: dict[str, Any],
-    record: VerificationRecord,
-    subject: SubjectRecord,
-    candidates: list[factor_store.FactorRecord],
-    live: list[tuple[int, str]],
-    now: datetime,
+    ctx: ServiceContext, factor: str, proof: dict[str, Any], attempt: _Attempt, now: datetime
 ) -> _Check:
     """Run the factor's verifier; never raises for a wrong proof."""
+    record, candidates, live = attempt.record, attempt.candidates, attempt.live
     if factor == "totp":
         for f in candidates:
             secret = ctx.keys.decrypt(f.secret_ct, f"factor:{f.id}")
