@@ -52,8 +52,7 @@ def enroll(
         if not isinstance(raw, str):
             raise InvalidRequest("a knowledge factor needs 'secret'")
         knowledge.check_strength(raw, ctx.policy.knowledge_min_length)
-        with ctx.argon2_slots:
-            secret_plain = ctx.hasher.hash(raw)
+        secret_plain = ctx.argon2_slots.run(ctx.hasher.hash, raw)
     elif kind == "device":
         pem, alg = body.get("public_key"), body.get("alg")
         if not isinstance(pem, str) or alg not in device.ALGORITHMS:

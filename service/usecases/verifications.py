@@ -588,8 +588,8 @@ def _verify(
     if factor == "knowledge":
         stored = candidates[0] if candidates else None
         stored_hash = ctx.keys.decrypt(stored.secret_ct, f"factor:{stored.id}") if stored else None
-        with ctx.argon2_slots:  # bounded: PIN floods cannot starve other proofs
-            ok, new_hash = ctx.hasher.verify(stored_hash, proof["secret"])
+        # Bounded: PIN floods cannot starve other proofs.
+        ok, new_hash = ctx.argon2_slots.run(ctx.hasher.verify, stored_hash, proof["secret"])
         if not ok or stored is None:
             return _Check(False)
         rehash = (
