@@ -10,6 +10,7 @@ from service.context import ServiceContext
 from service.domain.errors import InvalidRequest, Unauthorized
 from service.storage import clients as store
 from service.storage.clients import ClientRecord
+from service.storage.db import read_only
 
 SCOPES = ("verify", "carrier", "admin")
 KEY_PREFIX = "idv_"
@@ -62,12 +63,14 @@ def authenticate(ctx: ServiceContext, authorization: str | None) -> ClientRecord
     if not key.startswith(KEY_PREFIX) or len(key) > 128:
         raise Unauthorized("invalid API key")
     now = ctx.clock()
-    with ctx.engine.begin() as conn:
+    # One autocommit read per request: no BEGIN/COMMIT round trips on the hot path.
+    with read_only(ctx.engine) as conn:
         client = store.by_key_hash(conn, hash_api_key(key))
-        if client is None or client.revoked_at is not None:
-            raise Unauthorized("invalid API key")
-        if client.expires_at is not None and client.expires_at <= now:
-            raise Unauthorized("API key expired")
-        if client.last_used_at is None or (now - client.last_used_at).total_seconds() > 60:
+    if client is None or client.revoked_at is not None:
+        raise Unauthorized("invalid API key")
+    if client.expires_at is not None and client.expires_at <= now:
+        raise Unauthorized("API key expired")
+    if client.last_used_at is None or (now - client.last_used_at).total_seconds() > 60:
+        with ctx.engine.begin() as conn:  # last use, written at most once a minute
             store.touch(conn, client.id, now)
     return client
