@@ -7,7 +7,7 @@ record → state transition → audit → assertion. Plain code, top to bottom (
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -204,6 +204,20 @@ def get(ctx: ServiceContext, client: ClientRecord, verification_id: str) -> Veri
         if record.status == "pending" and record.expires_at <= now:
             store.set_status(conn, record.id, "expired", now)
             return VerificationView.of(record, "expired")
+        if record.status != "pending":
+            return VerificationView.of(record)
+        # Pending: show what the policy offers now (a signal may have arrived since the start).
+        subject = subject_store.by_pk(conn, record.subject_pk)
+        assert subject is not None
+        active = [f for f in factor_store.for_subject(conn, subject.pk) if f.status == "active"]
+        options, decision = _still_open(ctx, conn, record, subject, active, now)
+        if not options:
+            _record_denial(conn, record, decision, now)
+            record = replace(
+                record, status="denied", reasons=decision.reasons, held_until=decision.held_until
+            )
+        else:
+            record = replace(record, options=options)
     return VerificationView.of(record)
 
 
@@ -235,16 +249,23 @@ def _deny(
 ) -> NotPending:
     """Deny a pending verification the policy no longer allows; the error to raise."""
     with ctx.engine.begin() as conn:
-        store.deny(conn, record.id, decision.reasons, decision.held_until, now)
-        audit.append(
-            conn,
-            event="verification.denied",
-            outcome="denied",
-            now=now,
-            client_id=record.client_id,
-            detail={"verification_id": record.id, "reasons": decision.reasons},
-        )
+        _record_denial(conn, record, decision, now)
     return NotPending(f"the verification was denied: {', '.join(decision.reasons)}")
+
+
+def _record_denial(
+    conn: Connection, record: VerificationRecord, decision: Decision, now: datetime
+) -> None:
+    """Store and audit the denial of a pending verification."""
+    store.deny(conn, record.id, decision.reasons, decision.held_until, now)
+    audit.append(
+        conn,
+        event="verification.denied",
+        outcome="denied",
+        now=now,
+        client_id=record.client_id,
+        detail={"verification_id": record.id, "reasons": decision.reasons},
+    )
 
 
 def _check_lock(subject: SubjectRecord, now: datetime) -> None:

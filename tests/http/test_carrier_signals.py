@@ -398,5 +398,7 @@ def test_signal_recorded_mid_verification_applies(
     assert assertion is None
     # The verification itself now says why (a caller polling it sees the signal).
     got = http.get(f"/v1/verifications/{v['verification_id']}", headers=user.auth).json
-    if action != "login":  # a held action is denied; a login keeps its totp option
+    if action != "login" or not kinds:  # held, or nothing left but the phone: denied
         assert got["status"] == "denied" and got["reasons"], got
+    else:  # a login keeps its TOTP option, and SMS is gone from it
+        assert got["status"] == "pending" and got["options"] == [["totp"]], got
