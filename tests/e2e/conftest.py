@@ -49,10 +49,8 @@ class Server:
         return out.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
-    """Start ``idv serve`` with its own data dir; stop it after the test."""
-    port = free_port()
+def serve_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    """The environment of a test server: its own data dir, an SMS file sink, Redis if set."""
     env = {
         **os.environ,
         "IDV_DATA_DIR": str(tmp_path / "data"),
@@ -61,6 +59,29 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
     }
     if os.environ.get("IDV_TEST_REDIS_URL"):
         env["IDV_REDIS_URL"] = os.environ["IDV_TEST_REDIS_URL"]
+    return env
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, seconds: float = 30) -> None:
+    """Poll ``/healthz`` until it answers 200; fail with the server log otherwise."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("idv serve did not start:\n" + log.read_text())
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
+    """Start ``idv serve`` with its own data dir; stop it after the test."""
+    port = free_port()
+    env = serve_env(tmp_path, database_url)
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [*IDV, "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -69,18 +90,11 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.close()
-            pytest.fail("idv serve did not start:\n" + (tmp_path / "serve.log").read_text())
-        time.sleep(0.1)
+    try:
+        wait_healthy(url, proc, tmp_path / "serve.log")
+    except BaseException:
+        log.close()
+        raise
     try:
         yield Server(url, env, tmp_path / "data", proc)
     finally:

@@ -4,35 +4,17 @@ plus clients of ``idv_client`` bound to it."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import IDV, free_port
+from tests.e2e.conftest import IDV, free_port, serve_env, wait_healthy
 
 pytest.importorskip("idv_client", reason="pip install -e ./client")
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, seconds: float = 30) -> None:
-    """Poll ``/healthz`` until it answers 200; fail with the server log otherwise."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("idv serve did not start:\n" + log.read_text())
-        time.sleep(0.1)
 
 
 @dataclass
@@ -99,14 +81,7 @@ class KitServer:
 def idv_server(tmp_path: Path, database_url: str) -> Iterator[KitServer]:
     """``idv serve`` on a free port with its own data dir and an SMS file sink."""
     port = free_port()
-    env = {
-        **os.environ,
-        "IDV_DATA_DIR": str(tmp_path / "data"),
-        "IDV_DATABASE_URL": database_url,
-        "IDV_SMS_SENDER": f"file:{tmp_path / 'sms.jsonl'}",
-    }
-    if os.environ.get("IDV_TEST_REDIS_URL"):
-        env["IDV_REDIS_URL"] = os.environ["IDV_TEST_REDIS_URL"]
+    env = serve_env(tmp_path, database_url)
     server = KitServer(f"http://127.0.0.1:{port}", port, env, tmp_path)
     server.start()
     try:
