@@ -360,11 +360,28 @@ def clients_webhook(client_id: str, url: str) -> None:
 
 def main() -> None:
     """Entry point of the ``idv`` console script."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         cli(standalone_mode=True)
-    except (ConfigError, PolicyError, KeyRingError, IdvError) as exc:
-        click.echo(f"idv: {exc}", err=True)
-        sys.exit(2)
+    except (ConfigError, PolicyError, IdvError) as exc:
+        _fail(str(exc))
+    except KeyRingError as exc:
+        _fail(f"IDV_KEY_FILE / IDV_KEYS: {exc}")
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        _fail(f"IDV_DATABASE_URL: cannot use the database: {reason}")
+    except OSError as exc:
+        _fail(
+            f"cannot use {exc.filename or 'a file'}: {exc.strerror or exc} "
+            "(check IDV_DATA_DIR, IDV_KEY_FILE and IDV_DATABASE_URL)"
+        )
+
+
+def _fail(line: str) -> None:
+    """One clear line on stderr, exit status 2: never a traceback for a setting."""
+    click.echo(f"idv: {line}", err=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,13 @@ class Settings:
                 "IDV_DATABASE_URL",
                 "must be a sqlite:/// or postgresql+psycopg:// SQLAlchemy URL",
             )
+        if database_url.startswith("sqlite") and database_url.split(":///", 1)[-1] in (
+            "",
+            database_url,
+        ):
+            raise ConfigError(
+                "IDV_DATABASE_URL", "a sqlite URL needs a file: sqlite:////path/idv.db"
+            )
         if database_url.startswith("postgresql:") or database_url.startswith("postgresql://"):
             database_url = "postgresql+psycopg://" + database_url.split("://", 1)[1]
         redis_url = env.get("IDV_REDIS_URL") or None

@@ -73,3 +73,35 @@ def test_bad_setting_stops_with_one_line(server):
     assert out.stderr.strip().splitlines() == [
         "idv: IDV_ARGON2_TIME_COST: must be an integer, got 'lots'"
     ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("IDV_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/x", "IDV_DATABASE_URL"),
+        ("IDV_DATABASE_URL", "sqlite:///", "IDV_DATABASE_URL"),
+        ("IDV_DATABASE_URL", "mysql://x", "IDV_DATABASE_URL"),
+        ("IDV_DATA_DIR", "/proc/no-such-dir", "IDV_DATA_DIR"),
+        ("IDV_KEYS", "{not json", "IDV_KEYS"),
+        ("IDV_POLICY_FILE", "/nonexistent.toml", "IDV_POLICY_FILE"),
+        ("IDV_SMS_SENDER", "ftp://x", "IDV_SMS_SENDER"),
+        ("IDV_REDIS_URL", "http://x", "IDV_REDIS_URL"),
+    ],
+)
+def test_bad_configuration_is_one_line_never_a_traceback(tmp_path, variable, value, says):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "IDV_DATA_DIR": str(tmp_path / "data"), variable: value}
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("idv: ") and says in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
