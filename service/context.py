@@ -85,7 +85,7 @@ class ServiceContext:
                 parallelism=settings.argon2_parallelism,
             ),
             sms=sender_from_spec(settings.sms_sender),
-            limits=RateLimits(settings.redis_url),
+            limits=RateLimits(settings.redis_url, dict(settings.rate_limits)),
             carrier=carrier_from_settings(settings),
             argon2_slots=Argon2Gate(settings.argon2_concurrency),
         )

@@ -49,9 +49,11 @@ DEFAULTS: Mapping[str, str] = {
     "failed_proofs": "10/15minutes",
     "sms_sends": "5/10minutes",  # per phone (keyed hash); ASVS 6.6.3
     "sms_sends_daily": "20/day",  # per phone (keyed hash)
-    "verifications": "60/minute",  # per client: verification creation
-    "ip": "30/minute",  # per source IP (context.ip): failed proofs and creations
-    "client": "600/minute",  # per client, every request
+    # Per tenant: generous (a ministry's backend serves millions of users); the per-subject,
+    # per-phone and per-IP limits are what stop guessing.
+    "verifications": "1200/minute",  # per client: verification creation
+    "ip": "120/minute",  # per source IP (context.ip): creations (carrier-grade NAT shares IPs)
+    "client": "6000/minute",  # per client, every request
     "subject_failures": "20/hour",  # per subject, failed proofs across factors (drives lockout)
     # T3: a support-desk operator reads at most this many subject records an hour ...
     "operator_reads": "60/hour",

@@ -46,6 +46,23 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
+def _rate_limits(raw: str) -> tuple[tuple[str, str], ...]:
+    """``IDV_RATE_LIMITS="client=12000/minute,sms_sends=3/10minutes"``: checked at start."""
+    from service.ratelimit import RateLimits
+
+    pairs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        kind, sep, limit = item.partition("=")
+        if not sep:
+            raise ConfigError("IDV_RATE_LIMITS", f"{item!r} is not KIND=LIMIT")
+        pairs.append((kind.strip(), limit.strip()))
+    try:
+        RateLimits(None, dict(pairs))
+    except ValueError as exc:
+        raise ConfigError("IDV_RATE_LIMITS", str(exc)) from None
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment."""
@@ -65,6 +82,7 @@ class Settings:
     argon2_concurrency: int = 1
     log_level: str = "INFO"
     trust_proxy: bool = False
+    rate_limits: tuple[tuple[str, str], ...] = ()
     carrier_url: str | None = None
     carrier_token_url: str | None = None
     carrier_client_id: str | None = None
@@ -110,6 +128,7 @@ class Settings:
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("IDV_LOG_LEVEL", "must be DEBUG, INFO, WARNING or ERROR")
         key_file = Path(env.get("IDV_KEY_FILE") or data_dir / "keys.json")
+        rate_limits = _rate_limits(env.get("IDV_RATE_LIMITS") or "")
         carrier = {
             name: env.get(f"IDV_CARRIER_{name.upper()}") or None
             for name in ("url", "token_url", "client_id", "client_secret")
@@ -145,6 +164,7 @@ class Settings:
             ),
             log_level=level,
             trust_proxy=(env.get("IDV_TRUST_PROXY") or "").lower() in {"1", "true", "yes"},
+            rate_limits=rate_limits,
             carrier_url=carrier["url"],
             carrier_token_url=carrier["token_url"],
             carrier_client_id=carrier["client_id"],

@@ -58,6 +58,35 @@ def test_sms_sends_limited_per_phone(user):
 
 
 def test_verification_creation_limited_per_ip(user):
-    results = [user.start("login", ip="198.51.100.9").status_code for _ in range(31)]
-    assert results[:30] == [201] * 30 and results[30] == 429
+    results = [user.start("login", ip="198.51.100.9").status_code for _ in range(121)]
+    assert results[:120] == [201] * 120 and results[120] == 429
     assert user.start("login", ip="198.51.100.10").status_code == 201
+
+
+def test_limits_are_configurable(settings, clock):
+    """IDV_RATE_LIMITS overrides a default; a bad value stops start-up naming the variable."""
+    from dataclasses import replace
+
+    import pytest
+
+    from service.app import create_app
+    from service.context import ServiceContext
+    from service.domain.errors import ConfigError
+    from service.settings import Settings
+    from service.usecases.clients import create_client
+    from tests.http.flow import User
+
+    tight = replace(settings, rate_limits=(("sms_sends", "2/10minutes"),))
+    ctx = ServiceContext.build(tight)
+    key = create_client(ctx, "t", ["verify"])[1]
+    u = User(create_app(context=ctx).test_client(), {"Authorization": f"Bearer {key}"}, clock=clock)
+    u.put()
+    codes = [
+        u.challenge(u.start("login").json["verification_id"], "sms").status_code for _ in range(3)
+    ]
+    assert codes == [200, 200, 429]
+    for bad in ("sms_sends", "sms_sends=lots", "nonsense=1/minute"):
+        with pytest.raises(ConfigError) as err:
+            Settings.from_env({"IDV_DATA_DIR": str(settings.data_dir), "IDV_RATE_LIMITS": bad})
+        assert err.value.variable == "IDV_RATE_LIMITS"
+    ctx.engine.dispose()
