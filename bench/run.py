@@ -278,9 +278,9 @@ class Setup:
         return view.verification_id
 
     def device_challenge(self, client, vid: str) -> str:  # type: ignore[no-untyped-def]
-        from service.usecases import verifications
+        from service.usecases import challenges
 
-        return verifications.challenge(self.ctx, client, vid, "device")["challenge"]
+        return challenges.challenge(self.ctx, client, vid, "device")["challenge"]
 
 
 def _body(value: dict) -> bytes:

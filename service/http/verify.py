@@ -17,7 +17,7 @@ from service.http.models import (
     Proof,
     StartVerification,
 )
-from service.usecases import carrier, factors, verifications
+from service.usecases import carrier, challenges, factors, proofs, verifications
 
 bp = Blueprint("verify", __name__)
 
@@ -81,7 +81,7 @@ def challenge(verification_id: str) -> Response:
     """Send an SMS code or issue a device challenge."""
     client = caller("verify")
     body = parse(ChallengeRequest)
-    return jsonify(verifications.challenge(ctx(), client, verification_id, body.factor))
+    return jsonify(challenges.challenge(ctx(), client, verification_id, body.factor))
 
 
 @bp.post("/v1/verifications/<verification_id>/proofs")
@@ -89,7 +89,7 @@ def prove(verification_id: str) -> Response:
     """Submit a proof."""
     client = caller("verify")
     body = parse(Proof)
-    outcome = verifications.prove(ctx(), client, verification_id, body.model_dump())
+    outcome = proofs.prove(ctx(), client, verification_id, body.model_dump())
     return jsonify(asdict(outcome))
 
 
