@@ -138,7 +138,7 @@ def _path_params(path: str) -> list[dict[str, Any]]:
 @cache
 def document() -> dict[str, Any]:
     """Build the OpenAPI document once."""
-    models = {m.Error}
+    models: set[type[BaseModel]] = {m.Error}
     for *_, req, responses in ROUTES:
         if req is not None:
             models.add(req)

@@ -237,7 +237,7 @@ def verify_chain(conn: Connection, mac_key: bytes) -> list[str]:
             writer, expected_seq, prev_hash, last = row.writer, 1, GENESIS, None
             seen.add(writer)
         label = _label(row)
-        if entry_hash(row._mapping) != row.hash:
+        if entry_hash(dict(row._mapping)) != row.hash:
             problems.append((row.id, f"{label}: hash mismatch (edited or moved)"))
         elif not row.mac:
             problems.append((row.id, f"{label}: not sealed (written before the audit chain)"))
