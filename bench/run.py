@@ -407,6 +407,11 @@ def run_idv(db: str, url: str | None, args: argparse.Namespace, rows: list[Row])
     env = {**os.environ, "IDV_DATA_DIR": str(tmp), "IDV_LOG_LEVEL": "WARNING"}
     env.pop("IDV_REDIS_URL", None)
     env.pop("IDV_SMS_SENDER", None)
+    if args.redis_url:  # shared limits: what several workers or instances need
+        import redis
+
+        redis.Redis.from_url(args.redis_url).flushdb()
+        env["IDV_REDIS_URL"] = args.redis_url
     if url:
         env["IDV_DATABASE_URL"] = url
         subprocess.run(
@@ -589,6 +594,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--flood-connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="run idv with IDV_REDIS_URL (emptied first); use with --workers 2",
+    )
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--guess", type=float, default=600, help="req/s to size the first pool")
     parser.add_argument("--headroom", type=float, default=1.5)
