@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
@@ -64,6 +64,12 @@ def register_error_handlers(app: Flask) -> None:
         if status == 405 and exc.get_response().headers.get("Allow"):
             response.headers["Allow"] = exc.get_response().headers["Allow"]
         return response
+
+    @app.errorhandler(IntegrityError)
+    def _conflict(exc: IntegrityError) -> Response:
+        # A unique constraint lost a race with a concurrent request: nothing was written.
+        log.info("integrity conflict: %s", type(exc.orig).__name__)
+        return error_response(409, "conflict", "a concurrent request changed this; retry")
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeout)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 
 from service.context import ServiceContext
 from service.domain import assertions
@@ -98,6 +99,22 @@ def require_step_up(
 
 
 def put_subject(
+    ctx: ServiceContext,
+    client: ClientRecord,
+    subject_id: str,
+    phone: object,
+    assertion: str | None,
+    ip: str | None = None,
+) -> SubjectView:
+    """Create a subject or change its phone (see ``_put_subject``); a create that loses a race
+    with a concurrent create of the same id is retried once as an update."""
+    try:
+        return _put_subject(ctx, client, subject_id, phone, assertion, ip)
+    except IntegrityError:
+        return _put_subject(ctx, client, subject_id, phone, assertion, ip)
+
+
+def _put_subject(
     ctx: ServiceContext,
     client: ClientRecord,
     subject_id: str,

@@ -171,3 +171,18 @@ def _pem() -> str:
     from tests.http.flow import Device
 
     return Device.new().public_pem()
+
+
+def test_concurrent_creates_of_one_subject_give_one_201_and_no_error(app, auth):
+    """Racing PUTs of a new subject: exactly one 201, the others 200, never a 500."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def put(_: int) -> int:
+        r = app.test_client().put(
+            "/v1/subjects/racer", json={"phone": "+8613800138000"}, headers=auth
+        )
+        return r.status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        codes = list(pool.map(put, range(20)))
+    assert sorted(codes) == [200] * 19 + [201], codes
