@@ -1,13 +1,13 @@
-"""``/v1/client`` and ``/v1/subjects``: thin routes over the subject use cases."""
+"""``/v1/client``, ``/v1/subjects`` and the support desk's ``/v1/admin/subjects``: thin routes."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from service.http.auth import caller, client_ip, ctx
 from service.http.body import parse
 from service.http.models import PutSubject
-from service.usecases import subjects
+from service.usecases import operators, subjects
 
 bp = Blueprint("subjects", __name__)
 
@@ -43,10 +43,6 @@ def delete_subject(subject_id: str) -> tuple[str, int]:
 @bp.get("/v1/admin/subjects/<subject_id>")
 def operator_lookup(subject_id: str) -> Response:
     """Support-desk view of a subject (scope ``admin``): masked, audited, watched (T3)."""
-    from flask import request
-
-    from service.usecases import operators
-
     client = caller("admin")
     return jsonify(
         operators.lookup(
