@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -76,6 +77,14 @@ factors = Table(
     Column("created_at", TS, nullable=False),
     Column("activated_at", TS),
     Index("ix_factors_subject", "subject_pk", "type"),
+    # One chosen secret per subject: racing PIN enrolments cannot both land.
+    Index(
+        "uq_factors_one_knowledge",
+        "subject_pk",
+        unique=True,
+        sqlite_where=text("type = 'knowledge'"),
+        postgresql_where=text("type = 'knowledge'"),
+    ),
 )
 
 totp_used_steps = Table(

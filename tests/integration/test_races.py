@@ -186,3 +186,28 @@ def test_concurrent_creates_of_one_subject_give_one_201_and_no_error(app, auth):
     with ThreadPoolExecutor(max_workers=20) as pool:
         codes = list(pool.map(put, range(20)))
     assert sorted(codes) == [200] * 19 + [201], codes
+
+
+def test_racing_pin_enrolments_leave_one_knowledge_factor(app, auth):
+    """A subject never ends up with two chosen secrets, whatever the interleaving."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = app.test_client()
+    assert (
+        client.put("/v1/subjects/pin", json={"phone": "+8613800138000"}, headers=auth).status_code
+        == 201
+    )
+
+    def enrol(i: int) -> int:
+        r = app.test_client().post(
+            "/v1/subjects/pin/factors",
+            json={"type": "knowledge", "secret": f"73918{i}x"},
+            headers=auth,
+        )
+        return r.status_code
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        codes = list(pool.map(enrol, range(10)))
+    assert codes.count(201) >= 1 and set(codes) <= {201, 403, 409}, codes
+    factors = client.get("/v1/subjects/pin/factors", headers=auth).json["factors"]
+    assert [f["type"] for f in factors] == ["knowledge"]
