@@ -24,7 +24,7 @@ def json_object(*, optional: bool = False) -> dict:
         raise InvalidRequest("Content-Type must be application/json")
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")

@@ -26,6 +26,8 @@ def test_wrong_method_is_json_405(http, auth):
         ('{"phone": "+8613800138000"}', "text/plain"),
         ("", "application/json"),
         (b"\xff\xfe", "application/json"),
+        ("[" * 200_000, "application/json"),  # nesting past the parser's recursion limit
+        ('{"phone": ' + "[" * 200_000, "application/json"),
     ],
 )
 def test_malformed_bodies_are_400(http, auth, data, content_type):
