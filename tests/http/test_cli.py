@@ -56,19 +56,23 @@ def test_rotate_signing_keeps_old_key_published(settings, env, tmp_path):
     from service.domain import assertions
 
     now = before.clock()
-    token = assertions.issue(
-        before.keys,
-        issuer="idv",
-        audience="cl_x",
-        subject="s",
-        action="login",
-        acr="aal1",
-        factors=["sms"],
-        auth_time=now,
-        now=now,
-        ttl=300,
-        jti="vf_1",
-    )
+
+    def sign(keys, audience: str, jti: str) -> str:
+        return assertions.issue(
+            keys,
+            issuer="idv",
+            audience=audience,
+            subject="s",
+            action="login",
+            acr="aal1",
+            factors=["sms"],
+            auth_time=now,
+            now=now,
+            ttl=300,
+            jti=jti,
+        )
+
+    token = sign(before.keys, "cl_x", "vf_1")
     out = run(["keys", "rotate-signing"], env)
     assert out.exit_code == 0, out.output
     after = ServiceContext.build(replace(settings, key_file=key_file))
@@ -78,21 +82,7 @@ def test_rotate_signing_keeps_old_key_published(settings, env, tmp_path):
     # An assertion signed before the rotation still verifies against the new JWKS.
     jwk = jwt.PyJWKSet.from_dict(assertions.jwks(after.keys))[old_kid]
     assert jwt.decode(token, jwk.key, algorithms=["ES256"], audience="cl_x")["sub"] == "s"
-    new_header = jwt.get_unverified_header(
-        assertions.issue(
-            after.keys,
-            issuer="idv",
-            audience="a",
-            subject="s",
-            action="login",
-            acr="aal1",
-            factors=["sms"],
-            auth_time=now,
-            now=now,
-            ttl=300,
-            jti="j",
-        )
-    )
+    new_header = jwt.get_unverified_header(sign(after.keys, "a", "j"))
     assert new_header["kid"] == after.keys.active_signing_key.kid
 
 
