@@ -52,6 +52,11 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
     exhausted: bool = False
+    server_cpu: float = 0.0  # CPU seconds the server's processes spent during the timed phase
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.server_cpu / self.requests * 1000 if self.requests else float("nan")
 
     @property
     def rate(self) -> float:
@@ -121,9 +126,12 @@ async def _drive(
     return result
 
 
-def drive(port: int, jobs: Callable[[], Job | None], args: argparse.Namespace, ok: set[int]):
-    """Synchronous wrapper of :func:`_drive`."""
-    return asyncio.run(_drive(port, jobs, args.connections, args.duration, ok))
+def drive(server: Server, jobs: Callable[[], Job | None], args: argparse.Namespace, ok: set[int]):
+    """Synchronous wrapper of :func:`_drive`; also records the server's CPU time."""
+    before = server.cpu_seconds()
+    result = asyncio.run(_drive(server.port, jobs, args.connections, args.duration, ok))
+    result.server_cpu = server.cpu_seconds() - before
+    return result
 
 
 def from_list(items: list[Job]) -> Callable[[], Job | None]:
@@ -155,6 +163,28 @@ def wait_up(port: int, proc: subprocess.Popen, log: Path) -> None:
     sys.exit(f"server did not start:\n{log.read_text()}")
 
 
+def children(master_pid: int) -> list[int]:
+    """Pids whose parent is ``master_pid`` (the gunicorn workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == str(master_pid):
+                pids.append(int(entry.name))
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def worker_peak_rss_mib(master_pid: int) -> list[float]:
     """VmHWM (peak resident set) of each child of the gunicorn master, in MiB."""
     peaks = []
@@ -176,6 +206,10 @@ class Server:
     port: int
     proc: subprocess.Popen
     log: Path
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the master and its workers (/proc/<pid>/stat)."""
+        return sum(cpu_seconds(pid) for pid in [self.proc.pid, *children(self.proc.pid)])
 
     def stop(self) -> list[float]:
         rss = worker_peak_rss_mib(self.proc.pid)
@@ -437,31 +471,33 @@ def run_idv(db: str, url: str | None, args: argparse.Namespace, rows: list[Row])
     try:
         say(f"[{db}] verification create: preparing")
         create = drive(
-            port, from_list(create_jobs(setup, pool_size(args.guess, args))), args, {201}
+            server, from_list(create_jobs(setup, pool_size(args.guess, args))), args, {201}
         )
         mine.append(Row("verification create", db, create))
         n = pool_size(create.rate, args)
 
         say(f"[{db}] TOTP proof: preparing {n}")
-        totp = drive(port, from_list(totp_jobs(setup, n)()), args, {200})
+        totp = drive(server, from_list(totp_jobs(setup, n)()), args, {200})
         mine.append(Row("TOTP proof", db, totp))
 
         say(f"[{db}] device proof: preparing {n}")
         mine.append(
-            Row("device proof", db, drive(port, from_list(device_jobs(setup, n)), args, {200}))
+            Row("device proof", db, drive(server, from_list(device_jobs(setup, n)), args, {200}))
         )
 
         k = max(100, int(args.duration * 100))
         say(f"[{db}] knowledge proof: preparing {k}")
         mine.append(
             Row(
-                "knowledge proof", db, drive(port, from_list(knowledge_jobs(setup, k)), args, {200})
+                "knowledge proof",
+                db,
+                drive(server, from_list(knowledge_jobs(setup, k)), args, {200}),
             )
         )
 
         say(f"[{db}] carrier event: preparing {n}")
         mine.append(
-            Row("carrier event", db, drive(port, from_list(carrier_jobs(setup, n)), args, {202}))
+            Row("carrier event", db, drive(server, from_list(carrier_jobs(setup, n)), args, {202}))
         )
 
         say(f"[{db}] TOTP proof under a PIN flood: preparing")
@@ -495,7 +531,7 @@ def run_ceiling(args: argparse.Namespace, rows: list[Row]) -> Result:
     server = start(cmd, dict(os.environ), port, tmp / "bare.log")
     try:
         job: Job = ("GET", "/healthz", b"", {})
-        result = drive(port, lambda: job, args, {200})
+        result = drive(server, lambda: job, args, {200})
     finally:
         rss = server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -550,6 +586,7 @@ def table(rows: list[Row], ceiling: Result, args: argparse.Namespace) -> str:
         "p50 ms",
         "p99 ms",
         "x ceiling",
+        "server CPU ms/req",
         "worker peak RSS MiB",
         "note",
     ]
@@ -566,9 +603,11 @@ def table(rows: list[Row], ceiling: Result, args: argparse.Namespace) -> str:
         if r.exhausted:
             note = (note + "; " if note else "") + f"pool ran dry after {r.elapsed:.1f} s"
         ratio = r.rate / ceiling.rate if ceiling.rate else float("nan")
+        cpu = f"{r.cpu_ms_per_request:.2f}" if r.server_cpu else "-"
         lines.append(
             f"| {row.scenario} | {row.db} | {r.rate:.0f} | {r.percentile(0.5):.1f} | "
-            f"{r.percentile(0.99):.1f} | {ratio:.2f} | {row.rss} | {note} |"
+            f"{r.percentile(0.99):.1f} | {ratio:.2f} | {cpu} | {row.rss} | "
+            f"{note} |"
         )
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (

@@ -3,6 +3,7 @@ back-off and the guessing arithmetic README quotes."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -204,6 +205,40 @@ def test_reset_clears_an_override_with_its_own_window(rl):
 
 def test_memory_storage_is_always_healthy(rl):
     assert rl.healthy()
+
+
+def test_memory_cleanup_runs_at_most_once_a_second_and_still_frees_old_keys(monkeypatch):
+    """limits' MemoryStorage would start a clean-up thread 10 ms after every hit; ours starts at
+    most one a second, and that pass still drops counters whose window has passed."""
+    import threading
+
+    from service import ratelimit
+
+    started: list[threading.Timer] = []
+    real_timer = threading.Timer
+
+    def counting_timer(*args, **kwargs):
+        timer = real_timer(*args, **kwargs)
+        started.append(timer)
+        return timer
+
+    monkeypatch.setattr(ratelimit.threading, "Timer", counting_timer)
+    rl = RateLimits(overrides={"client": "1000/second"})
+    storage = rl._storage
+    started.clear()  # the library's constructor starts one too
+    for i in range(300):
+        rl.hit("client", f"c{i % 7}")
+        if i % 50 == 0:
+            time.sleep(0.02)  # longer than the library's 10 ms: it would have started more
+    assert len(started) == 1
+    started[0].join(2)
+    assert any(storage.events.values())  # entries still inside their 1 s window stay
+
+    time.sleep(1.1)  # the window and the clean-up interval have both passed
+    rl.hit("client", "other")
+    assert len(started) == 2
+    started[1].join(2)
+    assert set(k for k, v in storage.events.items() if v) == {"idv:client:other/1"}
 
 
 @pytest.mark.parametrize(

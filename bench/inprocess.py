@@ -1,0 +1,208 @@
+"""In-process cost of one request: the idv WSGI app called directly, no server, no sockets.
+
+    python bench/inprocess.py                    # SQLite, TOTP / device proofs, create, healthz
+    python bench/inprocess.py --db postgresql+psycopg://postgres@127.0.0.1:5432/idv_bench
+    python bench/inprocess.py --profile totp     # cProfile of the TOTP proofs, top functions
+
+Prints the median microseconds of Python per request and the number of SQL statements and
+commits each request runs. This is where the server's per-request CPU goes (one gthread worker
+is bound by the GIL), so it is the figure to cut; ``run.py`` measures the real thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from run import Setup, _body, ensure_pg_database  # noqa: E402
+
+
+def environ(method: str, path: str, body: bytes, headers: dict[str, str]) -> dict:
+    from werkzeug.test import EnvironBuilder
+
+    builder = EnvironBuilder(
+        method=method,
+        path=path,
+        data=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    try:
+        return builder.get_environ()
+    finally:
+        builder.close()
+
+
+def call(app, env: dict) -> int:  # type: ignore[no-untyped-def]
+    env = dict(env)
+    env["wsgi.input"] = io.BytesIO(env["wsgi.input"].getvalue())
+    status: list[str] = []
+    out = app(env, lambda s, h, e=None: status.append(s))
+    b"".join(out)
+    if hasattr(out, "close"):
+        out.close()
+    return int(status[0].split()[0])
+
+
+class Counter:
+    def __init__(self, engine) -> None:  # type: ignore[no-untyped-def]
+        from sqlalchemy import event
+
+        self.statements = 0
+        self.commits = 0
+        event.listen(engine, "before_cursor_execute", self._stmt)
+        event.listen(engine, "commit", self._commit)
+
+    def _stmt(self, *a) -> None:  # type: ignore[no-untyped-def]
+        self.statements += 1
+
+    def _commit(self, *a) -> None:  # type: ignore[no-untyped-def]
+        self.commits += 1
+
+
+def measure(app, counter: Counter, envs: list[dict], expect: int, profile: bool):  # type: ignore[no-untyped-def]
+    times = []
+    counter.statements = counter.commits = 0
+    cpu0 = time.process_time()
+    prof = cProfile.Profile() if profile else None
+    for env in envs:
+        inp = dict(env)
+        t0 = time.perf_counter()
+        if prof:
+            prof.enable()
+        code = call(app, inp)
+        if prof:
+            prof.disable()
+        times.append(time.perf_counter() - t0)
+        assert code == expect, code
+    n = len(envs)
+    cpu = (time.process_time() - cpu0) / n * 1e6
+    return statistics.median(times) * 1e6, cpu, counter.statements / n, counter.commits / n, prof
+
+
+def by_package(stats: pstats.Stats) -> str:
+    """Own time by package (where the Python time goes, not who called it)."""
+    totals: dict[str, float] = {}
+    for (filename, _line, _name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        if "site-packages/" in filename:
+            package = filename.split("site-packages/")[1].split("/")[0]
+        elif "/service/" in filename:
+            package = "service/" + filename.split("/service/")[1].split("/")[0]
+        elif filename.startswith("~") or filename == "<built-in>":
+            package = "builtins (C)"
+        else:
+            package = "stdlib/" + Path(filename).name
+        totals[package] = totals.get(package, 0.0) + tottime
+    whole = sum(totals.values())
+    lines = [f"{t / whole:6.1%}  {name}" for name, t in sorted(totals.items(), key=lambda x: -x[1])]
+    return "own time by package:\n" + "\n".join(lines[:25]) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", default="sqlite", help="sqlite or a PostgreSQL URL")
+    parser.add_argument("-n", type=int, default=400, help="requests per scenario")
+    parser.add_argument("--profile", choices=["totp", "device", "create", "none"], default="none")
+    parser.add_argument("--top", type=int, default=40)
+    args = parser.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="idv-inproc-")
+    env = {**os.environ, "IDV_DATA_DIR": tmp, "IDV_LOG_LEVEL": "WARNING"}
+    env.pop("IDV_REDIS_URL", None)
+    env.pop("IDV_SMS_SENDER", None)
+    if args.db != "sqlite":
+        ensure_pg_database(args.db)
+        env["IDV_DATABASE_URL"] = args.db
+    from service.app import create_app
+    from service.context import ServiceContext
+    from service.ratelimit import DEFAULTS, RateLimits
+    from service.settings import Settings
+    from service.storage.db import upgrade
+
+    settings = Settings.from_env(env)
+    ctx = ServiceContext.build(settings)
+    upgrade(ctx.engine)
+    ctx.limits = RateLimits(None, overrides={k: "1000000/minute" for k in DEFAULTS})
+    app = create_app(context=ctx).wsgi_app
+    counter = Counter(ctx.engine)
+    setup = Setup(env)
+    n = args.n
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from service.factors.device import _b64url
+
+    client, headers = setup.client()
+    totp_envs, device_envs, create_envs = [], [], []
+    step = int(time.time()) // 30
+    for _ in range((n + 1) // 2):
+        s = setup.subject(client, totp=True, device=True)
+        for c in (step, step + 1):
+            vid = setup.verification(client, s["id"])
+            code = s["totp"].at(c * 30)
+            totp_envs.append(
+                environ(
+                    "POST",
+                    f"/v1/verifications/{vid}/proofs",
+                    _body({"factor": "totp", "code": code}),
+                    headers,
+                )
+            )
+        for _ in range(2):
+            vid = setup.verification(client, s["id"])
+            challenge = setup.device_challenge(client, vid)
+            key, fid = s["device"]
+            sig = key.sign(challenge.encode(), ec.ECDSA(hashes.SHA256()))
+            device_envs.append(
+                environ(
+                    "POST",
+                    f"/v1/verifications/{vid}/proofs",
+                    _body({"factor": "device", "factor_id": fid, "signature": _b64url(sig)}),
+                    headers,
+                )
+            )
+            create_envs.append(
+                environ(
+                    "POST",
+                    "/v1/verifications",
+                    _body({"subject_id": s["id"], "action": "login"}),
+                    headers,
+                )
+            )
+    health = [environ("GET", "/healthz", b"", {})] * n
+    rows = [
+        ("healthz", health, 200),
+        ("verification create", create_envs, 201),
+        ("TOTP proof", totp_envs, 200),
+        ("device proof", device_envs, 200),
+    ]
+    print(f"in-process, {args.db.split(':')[0]}, {n} requests each (median)")
+    print(f"{'request':<22}{'median us':>10}{'CPU us':>8}{'statements':>12}{'commits':>9}")
+    for name, envs, expect in rows:
+        want = {"TOTP proof": "totp", "device proof": "device", "verification create": "create"}
+        prof = args.profile == want.get(name)
+        us, cpu, stmts, commits, p = measure(app, counter, envs, expect, prof)
+        print(f"{name:<22}{us:>10.0f}{cpu:>8.0f}{stmts:>12.1f}{commits:>9.1f}")
+        if p is not None:
+            out = io.StringIO()
+            stats = pstats.Stats(p, stream=out)
+            stats.sort_stats("cumulative").print_stats(args.top)
+            profile_text = out.getvalue() + by_package(stats)
+    if args.profile != "none":
+        print(profile_text)
+
+
+if __name__ == "__main__":
+    main()
