@@ -13,9 +13,12 @@ The writer is the *database connection*: a random id is stored in the pooled DBA
 ``info`` the first time it appends, and lives as long as that connection (a connection that is
 closed simply leaves its chain closed). A connection runs one transaction at a time, so:
 
-- nothing is kept in memory but the id: the writer's last entry is read with
-  ``SELECT ... WHERE writer = ? ORDER BY seq DESC LIMIT 1`` inside the caller's transaction, so
-  a rolled-back transaction leaves nothing to undo;
+- the connection remembers the head it wrote last, and the next append advances the stored
+  head with ``UPDATE audit_heads ... WHERE writer = ? AND seq = <remembered> AND hash = ...``
+  inside the caller's transaction: if a rolled-back transaction left the memory ahead of the
+  database, that UPDATE matches nothing and the last entry is read back with
+  ``SELECT ... WHERE writer = ? ORDER BY seq DESC LIMIT 1`` instead, so a rollback never
+  corrupts the chain;
 - no two transactions ever extend the same chain at once, so there is no lock and no unique
   violation to retry, and different connections, threads, processes and instances never wait
   on each other for the audit trail (no global lock; STYLE.md "The hot path").
@@ -130,10 +133,22 @@ def _writer_id(conn: Connection) -> str:
     if owner is None or owner[0] != os.getpid():
         owner = (os.getpid(), f"w-{secrets.token_hex(8)}")
         info["idv_audit_writer"] = owner
+        info.pop("idv_audit_head", None)  # a new chain: nothing remembered
     return owner[1]
 
 
 _INSERT_ENTRY = audit_log.insert()
+# Move the head on only if it is where this connection last left it: one statement both checks
+# the remembered head and advances it.
+_ADVANCE_HEAD = (
+    audit_heads.update()
+    .where(
+        audit_heads.c.writer == bindparam("b_writer"),
+        audit_heads.c.seq == bindparam("b_old_seq"),
+        audit_heads.c.hash == bindparam("b_old_hash"),
+    )
+    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"), mac=bindparam("b_mac"))
+)
 _UPDATE_HEAD = (
     audit_heads.update()
     .where(audit_heads.c.writer == bindparam("b_writer"))
@@ -159,18 +174,21 @@ def append(
     ip: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """Append an entry in the caller's transaction (it commits or rolls back with the change)."""
+    """Append an entry in the caller's transaction (it commits or rolls back with the change).
+
+    Two statements in the steady state: the connection remembers the head it wrote last, and
+    one conditional UPDATE both checks that the stored head is still that one and advances it.
+    When it is not (the transaction that wrote the remembered head rolled back, or this is the
+    connection's first append) the last entry is read back instead, as a third statement.
+    """
     key = _MAC_KEY
     if key is None:
         raise RuntimeError("audit.configure(mac_key) has not been called")
     _check_detail(detail)
     writer = _writer_id(conn)
-    last = conn.execute(_LAST_OF_WRITER, {"writer": writer}).first()
-    seq, prev_hash = (last.seq + 1, last.hash) if last else (1, GENESIS)
+    remembered: tuple[int, str] | None = conn.info.get("idv_audit_head")
     entry: dict[str, Any] = {
         "writer": writer,
-        "seq": seq,
-        "prev_hash": prev_hash,
         "at": as_utc(now),  # SQLite drops the offset: store UTC so what we hash reads back
         "client_id": client_id,
         "operator": operator,
@@ -180,14 +198,39 @@ def append(
         "detail": canonical_detail(detail),
         "ip": ip,
     }
-    digest = entry_hash(entry)
+    if remembered is not None:
+        seq, digest, mac = _seal(entry, key, remembered[0] + 1, remembered[1])
+        advanced = conn.execute(
+            _ADVANCE_HEAD,
+            {
+                "b_writer": writer,
+                "b_old_seq": remembered[0],
+                "b_old_hash": remembered[1],
+                "b_seq": seq,
+                "b_hash": digest,
+                "b_mac": mac,
+            },
+        ).rowcount
+        if advanced == 1:
+            conn.execute(_INSERT_ENTRY, {**entry, "hash": digest, "mac": entry_mac(key, digest)})
+            conn.info["idv_audit_head"] = (seq, digest)
+            return
+    last = conn.execute(_LAST_OF_WRITER, {"writer": writer}).first()
+    seq, digest, mac = _seal(entry, key, *((last.seq + 1, last.hash) if last else (1, GENESIS)))
     conn.execute(_INSERT_ENTRY, {**entry, "hash": digest, "mac": entry_mac(key, digest)})
-    head = {"seq": seq, "hash": digest, "mac": head_mac(key, writer, seq, digest)}
     updated = conn.execute(
-        _UPDATE_HEAD, {"b_writer": writer, "b_seq": seq, "b_hash": digest, "b_mac": head["mac"]}
+        _UPDATE_HEAD, {"b_writer": writer, "b_seq": seq, "b_hash": digest, "b_mac": mac}
     ).rowcount
     if not updated:
-        conn.execute(audit_heads.insert().values(writer=writer, **head))
+        conn.execute(audit_heads.insert().values(writer=writer, seq=seq, hash=digest, mac=mac))
+    conn.info["idv_audit_head"] = (seq, digest)
+
+
+def _seal(entry: dict[str, Any], key: bytes, seq: int, prev_hash: str) -> tuple[int, str, str]:
+    """Put ``seq`` and ``prev_hash`` into ``entry``; return (seq, its hash, the head's MAC)."""
+    entry["seq"], entry["prev_hash"] = seq, prev_hash
+    digest = entry_hash(entry)
+    return seq, digest, head_mac(key, entry["writer"], seq, digest)
 
 
 # -- reading ----------------------------------------------------------------------------

@@ -5,10 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    type_coerce,
+    union_all,
+    update,
+)
 
 from service.domain.clock import as_utc
-from service.storage.tables import subject_events, subjects
+from service.storage.factors import FactorRecord
+from service.storage.tables import TS, carrier_events, factors, subject_events, subjects
 
 
 @dataclass(frozen=True)
@@ -125,3 +138,82 @@ def last_events(conn: Connection, pk: int) -> dict[str, datetime]:
     """The latest time of each sensitive event type for this subject."""
     rows = conn.execute(_LAST_EVENTS, {"pk": pk})
     return {t: as_utc(at) for t, at in rows if at is not None}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a decision needs to know about a subject besides the subject row itself."""
+
+    factors: list[FactorRecord]  # every factor, oldest first
+    carrier: dict[str, list[datetime]]  # carrier event times of the phone, by type (global)
+    events: dict[str, datetime]  # the latest time of each sensitive event type
+
+
+# One statement instead of three (the hot path: every proof, challenge and creation decides
+# again). Rows are tagged: "f" a factor, "c" a carrier event of the phone, "e" the latest
+# sensitive event of a type. The first SELECT types the columns for all three.
+_SNAPSHOT = union_all(
+    select(
+        literal("f").label("kind"),
+        factors.c.id,
+        factors.c.type,
+        factors.c.status,
+        factors.c.secret_ct,
+        factors.c.alg,
+        factors.c.label,
+        factors.c.created_at,
+        type_coerce(null(), TS).label("at"),
+    ).where(factors.c.subject_pk == bindparam("pk")),
+    select(
+        literal("c"),
+        null(),
+        carrier_events.c.type,
+        null(),
+        null(),
+        null(),
+        null(),
+        null(),
+        carrier_events.c.occurred_at,
+    ).where(carrier_events.c.phone_hash == bindparam("phone_hash")),
+    select(
+        literal("e"),
+        null(),
+        subject_events.c.type,
+        null(),
+        null(),
+        null(),
+        null(),
+        null(),
+        func.max(subject_events.c.occurred_at),
+    )
+    .where(subject_events.c.subject_pk == bindparam("pk"))
+    .group_by(subject_events.c.type),
+)
+
+
+def snapshot(conn: Connection, subject: SubjectRecord) -> Snapshot:
+    """The subject's factors, its phone's carrier events and its latest sensitive events."""
+    found: list[FactorRecord] = []
+    carrier: dict[str, list[datetime]] = {}
+    events: dict[str, datetime] = {}
+    rows = conn.execute(_SNAPSHOT, {"pk": subject.pk, "phone_hash": subject.phone_hash})
+    for kind, fid, type_, status, secret_ct, alg, label, created_at, at in rows:
+        if kind == "f":
+            found.append(
+                FactorRecord(
+                    id=fid,
+                    subject_pk=subject.pk,
+                    type=type_,
+                    status=status,
+                    secret_ct=secret_ct,
+                    alg=alg,
+                    label=label,
+                    created_at=as_utc(created_at),
+                )
+            )
+        elif kind == "c":
+            carrier.setdefault(type_, []).append(as_utc(at))
+        elif at is not None:
+            events[type_] = as_utc(at)
+    found.sort(key=lambda f: f.created_at)
+    return Snapshot(found, carrier, events)

@@ -9,7 +9,8 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, select, update
 
 from service.domain.clock import as_utc
-from service.storage.tables import verifications
+from service.storage.subjects import SubjectRecord
+from service.storage.tables import subjects, verifications
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,39 @@ def get(
     query = _GET_FOR_UPDATE if for_update else _GET
     row = conn.execute(query, {"id": verification_id, "client_id": client_id}).first()
     return _record(row) if row else None
+
+
+_S = [c.label(f"s_{c.name}") for c in subjects.c if c.name != "updated_at"]
+_WITH_SUBJECT = (
+    select(verifications, *_S)
+    .join(subjects, subjects.c.pk == verifications.c.subject_pk)
+    .where(
+        verifications.c.id == bindparam("id"), verifications.c.client_id == bindparam("client_id")
+    )
+)
+# PostgreSQL: lock the verification row only; the subject row is read, not locked.
+_WITH_SUBJECT_FOR_UPDATE = _WITH_SUBJECT.with_for_update(of=verifications)
+
+
+def get_with_subject(
+    conn: Connection, client_id: str, verification_id: str, *, for_update: bool = False
+) -> tuple[VerificationRecord, SubjectRecord] | None:
+    """A verification of this client and its subject, in one statement (see ``get``)."""
+    query = _WITH_SUBJECT_FOR_UPDATE if for_update else _WITH_SUBJECT
+    row = conn.execute(query, {"id": verification_id, "client_id": client_id}).first()
+    if row is None:
+        return None
+    subject = SubjectRecord(
+        pk=row.s_pk,
+        client_id=row.s_client_id,
+        subject_id=row.s_subject_id,
+        phone_ct=row.s_phone_ct,
+        phone_hash=row.s_phone_hash,
+        phone_set_at=as_utc(row.s_phone_set_at) if row.s_phone_set_at else None,
+        locked_until=as_utc(row.s_locked_until) if row.s_locked_until else None,
+        created_at=as_utc(row.s_created_at),
+    )
+    return _record(row), subject
 
 
 def set_status(conn: Connection, verification_id: str, status: str, now: datetime) -> bool:

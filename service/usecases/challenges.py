@@ -16,13 +16,18 @@ from service.domain.errors import (
 from service.domain.phone import mask_phone
 from service.factors import device, sms
 from service.storage import audit, replay
-from service.storage import factors as factor_store
 from service.storage import subjects as subject_store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
 from service.usecases.subjects import phone_of, subject_ref
-from service.usecases.verifications import check_lock, deny, pending, remaining, still_open
+from service.usecases.verifications import (
+    check_lock,
+    deny,
+    pending_with_subject,
+    remaining,
+    still_open,
+)
 
 CHALLENGE_FACTORS = ("sms", "device")
 DEVICE_CHALLENGE_TTL = timedelta(minutes=2)
@@ -36,12 +41,10 @@ def challenge(
         raise InvalidRequest("only sms and device have challenges")
     now = ctx.clock()
     with ctx.engine.begin() as conn:
-        record = pending(conn, client, verification_id, now)
-        subject = subject_store.by_pk(conn, record.subject_pk)
-        assert subject is not None
+        record, subject = pending_with_subject(conn, client, verification_id, now)
         check_lock(subject, now)
-        active = [f for f in factor_store.for_subject(conn, subject.pk) if f.status == "active"]
-        options, decision = still_open(ctx, conn, record, subject, active, now)
+        snap = subject_store.snapshot(conn, subject)
+        options, decision = still_open(ctx, record, subject, snap, now)
         if options:
             if factor not in remaining(options, record.satisfied):
                 raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")

@@ -34,6 +34,7 @@ from service.usecases.verifications import (
     deny,
     lock_subject_if_repeated,
     pending,
+    pending_with_subject,
     remaining,
     still_open,
 )
@@ -80,12 +81,13 @@ def _load(
     for_update: bool,
 ) -> _Attempt:
     """Read the verification, its subject, the policy's current options and the candidates."""
-    record = pending(conn, client, verification_id, now, for_update=for_update)
-    subject = subject_store.by_pk(conn, record.subject_pk)
-    assert subject is not None
+    record, subject = pending_with_subject(
+        conn, client, verification_id, now, for_update=for_update
+    )
     check_lock(subject, now)
-    active = [f for f in factor_store.for_subject(conn, subject.pk) if f.status == "active"]
-    options, decision = still_open(ctx, conn, record, subject, active, now)
+    snap = subject_store.snapshot(conn, subject)
+    active = [f for f in snap.factors if f.status == "active"]
+    options, decision = still_open(ctx, record, subject, snap, now)
     if options and factor not in remaining(options, record.satisfied):
         raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
     live = (

@@ -10,33 +10,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, select
-
 from service.carrier.provider import CarrierProvider, Reason, RecycleStatus
-from service.domain.clock import as_utc
 from service.domain.policy import SubjectState
-from service.storage import subjects as subject_store
-from service.storage.factors import FactorRecord
-from service.storage.subjects import SubjectRecord
-from service.storage.tables import carrier_events
+from service.storage.subjects import Snapshot, SubjectRecord
 
 # Factors added or removed while a subject is being set up are onboarding, not a change to an
 # established account: they start no cooling-off (T1 targets established accounts).
 ONBOARDING = timedelta(hours=24)
-
-
-_FACTS = select(carrier_events.c.type, carrier_events.c.occurred_at).where(
-    carrier_events.c.phone_hash == bindparam("phone_hash")
-)
-
-
-def carrier_facts(conn: Connection, phone_hash: str) -> dict[str, list[datetime]]:
-    """Every recorded carrier event time for a phone, by type."""
-    rows = conn.execute(_FACTS, {"phone_hash": phone_hash})
-    facts: dict[str, list[datetime]] = {}
-    for kind, at in rows:
-        facts.setdefault(kind, []).append(as_utc(at))
-    return facts
 
 
 @dataclass(frozen=True)
@@ -81,19 +61,19 @@ def pull(
 
 
 def subject_state(
-    conn: Connection,
     subject: SubjectRecord,
-    active: list[FactorRecord],
+    snap: Snapshot,
     now: datetime,
     pulled: PulledSignals | None = None,
 ) -> SubjectState:
-    """Assemble factors, carrier signals, sensitive events and lockout for ``decide()``."""
-    types = {f.type for f in active if f.status == "active"}
+    """Assemble factors, carrier signals, sensitive events and lockout for ``decide()``
+    from the subject and its ``Snapshot`` (one statement: ``subjects.snapshot``)."""
+    types = {f.type for f in snap.factors if f.status == "active"}
     last_sim_change = sim_lost_since = None
     recycled = False
     if subject.phone_hash:
         types.add("sms")
-        facts = carrier_facts(conn, subject.phone_hash)
+        facts = snap.carrier
         changes = facts.get("sim_swap", []) + facts.get("sim_unblocked", [])
         last_sim_change = max(changes) if changes else None
         lost = max(facts.get("sim_lost", []), default=None)
@@ -109,7 +89,7 @@ def subject_state(
         recycled = recycled or pulled.number_recycled
     events = {
         kind: at
-        for kind, at in subject_store.last_events(conn, subject.pk).items()
+        for kind, at in snap.events.items()
         if kind not in {"factor_added", "factor_removed"} or at - subject.created_at > ONBOARDING
     }
     return SubjectState(

@@ -23,7 +23,6 @@ from service.domain.errors import (
 from service.domain.policy import ActionPolicy, Decision, decide
 from service.ratelimit import lockout_for
 from service.storage import audit
-from service.storage import factors as factor_store
 from service.storage import subjects as subject_store
 from service.storage import verifications as store
 from service.storage.clients import ClientRecord
@@ -85,8 +84,7 @@ def start(
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         subject = find(ctx, conn, client, subject_id)
-        active = [f for f in factor_store.for_subject(conn, subject.pk) if f.status == "active"]
-        state = subject_state(conn, subject, active, now, pulled)
+        state = subject_state(subject, subject_store.snapshot(conn, subject), now, pulled)
         decision = decide(ctx.policy, action, state, now)
         verification_id = "vf_" + secrets.token_urlsafe(18)
         expires_at = now + rules.lifetime
@@ -159,31 +157,50 @@ def pending(
     record = store.get(conn, client.id, verification_id, for_update=for_update)
     if record is None:
         raise NotFound("no such verification")
+    _must_be_pending(conn, record, now)
+    return record
+
+
+def pending_with_subject(
+    conn: Connection,
+    client: ClientRecord,
+    verification_id: str,
+    now: datetime,
+    *,
+    for_update: bool = False,
+) -> tuple[VerificationRecord, SubjectRecord]:
+    """``pending`` and the verification's subject, read in one statement."""
+    found = store.get_with_subject(conn, client.id, verification_id, for_update=for_update)
+    if found is None:
+        raise NotFound("no such verification")
+    _must_be_pending(conn, found[0], now)
+    return found
+
+
+def _must_be_pending(conn: Connection, record: VerificationRecord, now: datetime) -> None:
     if record.status == "pending" and record.expires_at <= now:
         store.set_status(conn, record.id, "expired", now)
         raise NotPending("the verification has expired")
     if record.status != "pending":
         raise NotPending(f"the verification is {record.status}")
-    return record
 
 
 def get(ctx: ServiceContext, client: ClientRecord, verification_id: str) -> VerificationView:
     """The verification's current state (without assertion)."""
     now = ctx.clock()
     with ctx.engine.begin() as conn:
-        record = store.get(conn, client.id, verification_id)
-        if record is None:
+        found = store.get_with_subject(conn, client.id, verification_id)
+        if found is None:
             raise NotFound("no such verification")
+        record, subject = found
         if record.status == "pending" and record.expires_at <= now:
             store.set_status(conn, record.id, "expired", now)
             return VerificationView.of(record, "expired")
         if record.status != "pending":
             return VerificationView.of(record)
         # Pending: show what the policy offers now (a signal may have arrived since the start).
-        subject = subject_store.by_pk(conn, record.subject_pk)
-        assert subject is not None
-        active = [f for f in factor_store.for_subject(conn, subject.pk) if f.status == "active"]
-        options, decision = still_open(ctx, conn, record, subject, active, now)
+        snap = subject_store.snapshot(conn, subject)
+        options, decision = still_open(ctx, record, subject, snap, now)
         if not options:
             record_denial(conn, record, decision, now)
             record = replace(
@@ -202,10 +219,9 @@ def remaining(options: list[list[str]], satisfied: list[str]) -> set[str]:
 
 def still_open(
     ctx: ServiceContext,
-    conn: Connection,
     record: VerificationRecord,
     subject: SubjectRecord,
-    active: list[factor_store.FactorRecord],
+    snap: subject_store.Snapshot,
     now: datetime,
 ) -> tuple[list[list[str]], Decision]:
     """The options chosen at start that the policy still offers now.
@@ -213,7 +229,7 @@ def still_open(
     Carrier signals and lockouts can arrive while a verification is pending; an SMS code sent
     after a SIM swap must be worthless at once (T1), so every challenge and proof decides again.
     """
-    decision = decide(ctx.policy, record.action, subject_state(conn, subject, active, now), now)
+    decision = decide(ctx.policy, record.action, subject_state(subject, snap, now), now)
     return [o for o in record.options if o in decision.options], decision
 
 

@@ -211,6 +211,49 @@ def test_a_rolled_back_transaction_leaves_the_chain_valid(ctx: ServiceContext, k
     assert _problems(ctx, key) == []
 
 
+def test_an_append_is_two_statements_once_the_connection_knows_its_head(
+    ctx: ServiceContext, key: bytes
+) -> None:
+    """The hot path: the remembered head is checked and advanced by one UPDATE, plus the INSERT;
+    after a rollback the remembered head is stale and the last entry is read back once."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if "audit" in statement:
+            statements.append(statement.split()[0].upper())
+
+    event.listen(ctx.engine, "before_cursor_execute", count)
+    try:
+        with ctx.engine.connect() as conn:
+            for name in ("first", "second"):
+                statements.clear()
+                with conn.begin():
+                    audit.append(conn, event=name, outcome="ok", now=T0)
+            assert statements == ["UPDATE", "INSERT"]
+            with pytest.raises(RuntimeError), conn.begin():
+                audit.append(conn, event="rolled back", outcome="ok", now=T0)
+                raise RuntimeError("the change failed")
+            statements.clear()
+            with conn.begin():
+                audit.append(conn, event="after", outcome="ok", now=T0)
+            assert statements == ["UPDATE", "SELECT", "INSERT", "UPDATE"]
+            statements.clear()
+            with conn.begin():
+                audit.append(conn, event="steady again", outcome="ok", now=T0)
+            assert statements == ["UPDATE", "INSERT"]
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", count)
+    assert [(r.event, r.seq) for r in _rows(ctx)] == [
+        ("first", 1),
+        ("second", 2),
+        ("after", 3),
+        ("steady again", 4),
+    ]
+    assert _problems(ctx, key) == []
+
+
 def test_a_chain_cannot_fork(ctx: ServiceContext, key: bytes) -> None:
     _append(ctx, 2)
     row = _rows(ctx)[1]
