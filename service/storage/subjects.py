@@ -38,17 +38,23 @@ class SubjectRecord:
     created_at: datetime
 
 
-def _record(row) -> SubjectRecord:  # type: ignore[no-untyped-def]
+def _record(row, prefix: str = "") -> SubjectRecord:  # type: ignore[no-untyped-def]
+    """A subject from a row; ``prefix`` when its columns are labelled (``s_pk``, ...)."""
+    m = row._mapping
+    phone_set_at, locked_until = m[prefix + "phone_set_at"], m[prefix + "locked_until"]
     return SubjectRecord(
-        pk=row.pk,
-        client_id=row.client_id,
-        subject_id=row.subject_id,
-        phone_ct=row.phone_ct,
-        phone_hash=row.phone_hash,
-        phone_set_at=as_utc(row.phone_set_at) if row.phone_set_at else None,
-        locked_until=as_utc(row.locked_until) if row.locked_until else None,
-        created_at=as_utc(row.created_at),
+        pk=m[prefix + "pk"],
+        client_id=m[prefix + "client_id"],
+        subject_id=m[prefix + "subject_id"],
+        phone_ct=m[prefix + "phone_ct"],
+        phone_hash=m[prefix + "phone_hash"],
+        phone_set_at=as_utc(phone_set_at) if phone_set_at else None,
+        locked_until=as_utc(locked_until) if locked_until else None,
+        created_at=as_utc(m[prefix + "created_at"]),
     )
+
+
+record_of = _record
 
 
 def get(conn: Connection, client_id: str, subject_id: str) -> SubjectRecord | None:

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, select, update
 
 from service.domain.clock import as_utc
-from service.storage.subjects import SubjectRecord
+from service.storage.subjects import SubjectRecord, record_of
 from service.storage.tables import subjects, verifications
 
 
@@ -118,17 +118,7 @@ def get_with_subject(
     row = conn.execute(query, {"id": verification_id, "client_id": client_id}).first()
     if row is None:
         return None
-    subject = SubjectRecord(
-        pk=row.s_pk,
-        client_id=row.s_client_id,
-        subject_id=row.s_subject_id,
-        phone_ct=row.s_phone_ct,
-        phone_hash=row.s_phone_hash,
-        phone_set_at=as_utc(row.s_phone_set_at) if row.s_phone_set_at else None,
-        locked_until=as_utc(row.s_locked_until) if row.s_locked_until else None,
-        created_at=as_utc(row.s_created_at),
-    )
-    return _record(row), subject
+    return _record(row), record_of(row, prefix="s_")
 
 
 def set_status(conn: Connection, verification_id: str, status: str, now: datetime) -> bool:
