@@ -51,6 +51,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select
 
 from service.domain.clock import as_utc
+from service.storage.lean import Lean
 from service.storage.tables import audit_heads, audit_log
 
 GENESIS = "0" * 64
@@ -137,10 +138,12 @@ def _writer_id(conn: Connection) -> str:
     return owner[1]
 
 
-_INSERT_ENTRY = audit_log.insert()
+_INSERT_ENTRY = Lean(
+    audit_log.insert().values({c.name: bindparam(c.name) for c in audit_log.c if c.name != "id"})
+)
 # Move the head on only if it is where this connection last left it: one statement both checks
 # the remembered head and advances it.
-_ADVANCE_HEAD = (
+_ADVANCE_HEAD = Lean(
     audit_heads.update()
     .where(
         audit_heads.c.writer == bindparam("b_writer"),
@@ -200,8 +203,8 @@ def append(
     }
     if remembered is not None:
         seq, digest, mac = _seal(entry, key, remembered[0] + 1, remembered[1])
-        advanced = conn.execute(
-            _ADVANCE_HEAD,
+        advanced = _ADVANCE_HEAD.rowcount(
+            conn,
             {
                 "b_writer": writer,
                 "b_old_seq": remembered[0],
@@ -210,14 +213,14 @@ def append(
                 "b_hash": digest,
                 "b_mac": mac,
             },
-        ).rowcount
+        )
         if advanced == 1:
-            conn.execute(_INSERT_ENTRY, {**entry, "hash": digest, "mac": entry_mac(key, digest)})
+            _INSERT_ENTRY.rowcount(conn, {**entry, "hash": digest, "mac": entry_mac(key, digest)})
             conn.info["idv_audit_head"] = (seq, digest)
             return
     last = conn.execute(_LAST_OF_WRITER, {"writer": writer}).first()
     seq, digest, mac = _seal(entry, key, *((last.seq + 1, last.hash) if last else (1, GENESIS)))
-    conn.execute(_INSERT_ENTRY, {**entry, "hash": digest, "mac": entry_mac(key, digest)})
+    _INSERT_ENTRY.rowcount(conn, {**entry, "hash": digest, "mac": entry_mac(key, digest)})
     updated = conn.execute(
         _UPDATE_HEAD, {"b_writer": writer, "b_seq": seq, "b_hash": digest, "b_mac": mac}
     ).rowcount

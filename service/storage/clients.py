@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, bindparam, select, update
 
 from service.domain.clock import as_utc
+from service.storage.lean import Lean
 from service.storage.tables import clients
 
 
@@ -60,12 +61,12 @@ def insert(
     )
 
 
-_BY_KEY_HASH = select(clients).where(clients.c.key_hash == bindparam("key_hash"))
+_BY_KEY_HASH = Lean(select(clients).where(clients.c.key_hash == bindparam("key_hash")))
 
 
 def by_key_hash(conn: Connection, key_hash: str) -> ClientRecord | None:
     """The client whose API key hashes to ``key_hash`` (every request: statement pre-built)."""
-    row = conn.execute(_BY_KEY_HASH, {"key_hash": key_hash}).first()
+    row = _BY_KEY_HASH.first(conn, {"key_hash": key_hash})
     return _record(row) if row else None
 
 

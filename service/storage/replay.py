@@ -11,23 +11,30 @@ import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from service.storage.lean import Lean
 from service.storage.tables import challenges, totp_used_steps, used_assertions
 
 
 @functools.cache
-def _insert_once(dialect_name: str, table: Table) -> Any:
+def _insert_once(dialect_name: str, table: Table, columns: tuple[str, ...]) -> Lean:
     dialect = postgresql if dialect_name == "postgresql" else sqlite
     first = next(iter(table.columns))
     # RETURNING, not rowcount: psycopg reports rowcount -1 for INSERT ... ON CONFLICT here.
-    return dialect.insert(table).on_conflict_do_nothing().returning(first)
+    return Lean(
+        dialect.insert(table)
+        .values({name: bindparam(name) for name in columns})
+        .on_conflict_do_nothing()
+        .returning(first)
+    )
 
 
 def insert_once(conn: Connection, table: Table, **values: Any) -> bool:
     """Insert a row unless its unique key exists; True when this call inserted it."""
-    return conn.execute(_insert_once(conn.dialect.name, table), values).first() is not None
+    statement = _insert_once(conn.dialect.name, table, tuple(sorted(values)))
+    return statement.first(conn, values) is not None
 
 
 def use_totp_step(conn: Connection, factor_id: str, step: int, now: datetime) -> bool:

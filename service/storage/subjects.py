@@ -21,6 +21,7 @@ from sqlalchemy import (
 
 from service.domain.clock import as_utc
 from service.storage.factors import FactorRecord
+from service.storage.lean import Lean
 from service.storage.tables import TS, carrier_events, factors, subject_events, subjects
 
 
@@ -40,17 +41,17 @@ class SubjectRecord:
 
 def _record(row, prefix: str = "") -> SubjectRecord:  # type: ignore[no-untyped-def]
     """A subject from a row; ``prefix`` when its columns are labelled (``s_pk``, ...)."""
-    m = row._mapping
-    phone_set_at, locked_until = m[prefix + "phone_set_at"], m[prefix + "locked_until"]
+    phone_set_at = getattr(row, prefix + "phone_set_at")
+    locked_until = getattr(row, prefix + "locked_until")
     return SubjectRecord(
-        pk=m[prefix + "pk"],
-        client_id=m[prefix + "client_id"],
-        subject_id=m[prefix + "subject_id"],
-        phone_ct=m[prefix + "phone_ct"],
-        phone_hash=m[prefix + "phone_hash"],
+        pk=getattr(row, prefix + "pk"),
+        client_id=getattr(row, prefix + "client_id"),
+        subject_id=getattr(row, prefix + "subject_id"),
+        phone_ct=getattr(row, prefix + "phone_ct"),
+        phone_hash=getattr(row, prefix + "phone_hash"),
         phone_set_at=as_utc(phone_set_at) if phone_set_at else None,
         locked_until=as_utc(locked_until) if locked_until else None,
-        created_at=as_utc(m[prefix + "created_at"]),
+        created_at=as_utc(getattr(row, prefix + "created_at")),
     )
 
 
@@ -158,42 +159,44 @@ class Snapshot:
 # One statement instead of three (the hot path: every proof, challenge and creation decides
 # again). Rows are tagged: "f" a factor, "c" a carrier event of the phone, "e" the latest
 # sensitive event of a type. The first SELECT types the columns for all three.
-_SNAPSHOT = union_all(
-    select(
-        literal("f").label("kind"),
-        factors.c.id,
-        factors.c.type,
-        factors.c.status,
-        factors.c.secret_ct,
-        factors.c.alg,
-        factors.c.label,
-        factors.c.created_at,
-        type_coerce(null(), TS).label("at"),
-    ).where(factors.c.subject_pk == bindparam("pk")),
-    select(
-        literal("c"),
-        null(),
-        carrier_events.c.type,
-        null(),
-        null(),
-        null(),
-        null(),
-        null(),
-        carrier_events.c.occurred_at,
-    ).where(carrier_events.c.phone_hash == bindparam("phone_hash")),
-    select(
-        literal("e"),
-        null(),
-        subject_events.c.type,
-        null(),
-        null(),
-        null(),
-        null(),
-        null(),
-        func.max(subject_events.c.occurred_at),
+_SNAPSHOT = Lean(
+    union_all(
+        select(
+            literal("f").label("kind"),
+            factors.c.id,
+            factors.c.type,
+            factors.c.status,
+            factors.c.secret_ct,
+            factors.c.alg,
+            factors.c.label,
+            factors.c.created_at,
+            type_coerce(null(), TS).label("at"),
+        ).where(factors.c.subject_pk == bindparam("pk")),
+        select(
+            literal("c"),
+            null(),
+            carrier_events.c.type,
+            null(),
+            null(),
+            null(),
+            null(),
+            null(),
+            carrier_events.c.occurred_at,
+        ).where(carrier_events.c.phone_hash == bindparam("phone_hash")),
+        select(
+            literal("e"),
+            null(),
+            subject_events.c.type,
+            null(),
+            null(),
+            null(),
+            null(),
+            null(),
+            func.max(subject_events.c.occurred_at),
+        )
+        .where(subject_events.c.subject_pk == bindparam("pk"))
+        .group_by(subject_events.c.type),
     )
-    .where(subject_events.c.subject_pk == bindparam("pk"))
-    .group_by(subject_events.c.type),
 )
 
 
@@ -202,7 +205,7 @@ def snapshot(conn: Connection, subject: SubjectRecord) -> Snapshot:
     found: list[FactorRecord] = []
     carrier: dict[str, list[datetime]] = {}
     events: dict[str, datetime] = {}
-    rows = conn.execute(_SNAPSHOT, {"pk": subject.pk, "phone_hash": subject.phone_hash})
+    rows = _SNAPSHOT.all(conn, {"pk": subject.pk, "phone_hash": subject.phone_hash})
     for kind, fid, type_, status, secret_ct, alg, label, created_at, at in rows:
         if kind == "f":
             found.append(

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, select, update
 
 from service.domain.clock import as_utc
+from service.storage.lean import Lean
 from service.storage.subjects import SubjectRecord, record_of
 from service.storage.tables import subjects, verifications
 
@@ -107,15 +108,16 @@ _WITH_SUBJECT = (
     )
 )
 # PostgreSQL: lock the verification row only; the subject row is read, not locked.
-_WITH_SUBJECT_FOR_UPDATE = _WITH_SUBJECT.with_for_update(of=verifications)
+_WITH_SUBJECT_FOR_UPDATE = Lean(_WITH_SUBJECT.with_for_update(of=verifications))
+_WITH_SUBJECT_READ = Lean(_WITH_SUBJECT)
 
 
 def get_with_subject(
     conn: Connection, client_id: str, verification_id: str, *, for_update: bool = False
 ) -> tuple[VerificationRecord, SubjectRecord] | None:
     """A verification of this client and its subject, in one statement (see ``get``)."""
-    query = _WITH_SUBJECT_FOR_UPDATE if for_update else _WITH_SUBJECT
-    row = conn.execute(query, {"id": verification_id, "client_id": client_id}).first()
+    query = _WITH_SUBJECT_FOR_UPDATE if for_update else _WITH_SUBJECT_READ
+    row = query.first(conn, {"id": verification_id, "client_id": client_id})
     if row is None:
         return None
     return _record(row), record_of(row, prefix="s_")
@@ -148,7 +150,7 @@ def deny(
     )
 
 
-_ADD_SATISFIED = (
+_ADD_SATISFIED = Lean(
     update(verifications)
     .where(verifications.c.id == bindparam("b_id"), verifications.c.status == "pending")
     .values(
@@ -163,8 +165,8 @@ def add_satisfied(
     conn: Connection, verification_id: str, satisfied: list[str], status: str, now: datetime
 ) -> bool:
     """Record the factors accepted so far (and ``satisfied`` when an option is complete)."""
-    res = conn.execute(
-        _ADD_SATISFIED,
+    changed = _ADD_SATISFIED.rowcount(
+        conn,
         {
             "b_id": verification_id,
             "b_satisfied": json.dumps(satisfied),
@@ -172,7 +174,7 @@ def add_satisfied(
             "b_completed_at": now if status != "pending" else None,
         },
     )
-    return res.rowcount == 1
+    return changed == 1
 
 
 def count_failure(

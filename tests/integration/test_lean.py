@@ -1,0 +1,117 @@
+"""``storage.lean``: hot-path statements on the DBAPI cursor behave like ``Connection.execute``
+(same stored values, same errors, same transaction), on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import bindparam, event, exc, select, text
+
+from service.context import ServiceContext
+from service.storage.lean import Lean
+from service.storage.tables import carrier_events
+
+T0 = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)
+
+_INSERT = Lean(
+    carrier_events.insert().values(
+        phone_hash=bindparam("phone_hash"),
+        type=bindparam("type"),
+        occurred_at=bindparam("occurred_at"),
+        received_at=bindparam("received_at"),
+        client_id=bindparam("client_id"),
+    )
+)
+_READ = Lean(
+    select(carrier_events.c.type, carrier_events.c.occurred_at, carrier_events.c.client_id)
+    .where(carrier_events.c.phone_hash == bindparam("phone_hash"))
+    .order_by(carrier_events.c.occurred_at)
+)
+_MOVE = Lean(
+    carrier_events.update()
+    .where(carrier_events.c.phone_hash == bindparam("b_hash"), carrier_events.c.type == "sim_swap")
+    .values(type=bindparam("b_type"))
+)
+
+
+def _row(phone_hash: str, at: datetime, kind: str = "sim_swap") -> dict:
+    return {
+        "phone_hash": phone_hash,
+        "type": kind,
+        "occurred_at": at,
+        "received_at": at,
+        "client_id": None,
+    }
+
+
+def test_values_are_stored_and_read_back_as_connection_execute_does(ctx: ServiceContext) -> None:
+    with ctx.engine.begin() as conn:
+        _INSERT.rowcount(conn, _row("lean", T0))
+        conn.execute(carrier_events.insert().values(**_row("core", T0)))
+    with ctx.engine.connect() as conn:
+        # The same stored form (on SQLite: the same text, so comparisons in SQL agree).
+        stored = {
+            r.phone_hash: r.occurred_at
+            for r in conn.execute(text("SELECT phone_hash, occurred_at FROM carrier_events"))
+        }
+        assert stored["lean"] == stored["core"]
+        core = conn.execute(
+            select(carrier_events.c.occurred_at).where(carrier_events.c.phone_hash == "lean")
+        ).scalar_one()
+        rows = _READ.all(conn, {"phone_hash": "lean"})
+    assert len(rows) == 1
+    kind, at, client_id = rows[0]  # unpacks like a tuple ...
+    assert (rows[0].type, rows[0].occurred_at) == (kind, at)  # ... and reads by name
+    assert (kind, client_id) == ("sim_swap", None)
+    assert at == core and at.replace(tzinfo=UTC) == T0
+
+
+def test_rowcount_and_literal_binds(ctx: ServiceContext) -> None:
+    with ctx.engine.begin() as conn:
+        for i in range(3):
+            _INSERT.rowcount(conn, _row("h", T0 + timedelta(seconds=i)))
+        _INSERT.rowcount(conn, _row("h", T0, "sim_lost"))
+        # ``type == "sim_swap"`` is a literal SQLAlchemy binds itself: Lean supplies it.
+        assert _MOVE.rowcount(conn, {"b_hash": "h", "b_type": "sim_unblocked"}) == 3
+        assert _MOVE.rowcount(conn, {"b_hash": "h", "b_type": "sim_unblocked"}) == 0
+        assert _READ.first(conn, {"phone_hash": "nobody"}) is None
+
+
+def test_a_connection_without_a_transaction_begins_one(ctx: ServiceContext) -> None:
+    """Like autobegin: the write belongs to a transaction that a rollback undoes."""
+    with ctx.engine.connect() as conn:
+        _INSERT.rowcount(conn, _row("rolled", T0))
+        assert conn.in_transaction()
+        conn.rollback()
+        assert _READ.all(conn, {"phone_hash": "rolled"}) == []
+        _INSERT.rowcount(conn, _row("kept", T0))
+        conn.commit()
+    with ctx.engine.connect() as conn:
+        assert len(_READ.all(conn, {"phone_hash": "kept"})) == 1
+
+
+def test_database_errors_arrive_as_sqlalchemy_errors_and_roll_back(ctx: ServiceContext) -> None:
+    """The HTTP layer maps IntegrityError to 409: a NOT NULL violation must arrive as one."""
+    with pytest.raises(exc.IntegrityError), ctx.engine.begin() as conn:
+        _INSERT.rowcount(conn, _row("first", T0))
+        _INSERT.rowcount(conn, {**_row("second", T0), "type": None})
+    with ctx.engine.connect() as conn:
+        assert _READ.all(conn, {"phone_hash": "first"}) == []  # nothing half-written
+        # The connection is usable again afterwards.
+        assert _READ.first(conn, {"phone_hash": "first"}) is None
+
+
+def test_before_cursor_execute_listeners_still_see_the_statement(ctx: ServiceContext) -> None:
+    seen: list[str] = []
+
+    def listen(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    event.listen(ctx.engine, "before_cursor_execute", listen)
+    try:
+        with ctx.engine.begin() as conn:
+            _READ.all(conn, {"phone_hash": "x"})
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", listen)
+    assert any("FROM carrier_events" in s for s in seen)
