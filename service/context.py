@@ -5,8 +5,11 @@ Built once by ``create_app`` (or the CLI); the use cases receive it explicitly.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,25 +35,64 @@ T = TypeVar("T")
 class Argon2Gate:
     """At most ``slots`` argon2 computations at once per process, on dedicated threads.
 
-    A request that cannot get a slot within ``wait`` seconds is answered 429 at once instead of
-    holding a server thread, so a flood of PIN guesses cannot starve TOTP and device proofs.
+    A flood of PIN guesses must not starve TOTP and device proofs of server threads or CPU:
+
+    - at most ``slots`` more requests wait for a slot; any beyond that is answered 429 at once,
+      so PIN checks never hold more than ``2 * slots`` server threads;
+    - a waiting request that gets no slot within ``wait`` seconds is answered 429 too;
+    - the argon2 threads run at nice ``nice`` (Linux), so when CPUs are contended they yield.
+
     Hashing on a few dedicated threads also keeps argon2's 19 MiB blocks in their malloc arenas
     instead of one per server thread.
     """
 
-    def __init__(self, slots: int, wait: float = 0.5) -> None:
+    def __init__(self, slots: int, wait: float = 0.5, nice: int = 0) -> None:
         self._slots = threading.BoundedSemaphore(slots)
+        self._admitted = threading.BoundedSemaphore(2 * slots)  # hashing + waiting
         self._wait = wait
-        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="idv-argon2")
+        self._pool = ThreadPoolExecutor(
+            max_workers=slots,
+            thread_name_prefix="idv-argon2",
+            initializer=_lower_priority,
+            initargs=(nice,),
+        )
+
+    @contextlib.contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold one of the ``2 * slots`` places (hashing or waiting) or get 429 at once.
+
+        Taken *before* any other work of a request that will hash: a refused PIN check then
+        costs no database work either.
+        """
+        if not self._admitted.acquire(blocking=False):
+            raise RateLimited("too many PIN checks in progress; retry shortly", retry_after=1)
+        try:
+            yield
+        finally:
+            self._admitted.release()
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on an argon2 thread; 429 ``rate_limited`` if none frees up."""
+        """Run ``fn(*args)`` on an argon2 thread; 429 ``rate_limited`` if no slot frees up
+        within ``wait`` (callers on a request path hold an ``admission`` around it)."""
         if not self._slots.acquire(timeout=self._wait):
             raise RateLimited("too many PIN checks in progress; retry shortly", retry_after=1)
         try:
             return self._pool.submit(fn, *args).result()
         finally:
             self._slots.release()
+
+
+def _lower_priority(nice: int) -> None:
+    """Give the calling thread a higher nice value (Linux: a thread id is a process id here).
+
+    With nice 10 an argon2 thread that competes for a CPU with request threads or the database
+    gets about a tenth of the share of each: a PIN flood then slows PIN checks, not TOTP and
+    device proofs (``bench/``: TOTP under a PIN flood). Alone it still uses a whole core.
+    """
+    if nice and sys.platform == "linux":
+        tid = threading.get_native_id()
+        with contextlib.suppress(OSError):  # not permitted somewhere: run at normal priority
+            os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
 
 
 @dataclass
@@ -87,7 +129,7 @@ class ServiceContext:
             sms=sender_from_spec(settings.sms_sender),
             limits=RateLimits(settings.redis_url, dict(settings.rate_limits)),
             carrier=carrier_from_settings(settings),
-            argon2_slots=Argon2Gate(settings.argon2_concurrency),
+            argon2_slots=Argon2Gate(settings.argon2_concurrency, nice=settings.argon2_nice),
         )
 
 

@@ -80,6 +80,7 @@ class Settings:
     argon2_memory_kib: int = 19456
     argon2_parallelism: int = 1
     argon2_concurrency: int = 1
+    argon2_nice: int = 10
     log_level: str = "INFO"
     trust_proxy: bool = False
     rate_limits: tuple[tuple[str, str], ...] = ()
@@ -162,6 +163,8 @@ class Settings:
             argon2_concurrency=_int(
                 env, "IDV_ARGON2_CONCURRENCY", max(1, (os.cpu_count() or 2) // 2), 1, 64
             ),
+            # A PIN flood must not starve TOTP and device proofs (context.Argon2Gate).
+            argon2_nice=_int(env, "IDV_ARGON2_NICE", 10, 0, 19),
             log_level=level,
             trust_proxy=(env.get("IDV_TRUST_PROXY") or "").lower() in {"1", "true", "yes"},
             rate_limits=rate_limits,

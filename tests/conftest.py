@@ -19,7 +19,7 @@ from service.app import create_app
 from service.context import ServiceContext
 from service.crypto.keyring import KeyRing, write_key_file
 from service.settings import Settings, packaged_policy_file
-from service.storage.db import make_engine, upgrade
+from service.storage.db import dispose, make_engine, upgrade
 from service.storage.tables import metadata
 from service.usecases.clients import create_client
 
@@ -102,7 +102,7 @@ def ctx(settings: Settings) -> Iterator[ServiceContext]:
     """The wired service."""
     context = ServiceContext.build(settings)
     yield context
-    context.engine.dispose()
+    dispose(context.engine)
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +14,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -50,22 +54,101 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_timeout", 5)
     kwargs.setdefault("connect_args", {"connect_timeout": 5})
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _ping_idle_connections(engine)
+    return engine
+
+
+IDLE_PING_SECONDS = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it sat idle for a while.
+
+    SQLAlchemy's ``pool_pre_ping`` pings at *every* checkout: a database round trip per
+    request, twice per proof. A connection in constant use proves itself with every statement,
+    and when one fails with a disconnect SQLAlchemy invalidates the whole pool; what pre-ping
+    is for is the connection that sat idle while the database restarted. So ping those only.
+    A failed ping raises ``DisconnectionError``, and the pool replaces the connection (its
+    documented pessimistic-disconnect hook).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idv_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idv_idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001 - any failure means: use another connection
+            raise DisconnectionError(f"idle connection failed its ping: {exc}") from exc
+
+
+_READERS: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_READERS_LOCK = threading.Lock()
+READER_POOL_SIZE = 8
+
+
+def _reader(engine: Engine) -> Engine:
+    """SQLite: a second engine on the same file for autocommit reads, several connections.
+
+    The writer engine has one connection (see ``make_engine``); a read that queued for it would
+    wait behind every write transaction of the process. In WAL mode readers never block the
+    writer nor wait for it, so single-statement reads (the API-key lookup of every request)
+    get their own small pool.
+    """
+    with _READERS_LOCK:
+        reader = _READERS.get(engine)
+        if reader is None:
+            reader = create_engine(
+                engine.url,
+                connect_args={"timeout": 30, "check_same_thread": False},
+                poolclass=QueuePool,
+                pool_size=READER_POOL_SIZE,
+                max_overflow=0,
+                pool_timeout=30,
+            )
+
+            @event.listens_for(reader, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None  # autocommit: each statement its own snapshot
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.execute("PRAGMA query_only=ON")
+                cur.close()
+
+            _READERS[engine] = reader
+        return reader
 
 
 @contextmanager
 def read_only(engine: Engine) -> Iterator[Connection]:
     """A connection for one consistent single-statement read, without BEGIN/COMMIT."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":  # the driver autocommits when we issue no BEGIN
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        with _reader(engine).connect() as conn:  # the driver autocommits: we issue no BEGIN
+            yield conn
+    elif engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
             yield conn.execution_options(idv_read_only=True)
-        else:
+    else:
+        with engine.connect() as conn:
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def dispose(engine: Engine) -> None:
+    """Close every pooled connection of ``engine`` (and of its SQLite reader)."""
+    reader = _READERS.pop(engine, None)
+    if reader is not None:
+        reader.dispose()
+    engine.dispose()
 
 
 def alembic_config(engine: Engine) -> Config:

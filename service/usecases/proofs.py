@@ -116,15 +116,17 @@ def prove(
     now = ctx.clock()
     outcome: ProofOutcome | None = None
     if factor == "knowledge":
-        with ctx.engine.connect() as conn:
-            attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=False)
-            conn.commit()
-        if attempt.options:
-            rules = _throttle(ctx, client, attempt, factor)
-            check = _verify(ctx, factor, proof, attempt, now)
-            with ctx.engine.begin() as conn:
-                attempt.record = pending(conn, client, verification_id, now, for_update=True)
-                outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
+        # A place in the argon2 gate first: when a PIN flood fills it, 429 before any work.
+        with ctx.argon2_slots.admission():
+            with ctx.engine.connect() as conn:
+                attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=False)
+                conn.commit()
+            if attempt.options:
+                rules = _throttle(ctx, client, attempt, factor)
+                check = _verify(ctx, factor, proof, attempt, now)
+                with ctx.engine.begin() as conn:
+                    attempt.record = pending(conn, client, verification_id, now, for_update=True)
+                    outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
     else:
         with ctx.engine.begin() as conn:
             attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=True)

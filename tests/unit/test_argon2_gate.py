@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 import pytest
@@ -30,3 +32,59 @@ def test_gate_admits_up_to_its_slots_then_refuses_fast():
     release.set()
     # Free again, and the work runs on the gate's own thread, not the caller's.
     assert gate.run(hold).startswith("idv-argon2")
+
+
+def test_beyond_one_waiter_per_slot_a_pin_check_is_refused_without_waiting():
+    """A PIN flood holds at most 2 x slots server threads: the rest get 429 at once."""
+    import time
+
+    gate = Argon2Gate(1, wait=5)
+    entered, release = threading.Event(), threading.Event()
+    outcomes: list[str] = []
+
+    def hold() -> None:
+        entered.set()
+        release.wait(5)
+
+    def waiter() -> None:
+        with gate.admission():
+            outcomes.append(str(gate.run(lambda: "ran")))
+
+    def hashing_request() -> None:
+        with gate.admission():
+            gate.run(hold)
+
+    hashing = threading.Thread(target=hashing_request)
+    hashing.start()
+    assert entered.wait(5)
+    waiting = threading.Thread(target=waiter)
+    waiting.start()
+    time.sleep(0.05)  # the waiter is now queued for the slot
+    started = time.monotonic()
+    with pytest.raises(RateLimited), gate.admission():
+        pytest.fail("a third PIN check was admitted")
+    assert time.monotonic() - started < 0.5  # refused at once, not after ``wait``
+    release.set()
+    hashing.join(5)
+    waiting.join(5)
+    assert outcomes == ["ran"]  # the one waiter got the slot when it freed
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux")
+def test_argon2_threads_run_at_the_configured_nice_and_callers_are_untouched():
+    """A PIN flood competes for CPUs at a lower priority than TOTP and device proofs."""
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    gate = Argon2Gate(1, nice=10)
+    inside = gate.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    assert inside == max(before, 10)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+    assert Argon2Gate(1).run(lambda: os.getpriority(os.PRIO_PROCESS, 0)) == before
+
+
+def test_argon2_nice_setting_is_validated():
+    from service.settings import ConfigError, Settings
+
+    assert Settings.from_env({}).argon2_nice == 10
+    assert Settings.from_env({"IDV_ARGON2_NICE": "0"}).argon2_nice == 0
+    with pytest.raises(ConfigError, match="IDV_ARGON2_NICE"):
+        Settings.from_env({"IDV_ARGON2_NICE": "20"})
