@@ -152,6 +152,28 @@ _ADVANCE_HEAD = Lean(
     )
     .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"), mac=bindparam("b_mac"))
 )
+# PostgreSQL: the same check-and-advance and the INSERT in ONE statement (a data-modifying CTE;
+# SQLite has none): the entry is inserted only if the head moved, one round trip instead of two.
+_ENTRY_COLUMNS = [c for c in audit_log.c if c.name != "id"]
+_HEAD_MOVED = (
+    audit_heads.update()
+    .where(
+        audit_heads.c.writer == bindparam("b_writer"),
+        audit_heads.c.seq == bindparam("b_old_seq"),
+        audit_heads.c.hash == bindparam("b_old_hash"),
+    )
+    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"), mac=bindparam("b_mac"))
+    .returning(audit_heads.c.writer)
+    .cte("head_moved")
+)
+_ADVANCE_AND_INSERT = Lean(
+    audit_log.insert()
+    .from_select(
+        [c.name for c in _ENTRY_COLUMNS],
+        select(*(bindparam(c.name, type_=c.type) for c in _ENTRY_COLUMNS)).select_from(_HEAD_MOVED),
+    )
+    .add_cte(_HEAD_MOVED)
+)
 _UPDATE_HEAD = (
     audit_heads.update()
     .where(audit_heads.c.writer == bindparam("b_writer"))
@@ -203,19 +225,22 @@ def append(
     }
     if remembered is not None:
         seq, digest, mac = _seal(entry, key, remembered[0] + 1, remembered[1])
-        advanced = _ADVANCE_HEAD.rowcount(
-            conn,
-            {
-                "b_writer": writer,
-                "b_old_seq": remembered[0],
-                "b_old_hash": remembered[1],
-                "b_seq": seq,
-                "b_hash": digest,
-                "b_mac": mac,
-            },
-        )
-        if advanced == 1:
-            _INSERT_ENTRY.rowcount(conn, {**entry, "hash": digest, "mac": entry_mac(key, digest)})
+        head = {
+            "b_writer": writer,
+            "b_old_seq": remembered[0],
+            "b_old_hash": remembered[1],
+            "b_seq": seq,
+            "b_hash": digest,
+            "b_mac": mac,
+        }
+        row = {**entry, "hash": digest, "mac": entry_mac(key, digest)}
+        if conn.dialect.name == "postgresql":
+            done = _ADVANCE_AND_INSERT.rowcount(conn, {**head, **row}) == 1
+        else:
+            done = _ADVANCE_HEAD.rowcount(conn, head) == 1
+            if done:
+                _INSERT_ENTRY.rowcount(conn, row)
+        if done:
             conn.info["idv_audit_head"] = (seq, digest)
             return
     last = conn.execute(_LAST_OF_WRITER, {"writer": writer}).first()
