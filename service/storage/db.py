@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
+from service.storage.lean import run_plain
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -51,7 +53,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
             if not conn.get_execution_options().get("idv_read_only"):
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                run_plain(conn, "BEGIN IMMEDIATE")  # every write: on the cursor, not execute()
 
         return engine
     kwargs.setdefault("pool_size", 10)

@@ -126,3 +126,17 @@ class Lean:
             return int(cursor.rowcount)
         finally:
             cursor.close()
+
+
+def run_plain(conn: Connection, sql: str) -> None:
+    """Run a constant statement without parameters or rows (``BEGIN IMMEDIATE``) on the DBAPI
+    cursor, errors handled as ``Connection.execute`` would. Usable inside engine events."""
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    if conn._has_events or conn.engine._has_events:
+        conn.dispatch.before_cursor_execute(conn, cursor, sql, (), None, False)
+    try:
+        cursor.execute(sql)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        conn._handle_dbapi_exception(exc, sql, (), cursor, None)
+    finally:
+        cursor.close()
