@@ -35,6 +35,20 @@ def qr_svg(uri: str) -> str:
     return buffer.getvalue().decode("utf-8")
 
 
+class _TOTP(pyotp.TOTP):
+    """pyotp's TOTP with the base32 secret decoded once, not once per candidate code."""
+
+    _key: bytes | None = None
+
+    def __init__(self, secret: str) -> None:
+        super().__init__(secret, digits=DIGITS, interval=STEP_SECONDS)
+
+    def byte_secret(self) -> bytes:
+        if self._key is None:
+            self._key = super().byte_secret()  # pyotp's decoding and its errors, once
+        return self._key
+
+
 def _is_well_formed(code: object) -> bool:
     return isinstance(code, str) and len(code) == DIGITS and code.isascii() and code.isdigit()
 
@@ -49,7 +63,7 @@ def matching_step(secret: str, code: str, now: float) -> int | None:
     """
     if not _is_well_formed(code):
         return None
-    totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
+    totp = _TOTP(secret)
     current = int(now // STEP_SECONDS)
     matched: int | None = None
     # Compare against every candidate without stopping early, in constant time per comparison.

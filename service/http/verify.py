@@ -90,7 +90,15 @@ def prove(verification_id: str) -> Response:
     client = caller("verify")
     body = parse(Proof)
     outcome = proofs.prove(ctx(), client, verification_id, body.model_dump())
-    return jsonify(asdict(outcome))
+    return jsonify(
+        {
+            "verification_id": outcome.verification_id,
+            "status": outcome.status,
+            "accepted": outcome.accepted,
+            "satisfied": outcome.satisfied,
+            "assertion": outcome.assertion,
+        }
+    )
 
 
 @bp.post("/v1/carrier-events")
