@@ -320,7 +320,7 @@ class _Parser:
         if not isinstance(value, list):
             raise self.fail(where, "must be a list of event names")
         for event in value:
-            if event not in COOLING_OFF_EVENTS:
+            if not isinstance(event, str) or event not in COOLING_OFF_EVENTS:
                 raise self.fail(
                     where,
                     f"unknown event {event!r} (known: {', '.join(sorted(COOLING_OFF_EVENTS))})",

@@ -7,6 +7,7 @@ way an RFC 9449 DPoP proof binds its nonce, purpose and time; the caller accepts
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import secrets
@@ -131,6 +132,12 @@ def parse_challenge(challenge: str) -> dict[str, Any] | None:
     }
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed_key(pem: str, alg: str) -> PublicKey:
+    """``load_public_key``, parsed once per key (key objects are immutable; errors not cached)."""
+    return load_public_key(pem, alg)
+
+
 def verify_signature(public_key_pem: str, alg: str, challenge: str, signature_b64url: str) -> bool:
     """Return whether ``signature_b64url`` is the device's signature of ``challenge``.
 
@@ -139,7 +146,7 @@ def verify_signature(public_key_pem: str, alg: str, challenge: str, signature_b6
     Any bad key, encoding, length or signature is False; this never raises.
     """
     try:
-        key = load_public_key(public_key_pem, alg)
+        key = _parsed_key(public_key_pem, alg)
         signature = _b64url_decode(signature_b64url)
         message = challenge.encode("utf-8")
         if isinstance(key, ed25519.Ed25519PublicKey):

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.storage.lean import Lean
-from service.storage.tables import challenges, totp_used_steps, used_assertions
+from service.storage.tables import TS, challenges, totp_used_steps, used_assertions
 
 
 @functools.cache
@@ -68,31 +68,34 @@ def add_challenge(
     )
 
 
+_LIVE = Lean(
+    select(challenges.c.id, challenges.c.digest)
+    .where(
+        challenges.c.verification_id == bindparam("verification_id"),
+        challenges.c.factor == bindparam("factor"),
+        challenges.c.used_at.is_(None),
+        challenges.c.expires_at > bindparam("now", type_=TS),
+    )
+    .order_by(challenges.c.id.desc())
+)
+_USE = Lean(
+    update(challenges)
+    .where(challenges.c.id == bindparam("b_id"), challenges.c.used_at.is_(None))
+    .values(used_at=bindparam("b_now"))
+)
+
+
 def live_challenges(
     conn: Connection, verification_id: str, factor: str, now: datetime
 ) -> list[tuple[int, str]]:
     """Unused, unexpired challenges of a verification for a factor: (id, digest), newest first."""
-    rows = conn.execute(
-        select(challenges.c.id, challenges.c.digest)
-        .where(
-            challenges.c.verification_id == verification_id,
-            challenges.c.factor == factor,
-            challenges.c.used_at.is_(None),
-            challenges.c.expires_at > now,
-        )
-        .order_by(challenges.c.id.desc())
-    )
+    rows = _LIVE.all(conn, {"verification_id": verification_id, "factor": factor, "now": now})
     return [(r.id, r.digest) for r in rows]
 
 
 def use_challenge(conn: Connection, challenge_id: int, now: datetime) -> bool:
     """Spend a challenge; False if another request spent it first."""
-    res = conn.execute(
-        update(challenges)
-        .where(challenges.c.id == challenge_id, challenges.c.used_at.is_(None))
-        .values(used_at=now)
-    )
-    return res.rowcount == 1
+    return _USE.rowcount(conn, {"b_id": challenge_id, "b_now": now}) == 1
 
 
 def count_recent_challenges(conn: Connection, verification_id: str, factor: str) -> int:

@@ -58,13 +58,17 @@ def _record(row, prefix: str = "") -> SubjectRecord:  # type: ignore[no-untyped-
 record_of = _record
 
 
+_GET = Lean(
+    select(subjects).where(
+        subjects.c.client_id == bindparam("client_id"),
+        subjects.c.subject_id == bindparam("subject_id"),
+    )
+)
+
+
 def get(conn: Connection, client_id: str, subject_id: str) -> SubjectRecord | None:
     """The subject of this tenant, or None (another tenant's subject is simply not found)."""
-    row = conn.execute(
-        select(subjects).where(
-            subjects.c.client_id == client_id, subjects.c.subject_id == subject_id
-        )
-    ).first()
+    row = _GET.first(conn, {"client_id": client_id, "subject_id": subject_id})
     return _record(row) if row else None
 
 

@@ -49,6 +49,13 @@ def _record(row) -> VerificationRecord:  # type: ignore[no-untyped-def]
     )
 
 
+_INSERT = Lean(
+    verifications.insert().values(
+        {c.name: bindparam(c.name) for c in verifications.c}  # every column, named as itself
+    )
+)
+
+
 def insert(
     conn: Connection,
     *,
@@ -62,25 +69,41 @@ def insert(
     now: datetime,
     expires_at: datetime,
     held_until: datetime | None = None,
-) -> None:
-    """Store a new verification."""
-    conn.execute(
-        verifications.insert().values(
-            id=verification_id,
-            client_id=client_id,
-            subject_pk=subject_pk,
-            action=action,
-            status=status,
-            options=json.dumps(options),
-            reasons=json.dumps(reasons),
-            satisfied="[]",
-            failures=0,
-            created_at=now,
-            expires_at=expires_at,
-            completed_at=now if status != "pending" else None,
-            held_until=held_until,
-        )
+) -> VerificationRecord:
+    """Store a new verification; returns it as stored (no read back)."""
+    record = VerificationRecord(
+        id=verification_id,
+        client_id=client_id,
+        subject_pk=subject_pk,
+        action=action,
+        status=status,
+        options=options,
+        reasons=reasons,
+        satisfied=[],
+        failures=0,
+        created_at=now,
+        expires_at=expires_at,
+        held_until=held_until,
     )
+    _INSERT.rowcount(
+        conn,
+        {
+            "id": verification_id,
+            "client_id": client_id,
+            "subject_pk": subject_pk,
+            "action": action,
+            "status": status,
+            "options": json.dumps(options),
+            "reasons": json.dumps(reasons),
+            "satisfied": "[]",
+            "failures": 0,
+            "created_at": now,
+            "expires_at": expires_at,
+            "completed_at": now if status != "pending" else None,
+            "held_until": held_until,
+        },
+    )
+    return record
 
 
 _GET = select(verifications).where(

@@ -88,7 +88,7 @@ def start(
         decision = decide(ctx.policy, action, state, now)
         verification_id = "vf_" + secrets.token_urlsafe(18)
         expires_at = now + rules.lifetime
-        store.insert(
+        record = store.insert(
             conn,
             verification_id=verification_id,
             client_id=client.id,
@@ -111,8 +111,6 @@ def start(
             ip=ip,
             detail={"action": action, "reasons": decision.reasons, "rules": decision.explanation},
         )
-        record = store.get(conn, client.id, verification_id)
-    assert record is not None
     return VerificationView.of(record)
 
 

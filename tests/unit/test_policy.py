@@ -422,6 +422,12 @@ def test_unknown_keys_are_named(text: str, key: str) -> None:
         ("failure_limit = true", "actions.a.failure_limit"),
         ('on_signal_unavailable = "ignore"', "actions.a.on_signal_unavailable"),
         ('cooling_off_after = ["password_reset"]', "actions.a.cooling_off_after"),
+        # Found by hypothesis: a list inside the list was a TypeError, not a policy error.
+        (
+            'cooling_off = "1h"\ncooling_off_after = [["password_reset"]]',
+            "actions.a.cooling_off_after",
+        ),
+        ('cooling_off = "1h"\ncooling_off_after = [{ a = 1 }]', "actions.a.cooling_off_after"),
         ("sensitive = 1", "actions.a.sensitive"),
         ('limits = { failed_proofs = "lots" }', "actions.a.limits.failed_proofs"),
     ],
