@@ -511,7 +511,7 @@ def run_idv(db: str, url: str | None, args: argparse.Namespace, rows: list[Row])
 
         k = max(100, int(args.duration * 100))
         # One request hashing and one waiting per argon2 slot keeps argon2 busy all the time;
-        # more connections only collect 429s (the gate admits 2 x slots, see service/context.py).
+        # more only wait in the gate or collect 429s (service/context.py Argon2Gate).
         slots = max(1, (os.cpu_count() or 2) // 2)  # IDV_ARGON2_CONCURRENCY's default
         say(f"[{db}] knowledge proof: preparing {k}")
         knowledge = drive(server, from_list(knowledge_jobs(setup, k)), args, {200}, 2 * slots)

@@ -37,8 +37,9 @@ class Argon2Gate:
 
     A flood of PIN guesses must not starve TOTP and device proofs of server threads or CPU:
 
-    - at most ``slots`` more requests wait for a slot; any beyond that is answered 429 at once,
-      so PIN checks never hold more than ``2 * slots`` server threads;
+    - at most ``WAITING_PER_SLOT * slots`` more requests wait for a slot; any beyond that is
+      answered 429 at once, before any other work, so PIN checks never hold more than
+      ``ADMITTED_PER_SLOT * slots`` (4 with one slot) of a worker's server threads;
     - a waiting request that gets no slot within ``wait`` seconds is answered 429 too;
     - the argon2 threads run at nice ``nice`` (Linux), so when CPUs are contended they yield.
 
@@ -46,9 +47,12 @@ class Argon2Gate:
     instead of one per server thread.
     """
 
+    WAITING_PER_SLOT = 3
+    ADMITTED_PER_SLOT = 1 + WAITING_PER_SLOT  # hashing + waiting
+
     def __init__(self, slots: int, wait: float = 0.5, nice: int = 0) -> None:
         self._slots = threading.BoundedSemaphore(slots)
-        self._admitted = threading.BoundedSemaphore(2 * slots)  # hashing + waiting
+        self._admitted = threading.BoundedSemaphore(self.ADMITTED_PER_SLOT * slots)
         self._wait = wait
         self._pool = ThreadPoolExecutor(
             max_workers=slots,
@@ -59,7 +63,7 @@ class Argon2Gate:
 
     @contextlib.contextmanager
     def admission(self) -> Iterator[None]:
-        """Hold one of the ``2 * slots`` places (hashing or waiting) or get 429 at once.
+        """Hold one of the places (hashing or waiting) or get 429 at once.
 
         Taken *before* any other work of a request that will hash: a refused PIN check then
         costs no database work either.

@@ -34,8 +34,9 @@ def test_gate_admits_up_to_its_slots_then_refuses_fast():
     assert gate.run(hold).startswith("idv-argon2")
 
 
-def test_beyond_one_waiter_per_slot_a_pin_check_is_refused_without_waiting():
-    """A PIN flood holds at most 2 x slots server threads: the rest get 429 at once."""
+def test_beyond_the_waiting_places_a_pin_check_is_refused_without_waiting():
+    """A PIN flood holds at most ADMITTED_PER_SLOT x slots server threads: the rest get 429 at
+    once, before any other work."""
     import time
 
     gate = Argon2Gate(1, wait=5)
@@ -57,17 +58,19 @@ def test_beyond_one_waiter_per_slot_a_pin_check_is_refused_without_waiting():
     hashing = threading.Thread(target=hashing_request)
     hashing.start()
     assert entered.wait(5)
-    waiting = threading.Thread(target=waiter)
-    waiting.start()
-    time.sleep(0.05)  # the waiter is now queued for the slot
+    waiting = [threading.Thread(target=waiter) for _ in range(Argon2Gate.WAITING_PER_SLOT)]
+    for thread in waiting:
+        thread.start()
+    time.sleep(0.1)  # the waiters are now queued for the slot
     started = time.monotonic()
     with pytest.raises(RateLimited), gate.admission():
-        pytest.fail("a third PIN check was admitted")
+        pytest.fail("one PIN check more than the gate admits was admitted")
     assert time.monotonic() - started < 0.5  # refused at once, not after ``wait``
     release.set()
     hashing.join(5)
-    waiting.join(5)
-    assert outcomes == ["ran"]  # the one waiter got the slot when it freed
+    for thread in waiting:
+        thread.join(5)
+    assert outcomes == ["ran"] * Argon2Gate.WAITING_PER_SLOT  # each waiter got the slot
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux")
