@@ -94,6 +94,9 @@ class Lean:
             cursor.close()
             conn._handle_dbapi_exception(exc, plan.sql, args, cursor, None)
             raise  # not reached: the handler raises the wrapped error
+        except BaseException:
+            cursor.close()
+            raise
         return cursor, plan
 
     def _row(self, plan: _Plan, row: Any) -> Any:
