@@ -138,34 +138,22 @@ def _writer_id(conn: Connection) -> str:
     return owner[1]
 
 
-_INSERT_ENTRY = Lean(
-    audit_log.insert().values({c.name: bindparam(c.name) for c in audit_log.c if c.name != "id"})
+_ENTRY_COLUMNS = [c for c in audit_log.c if c.name != "id"]
+_INSERT_ENTRY = Lean(audit_log.insert().values({c.name: bindparam(c.name) for c in _ENTRY_COLUMNS}))
+_UPDATE_HEAD = (
+    audit_heads.update()
+    .where(audit_heads.c.writer == bindparam("b_writer"))
+    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"), mac=bindparam("b_mac"))
 )
 # Move the head on only if it is where this connection last left it: one statement both checks
 # the remembered head and advances it.
-_ADVANCE_HEAD = Lean(
-    audit_heads.update()
-    .where(
-        audit_heads.c.writer == bindparam("b_writer"),
-        audit_heads.c.seq == bindparam("b_old_seq"),
-        audit_heads.c.hash == bindparam("b_old_hash"),
-    )
-    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"), mac=bindparam("b_mac"))
+_ADVANCE = _UPDATE_HEAD.where(
+    audit_heads.c.seq == bindparam("b_old_seq"), audit_heads.c.hash == bindparam("b_old_hash")
 )
+_ADVANCE_HEAD = Lean(_ADVANCE)
 # PostgreSQL: the same check-and-advance and the INSERT in ONE statement (a data-modifying CTE;
 # SQLite has none): the entry is inserted only if the head moved, one round trip instead of two.
-_ENTRY_COLUMNS = [c for c in audit_log.c if c.name != "id"]
-_HEAD_MOVED = (
-    audit_heads.update()
-    .where(
-        audit_heads.c.writer == bindparam("b_writer"),
-        audit_heads.c.seq == bindparam("b_old_seq"),
-        audit_heads.c.hash == bindparam("b_old_hash"),
-    )
-    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"), mac=bindparam("b_mac"))
-    .returning(audit_heads.c.writer)
-    .cte("head_moved")
-)
+_HEAD_MOVED = _ADVANCE.returning(audit_heads.c.writer).cte("head_moved")
 _ADVANCE_AND_INSERT = Lean(
     audit_log.insert()
     .from_select(
@@ -173,11 +161,6 @@ _ADVANCE_AND_INSERT = Lean(
         select(*(bindparam(c.name, type_=c.type) for c in _ENTRY_COLUMNS)).select_from(_HEAD_MOVED),
     )
     .add_cte(_HEAD_MOVED)
-)
-_UPDATE_HEAD = (
-    audit_heads.update()
-    .where(audit_heads.c.writer == bindparam("b_writer"))
-    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"), mac=bindparam("b_mac"))
 )
 _LAST_OF_WRITER = (
     select(audit_log.c.seq, audit_log.c.hash)
