@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.http.flow import PIN
+
 
 def _fail(user, vid, factor):
     body = {"factor": factor, "code": "000000"}
@@ -90,3 +92,51 @@ def test_limits_are_configurable(settings, clock):
             Settings.from_env({"IDV_DATA_DIR": str(settings.data_dir), "IDV_RATE_LIMITS": bad})
         assert err.value.variable == "IDV_RATE_LIMITS"
     ctx.engine.dispose()
+
+
+def test_a_pin_flood_gets_429_at_once_beyond_the_argon2_gate(user, ctx, monkeypatch):
+    """One PIN check hashing and three waiting per argon2 slot; one more is refused at once with
+    429, before any database work (its verification is untouched), and the admitted ones all
+    complete when the slot frees."""
+    import threading
+    import time
+
+    from service.context import Argon2Gate
+
+    user.add_pin()
+    assert ctx.settings.argon2_concurrency == 1
+    admitted = Argon2Gate.ADMITTED_PER_SLOT
+    vids = [user.start("view_personal_data").json["verification_id"] for _ in range(admitted + 1)]
+    hashing, release = threading.Event(), threading.Event()
+    real_verify = ctx.hasher.verify
+
+    def held_verify(*args):  # type: ignore[no-untyped-def]
+        if not hashing.is_set():
+            hashing.set()
+            release.wait(5)
+        return real_verify(*args)
+
+    monkeypatch.setattr(ctx.hasher, "verify", held_verify)
+    results: dict[str, int] = {}
+
+    def prove(vid: str) -> None:
+        results[vid] = user.prove(vid, {"factor": "knowledge", "secret": PIN}).status_code
+
+    threads = [threading.Thread(target=prove, args=(vid,)) for vid in vids[:admitted]]
+    threads[0].start()
+    assert hashing.wait(5)
+    for thread in threads[1:]:
+        thread.start()
+    time.sleep(0.1)  # three PIN checks now wait for the slot
+    started = time.monotonic()
+    refused = user.prove(vids[-1], {"factor": "knowledge", "secret": PIN})
+    elapsed = time.monotonic() - started
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert refused.status_code == 429 and refused.json["error"] == "rate_limited"
+    assert refused.headers["Retry-After"] == "1" and elapsed < 0.4
+    assert results == {vid: 200 for vid in vids[:admitted]}
+    # Nothing was recorded for the refused one: still pending, and the right PIN passes now.
+    again = user.prove(vids[-1], {"factor": "knowledge", "secret": PIN})
+    assert again.status_code == 200 and again.json["accepted"] is True
