@@ -39,7 +39,7 @@ class SubjectRecord:
     created_at: datetime
 
 
-def _record(row, prefix: str = "") -> SubjectRecord:  # type: ignore[no-untyped-def]
+def record_of(row, prefix: str = "") -> SubjectRecord:  # type: ignore[no-untyped-def]
     """A subject from a row; ``prefix`` when its columns are labelled (``s_pk``, ...)."""
     phone_set_at = getattr(row, prefix + "phone_set_at")
     locked_until = getattr(row, prefix + "locked_until")
@@ -55,9 +55,6 @@ def _record(row, prefix: str = "") -> SubjectRecord:  # type: ignore[no-untyped-
     )
 
 
-record_of = _record
-
-
 _GET = Lean(
     select(subjects).where(
         subjects.c.client_id == bindparam("client_id"),
@@ -69,7 +66,7 @@ _GET = Lean(
 def get(conn: Connection, client_id: str, subject_id: str) -> SubjectRecord | None:
     """The subject of this tenant, or None (another tenant's subject is simply not found)."""
     row = _GET.first(conn, {"client_id": client_id, "subject_id": subject_id})
-    return _record(row) if row else None
+    return record_of(row) if row else None
 
 
 _BY_PK = select(subjects).where(subjects.c.pk == bindparam("pk"))
@@ -83,7 +80,7 @@ _LAST_EVENTS = (
 def by_pk(conn: Connection, pk: int) -> SubjectRecord | None:
     """The subject with this primary key."""
     row = conn.execute(_BY_PK, {"pk": pk}).first()
-    return _record(row) if row else None
+    return record_of(row) if row else None
 
 
 def create(

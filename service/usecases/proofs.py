@@ -68,6 +68,7 @@ class _Attempt:
     decision: Decision
     candidates: list[factor_store.FactorRecord]
     live: list[tuple[int, str]]
+    ref: str  # the subject's pseudonym: rate-limit key and audit subject
 
 
 def _load(
@@ -94,7 +95,13 @@ def _load(
         replay.live_challenges(conn, record.id, factor, now) if factor in ("sms", "device") else []
     )
     return _Attempt(
-        record, subject, options, decision, [f for f in active if f.type == factor], live
+        record,
+        subject,
+        options,
+        decision,
+        [f for f in active if f.type == factor],
+        live,
+        subject_ref(ctx, client.id, subject.subject_id),
     )
 
 
@@ -138,9 +145,8 @@ def prove(
         raise deny(ctx, attempt.record, attempt.decision, now)
     if not outcome.accepted:
         # Counted after the commit so that a rolled-back attempt is never charged twice.
-        ref = subject_ref(ctx, client.id, attempt.subject.subject_id)
-        ctx.limits.record("failed_proofs", ref, factor, action_limits=rules.limits)
-        ctx.limits.record("subject_failures", ref, action_limits=rules.limits)
+        ctx.limits.record("failed_proofs", attempt.ref, factor, action_limits=rules.limits)
+        ctx.limits.record("subject_failures", attempt.ref, action_limits=rules.limits)
     return outcome
 
 
@@ -148,10 +154,9 @@ def _throttle(
     ctx: ServiceContext, client: ClientRecord, attempt: _Attempt, factor: str
 ) -> ActionPolicy:
     """Rate limits, before any verifier work (RFC 4226 §7.3, NIST SP 800-63B throttling)."""
-    ref = subject_ref(ctx, client.id, attempt.subject.subject_id)
     rules = ctx.policy.action(attempt.record.action)
-    ctx.limits.check("failed_proofs", ref, factor, action_limits=rules.limits)
-    ctx.limits.check("subject_failures", ref, action_limits=rules.limits)
+    ctx.limits.check("failed_proofs", attempt.ref, factor, action_limits=rules.limits)
+    ctx.limits.check("subject_failures", attempt.ref, action_limits=rules.limits)
     return rules
 
 
@@ -166,8 +171,7 @@ def _settle(
     now: datetime,
 ) -> ProofOutcome:
     """Record the single use and the state transition, audit, and sign when complete."""
-    record, subject = attempt.record, attempt.subject
-    ref = subject_ref(ctx, client.id, subject.subject_id)
+    record, subject, ref = attempt.record, attempt.subject, attempt.ref
     if check.accepted and check.consume(conn):
         token, status, satisfied = _accept(
             ctx,
