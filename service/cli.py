@@ -66,7 +66,7 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
     """Serve the API with gunicorn."""
     from gunicorn.app.base import BaseApplication
 
-    from service.app import create_app
+    from service.app import create_app, settle_heap
 
     settings = _settings()
     prepare(settings)
@@ -89,6 +89,7 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
 
             app = create_app(settings)
             Deliverer(app.extensions["idv"]).start()  # durable outbox → tenants' webhooks
+            settle_heap()  # start-up objects out of the GC's full collections (short pauses)
             return app
 
     click.echo(
