@@ -85,10 +85,12 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
             self.cfg.set("limit_request_line", 8190)
 
         def load(self):  # type: ignore[no-untyped-def]
+            from service.storage.db import Checkpointer
             from service.usecases.notify import Deliverer
 
             app = create_app(settings)
             Deliverer(app.extensions["idv"]).start()  # durable outbox → tenants' webhooks
+            Checkpointer(app.extensions["idv"].engine).start()  # SQLite: WAL off the requests
             settle_heap()  # start-up objects out of the GC's full collections (short pauses)
             return app
 

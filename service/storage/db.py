@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import time
 import weakref
@@ -18,6 +20,8 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
 from service.storage.lean import run_plain
+
+log = logging.getLogger("idv.storage")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -170,3 +174,93 @@ def ping(engine: Engine) -> None:
     """Raise if the database cannot be reached."""
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+class Checkpointer:
+    """SQLite: WAL checkpoints mostly on a background thread, not in a request's COMMIT.
+
+    SQLite checkpoints (copies the WAL into the database file, fsyncing both) in the COMMIT that
+    finds the WAL at 1,000 pages or more, on the committing connection. In idv that is the
+    process's one writer connection, so every request waits while it copies and syncs: about
+    6 ms four times a second under a proof load, and 90-170 ms when the disk is slow
+    (bench/RESULTS.md). With this thread (``idv serve`` starts one per worker):
+
+    - its own connection runs a PASSIVE checkpoint every ``interval`` seconds: PASSIVE never
+      waits for or blocks the writer, and readers keep reading;
+    - the writer's own checkpoint moves to ``wal_pages`` (4,000). Under continuous writes a
+      PASSIVE checkpoint never catches up (there is always a newer frame), and SQLite starts the
+      WAL over only after a checkpoint that copied every frame; the writer's checkpoint does
+      that, and finds only the frames of the last ``interval`` left to copy. It is also the
+      backstop if this thread falls behind or dies.
+    """
+
+    def __init__(self, engine: Engine, interval: float = 0.1, wal_pages: int = 4_000) -> None:
+        self.engine, self.interval, self.wal_pages = engine, interval, wal_pages
+        self.passes = 0
+        self.largest_wal = 0  # frames: the longest WAL a pass saw
+        self._own: sqlite3.Connection | None = None  # the thread's own connection
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="idv-checkpoints", daemon=True)
+
+    @staticmethod
+    def applies_to(engine: Engine) -> bool:
+        """A SQLite database in a file (PostgreSQL and in-memory SQLite have no WAL to mind)."""
+        return engine.dialect.name == "sqlite" and engine.url.database not in (
+            None,
+            "",
+            ":memory:",
+        )
+
+    def start(self) -> bool:
+        """Move the writer's checkpoints and start the thread; False if not applicable."""
+        if not self.applies_to(self.engine):
+            return False
+        pragma = f"PRAGMA wal_autocheckpoint={int(self.wal_pages)}"
+
+        @event.listens_for(self.engine, "connect")
+        def _writer_pages(dbapi_conn: Any, _record: Any) -> None:  # a writer made later
+            dbapi_conn.execute(pragma)
+
+        with self.engine.connect() as conn:  # the writer that exists now
+            _driver(conn).execute(pragma)
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        """Stop after the current pass and wait for the thread."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self._own is not None and not self._thread.is_alive():
+            self._own.close()  # closing twice is harmless
+            self._own = None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    self.run_once()
+                except Exception:  # noqa: BLE001 - keep checkpointing after a hiccup
+                    log.exception("WAL checkpoint pass failed")
+        finally:
+            if self._own is not None:
+                self._own.close()
+                self._own = None
+
+    def run_once(self) -> int:
+        """One pass (what the thread does every ``interval``); returns the WAL's length in
+        frames as this pass found it."""
+        if self._own is None:
+            self._own = sqlite3.connect(
+                self.engine.url.database or "", isolation_level=None, check_same_thread=False
+            )
+        row = self._own.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        frames = int(row[1])  # (busy, frames in the WAL, frames copied)
+        self.passes += 1
+        self.largest_wal = max(self.largest_wal, frames)
+        return frames
+
+
+def _driver(conn: Connection) -> Any:
+    """The sqlite3 connection under a SQLAlchemy connection."""
+    return conn.connection.driver_connection
