@@ -135,10 +135,15 @@ def _reader(engine: Engine) -> Engine:
         return reader
 
 
+def sqlite_file(engine: Engine) -> bool:
+    """Whether ``engine`` is SQLite on a file (not PostgreSQL, not in memory)."""
+    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
+
+
 @contextmanager
 def read_only(engine: Engine) -> Iterator[Connection]:
     """A connection for one consistent single-statement read, without BEGIN/COMMIT."""
-    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+    if sqlite_file(engine):
         with _reader(engine).connect() as conn:  # the driver autocommits: we issue no BEGIN
             yield conn
     elif engine.dialect.name == "sqlite":
@@ -202,18 +207,10 @@ class Checkpointer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="idv-checkpoints", daemon=True)
 
-    @staticmethod
-    def applies_to(engine: Engine) -> bool:
-        """A SQLite database in a file (PostgreSQL and in-memory SQLite have no WAL to mind)."""
-        return engine.dialect.name == "sqlite" and engine.url.database not in (
-            None,
-            "",
-            ":memory:",
-        )
-
     def start(self) -> bool:
-        """Move the writer's checkpoints and start the thread; False if not applicable."""
-        if not self.applies_to(self.engine):
+        """Move the writer's checkpoints and start the thread; False for PostgreSQL and
+        in-memory SQLite (no WAL to mind)."""
+        if not sqlite_file(self.engine):
             return False
         pragma = f"PRAGMA wal_autocheckpoint={int(self.wal_pages)}"
 
