@@ -228,9 +228,8 @@ class Checkpointer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        if self._own is not None and not self._thread.is_alive():
-            self._own.close()  # closing twice is harmless
-            self._own = None
+        if not self._thread.is_alive():  # passes run without the thread leave a connection
+            self._close_own()
 
     def _run(self) -> None:
         try:
@@ -240,9 +239,12 @@ class Checkpointer:
                 except Exception:  # noqa: BLE001 - keep checkpointing after a hiccup
                     log.exception("WAL checkpoint pass failed")
         finally:
-            if self._own is not None:
-                self._own.close()
-                self._own = None
+            self._close_own()
+
+    def _close_own(self) -> None:
+        if self._own is not None:
+            self._own.close()
+            self._own = None
 
     def run_once(self) -> int:
         """One pass (what the thread does every ``interval``); returns the WAL's length in
