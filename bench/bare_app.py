@@ -7,9 +7,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
 from flask import Flask, jsonify
 from gunicorn.app.base import BaseApplication
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from service import affinity  # noqa: E402
 
 
 def create_app() -> Flask:
@@ -37,6 +43,9 @@ class _Server(BaseApplication):  # type: ignore[misc]
         self.cfg.set("timeout", 30)
         self.cfg.set("graceful_timeout", 10)
         self.cfg.set("accesslog", None)
+        if os.environ.get("IDV_PIN_THREADS", "1") not in ("0", "off", "false", "no"):
+            for name, hook in affinity.gunicorn_hooks().items():  # as idv serve does
+                self.cfg.set(name, hook)
 
     def load(self) -> Flask:
         return create_app()

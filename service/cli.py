@@ -66,6 +66,7 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
     """Serve the API with gunicorn."""
     from gunicorn.app.base import BaseApplication
 
+    from service import affinity
     from service.app import create_app, settle_heap
 
     settings = _settings()
@@ -83,6 +84,9 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", None)
             self.cfg.set("limit_request_line", 8190)
+            if settings.pin_threads:  # each worker's request threads on a CPU of their own
+                for name, hook in affinity.gunicorn_hooks().items():
+                    self.cfg.set(name, hook)
 
         def load(self):  # type: ignore[no-untyped-def]
             from service.storage.db import Checkpointer

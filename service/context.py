@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
+from service import affinity
 from service.carrier.provider import CarrierProvider
 from service.crypto.keyring import KeyRing, load_key_ring
 from service.domain.clock import utcnow
@@ -41,7 +42,10 @@ class Argon2Gate:
       answered 429 at once, before any other work, so PIN checks never hold more than
       ``ADMITTED_PER_SLOT * slots`` (4 with one slot) of a worker's server threads;
     - a waiting request that gets no slot within ``wait`` seconds is answered 429 too;
-    - the argon2 threads run at nice ``nice`` (Linux), so when CPUs are contended they yield.
+    - the argon2 threads run at nice ``nice`` (Linux), so when CPUs are contended they yield;
+    - they may run on every CPU the process had when the gate was built, even though a request
+      thread (pinned to one CPU by ``idv serve``, see ``service.affinity``) starts them: hashing
+      releases the GIL and belongs on the other cores.
 
     Hashing on a few dedicated threads also keeps argon2's 19 MiB blocks in their malloc arenas
     instead of one per server thread.
@@ -57,8 +61,8 @@ class Argon2Gate:
         self._pool = ThreadPoolExecutor(
             max_workers=slots,
             thread_name_prefix="idv-argon2",
-            initializer=_lower_priority,
-            initargs=(nice,),
+            initializer=_argon2_thread,
+            initargs=(nice, affinity.allowed_cpus()),
         )
 
     @contextlib.contextmanager
@@ -84,6 +88,12 @@ class Argon2Gate:
             return self._pool.submit(fn, *args).result()
         finally:
             self._slots.release()
+
+
+def _argon2_thread(nice: int, cpus: frozenset[int]) -> None:
+    """Set up an argon2 thread: every CPU of ``cpus`` (not its starter's one) and nice ``nice``."""
+    affinity.set_thread_cpus(cpus)
+    _lower_priority(nice)
 
 
 def _lower_priority(nice: int) -> None:

@@ -46,6 +46,17 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(name, f"must be 1 or 0 (on/off), got {raw!r}")
+
+
 def _rate_limits(raw: str) -> tuple[tuple[str, str], ...]:
     """``IDV_RATE_LIMITS="client=12000/minute,sms_sends=3/10minutes"``: checked at start."""
     from service.ratelimit import RateLimits
@@ -83,6 +94,7 @@ class Settings:
     argon2_nice: int = 10
     log_level: str = "INFO"
     trust_proxy: bool = False
+    pin_threads: bool = True
     rate_limits: tuple[tuple[str, str], ...] = ()
     carrier_url: str | None = None
     carrier_token_url: str | None = None
@@ -167,6 +179,7 @@ class Settings:
             argon2_nice=_int(env, "IDV_ARGON2_NICE", 10, 0, 19),
             log_level=level,
             trust_proxy=(env.get("IDV_TRUST_PROXY") or "").lower() in {"1", "true", "yes"},
+            pin_threads=_switch(env, "IDV_PIN_THREADS", True),
             rate_limits=rate_limits,
             carrier_url=carrier["url"],
             carrier_token_url=carrier["token_url"],

@@ -3,9 +3,13 @@ prints a working key, and nothing personal is stored in clear."""
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
 import stat
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -88,6 +92,7 @@ def test_bad_setting_stops_with_one_line(server):
         ("IDV_POLICY_FILE", "/nonexistent.toml", "IDV_POLICY_FILE"),
         ("IDV_SMS_SENDER", "ftp://x", "IDV_SMS_SENDER"),
         ("IDV_REDIS_URL", "http://x", "IDV_REDIS_URL"),
+        ("IDV_PIN_THREADS", "maybe", "IDV_PIN_THREADS"),
     ],
 )
 def test_bad_configuration_is_one_line_never_a_traceback(tmp_path, variable, value, says):
@@ -136,3 +141,42 @@ def test_serve_checkpoints_the_wal_off_the_requests(server, database_url):
         except sqlite3.DatabaseError:  # read while a checkpoint writes: look again
             continue
     assert seen == 1  # a few pages of WAL, copied without waiting for 1,000
+
+
+def _cpus_of_threads(pid: int) -> dict[int, str]:
+    """Each thread of ``pid`` and the CPUs it may run on (``Cpus_allowed_list``)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                out[int(task.name)] = line.split(":", 1)[1].strip()
+    return out
+
+
+def test_serve_pins_request_threads_to_one_cpu_and_leaves_background_threads_free(server):
+    """service.affinity through a real ``idv serve``: the worker's main thread and the request
+    threads it starts sit on one CPU; the checkpointer and webhook threads (started before)
+    keep every CPU."""
+    if sys.platform != "linux" or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs Linux and at least two CPUs")
+    everything = _cpus_of_threads(os.getpid())[os.getpid()]
+    key = server.api_key("verify")
+    with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as client:
+        for i in range(16):  # start a few request threads in each worker
+            r = client.put(f"{server.url}/v1/subjects/pin{i}", json={"phone": "+8613800138000"})
+            assert r.status_code in (200, 201), r.text
+    log = (server.data_dir.parent / "serve.log").read_text()
+    said = re.findall(r"request threads of worker (\d+) on CPU (\d+)", log)
+    workers = 2 if "IDV_REDIS_URL" in server.env else 1  # idv serve's default
+    assert len(said) == workers, log
+    assert len({cpu for _, cpu in said}) == workers, log  # each worker a CPU of its own
+    pinned_in_all = 0
+    for pid, cpu in said:
+        threads = _cpus_of_threads(int(pid))
+        assert threads[int(pid)] == cpu != everything, threads  # the worker's main thread
+        pinned = [tid for tid, cpus in threads.items() if cpus == cpu]
+        free = [tid for tid, cpus in threads.items() if cpus == everything]
+        assert len(free) >= 1, threads  # background threads
+        assert sorted(pinned + free) == sorted(threads), threads
+        pinned_in_all += len(pinned)
+    assert pinned_in_all > workers  # besides the main threads, the request threads that served
