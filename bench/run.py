@@ -677,7 +677,7 @@ def main() -> None:
         help="run idv with IDV_REDIS_URL (emptied first); use with --workers 2",
     )
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--guess", type=float, default=600, help="req/s to size the first pool")
+    parser.add_argument("--guess", type=float, default=1500, help="req/s to size the first pool")
     parser.add_argument("--headroom", type=float, default=1.5)
     parser.add_argument("--quick", action="store_true", help="~2 s per scenario, for CI")
     args = parser.parse_args()
