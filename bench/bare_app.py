@@ -43,7 +43,7 @@ class _Server(BaseApplication):  # type: ignore[misc]
         self.cfg.set("timeout", 30)
         self.cfg.set("graceful_timeout", 10)
         self.cfg.set("accesslog", None)
-        if os.environ.get("IDV_PIN_THREADS", "1") not in ("0", "off", "false", "no"):
+        if os.environ.get("IDV_PIN_THREADS", "").strip().lower() not in ("0", "off", "false", "no"):
             for name, hook in affinity.gunicorn_hooks().items():  # as idv serve does
                 self.cfg.set(name, hook)
 

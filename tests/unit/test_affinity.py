@@ -112,3 +112,23 @@ def test_argon2_threads_started_by_a_pinned_request_thread_use_every_cpu():
         return gate.run(lambda: os.sched_getaffinity(0))
 
     assert in_thread(pinned_request) == set(CPUS)
+
+
+@pytest.mark.parametrize(
+    ("value", "pinned"),
+    [(None, True), ("", True), ("1", True), ("on", True), ("0", False), (" OFF ", False)],
+)
+def test_idv_pin_threads_setting(tmp_path, value, pinned):
+    from service.settings import Settings
+
+    env = {"IDV_DATA_DIR": str(tmp_path)}
+    if value is not None:
+        env["IDV_PIN_THREADS"] = value
+    assert Settings.from_env(env).pin_threads is pinned
+
+
+def test_idv_pin_threads_refuses_anything_else(tmp_path):
+    from service.settings import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="IDV_PIN_THREADS"):
+        Settings.from_env({"IDV_DATA_DIR": str(tmp_path), "IDV_PIN_THREADS": "sometimes"})
