@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from gunicorn.app.base import BaseApplication
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from service import affinity  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 
 def create_app() -> Flask:
@@ -43,8 +43,8 @@ class _Server(BaseApplication):  # type: ignore[misc]
         self.cfg.set("timeout", 30)
         self.cfg.set("graceful_timeout", 10)
         self.cfg.set("accesslog", None)
-        if os.environ.get("IDV_PIN_THREADS", "").strip().lower() not in ("0", "off", "false", "no"):
-            for name, hook in affinity.gunicorn_hooks().items():  # as idv serve does
+        if Settings.from_env().pin_threads:  # IDV_PIN_THREADS, read as idv serve reads it
+            for name, hook in affinity.gunicorn_hooks().items():
                 self.cfg.set(name, hook)
 
     def load(self) -> Flask:
