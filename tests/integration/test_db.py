@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import text
@@ -90,12 +91,12 @@ def test_fifo_lock_hands_over_in_arrival_order_and_never_to_a_latecomer():
         t = threading.Thread(target=lambda i=i: (lock.acquire(timeout=10), order.append(i)))
         t.start()
         threads.append(t)
-        _wait_for_waiters(lock, i + 1)
+        _wait_until(lambda i=i: len(lock._waiters) == i + 1)
     lock.release()
     # The lock went to waiter 0, not back to us although this thread is the one running.
     assert lock.acquire(timeout=0.05) is False
     for i in range(len(threads)):
-        _wait_for_len(order, i + 1)  # waiter i holds it now: pass it on
+        _wait_until(lambda i=i: len(order) == i + 1)  # waiter i holds it now: pass it on
         lock.release()
     for t in threads:
         t.join(5)
@@ -117,16 +118,10 @@ def test_fifo_lock_timeout_leaves_no_waiter_behind():
     lock.release()
 
 
-def _wait_for_waiters(lock: db.FifoLock, n: int) -> None:
+def _wait_until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` (another thread's progress) for up to 5 s."""
     deadline = time.monotonic() + 5
-    while len(lock._waiters) < n:
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
-
-
-def _wait_for_len(items: list, n: int) -> None:
-    deadline = time.monotonic() + 5
-    while len(items) < n:
+    while not condition():
         assert time.monotonic() < deadline
         time.sleep(0.001)
 
@@ -156,7 +151,7 @@ def test_sqlite_writer_goes_to_waiting_threads_in_order(database_url: str) -> No
                 t = threading.Thread(target=write, args=(f"waiter {i}",))
                 t.start()
                 threads.append(t)
-                _wait_for_waiters(pool._turn, i + 1)
+                _wait_until(lambda i=i: len(pool._turn._waiters) == i + 1)
         write("latecomer")  # the thread that just committed, straight back for more
         for t in threads:
             t.join(5)
