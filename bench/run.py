@@ -41,6 +41,7 @@ FLOOD_PER_VERIFICATION = 4  # failure_limit is 5: the 5th locks the verification
 FLOOD_PER_SUBJECT = 8  # failed_proofs is 10 per 15 minutes per subject and factor
 
 Job = tuple[str, str, bytes, dict[str, str]]  # method, path, body, headers
+SCENARIOS = ("totp", "device", "knowledge", "carrier", "flood")
 
 
 # -- the load generator ------------------------------------------------------------------------
@@ -500,48 +501,61 @@ def run_idv(db: str, url: str | None, args: argparse.Namespace, rows: list[Row])
         mine.append(Row("verification create", db, create))
         n = pool_size(create.rate, args)
 
-        say(f"[{db}] TOTP proof: preparing {n}")
-        totp = drive(server, from_list(totp_jobs(setup, n)()), args, {200})
-        mine.append(Row("TOTP proof", db, totp))
+        if "totp" in args.only:
+            say(f"[{db}] TOTP proof: preparing {n}")
+            totp = drive(server, from_list(totp_jobs(setup, n)()), args, {200})
+            mine.append(Row("TOTP proof", db, totp))
 
-        say(f"[{db}] device proof: preparing {n}")
-        mine.append(
-            Row("device proof", db, drive(server, from_list(device_jobs(setup, n)), args, {200}))
-        )
+        if "device" in args.only:
+            say(f"[{db}] device proof: preparing {n}")
+            device = drive(server, from_list(device_jobs(setup, n)), args, {200})
+            mine.append(Row("device proof", db, device))
 
         k = max(100, int(args.duration * 100))
         # One request hashing and one waiting per argon2 slot keeps argon2 busy all the time;
         # more only wait in the gate or collect 429s (service/context.py Argon2Gate).
         slots = max(1, (os.cpu_count() or 2) // 2)  # IDV_ARGON2_CONCURRENCY's default
-        say(f"[{db}] knowledge proof: preparing {k}")
-        knowledge = drive(server, from_list(knowledge_jobs(setup, k)), args, {200}, 2 * slots)
-        mine.append(Row("knowledge proof", db, knowledge, note=f"{2 * slots} connections"))
+        if "knowledge" in args.only:
+            say(f"[{db}] knowledge proof: preparing {k}")
+            knowledge = drive(server, from_list(knowledge_jobs(setup, k)), args, {200}, 2 * slots)
+            mine.append(Row("knowledge proof", db, knowledge, note=f"{2 * slots} connections"))
 
-        say(f"[{db}] carrier event: preparing {n}")
-        mine.append(
-            Row("carrier event", db, drive(server, from_list(carrier_jobs(setup, n)), args, {202}))
-        )
+        if "carrier" in args.only:
+            say(f"[{db}] carrier event: preparing {n}")
+            carrier = drive(server, from_list(carrier_jobs(setup, n)), args, {202})
+            mine.append(Row("carrier event", db, carrier))
 
-        say(f"[{db}] TOTP proof under a PIN flood: preparing")
-        flood_src = Retrying(knowledge_jobs(setup, k, WRONG_PIN))
-        alone_codes, flooded_codes = totp_jobs(setup, n), totp_jobs(setup, n)
-        # TOTP alone once more right before the flood: the share compares neighbouring phases,
-        # not two ends of a run over which this machine's speed drifts.
-        again = drive(server, from_list(alone_codes()), args, {200})
-        mine.append(Row("TOTP proof, just before the flood", db, again))
-        totp_src = from_list(flooded_codes())
-        flooded, flood = asyncio.run(_together(port, totp_src, flood_src, args))
-        ratio = flooded.rate / again.rate if again.rate else float("nan")
-        mine.append(
-            Row("TOTP proof, PIN flood", db, flooded, note=f"{ratio:.0%} of TOTP just before")
-        )
-        mine.append(Row("  the flood (wrong PINs)", db, flood))
+        if "flood" in args.only:
+            for _ in range(args.rounds):
+                mine += flood_phase(server, setup, db, n, k, args)
     finally:
         rss = server.stop()
         setup.ctx.engine.dispose()
         shutil.rmtree(tmp, ignore_errors=True)
     mine[0].rss = ", ".join(f"{r:.0f}" for r in rss)
     rows += mine
+
+
+def flood_phase(
+    server: Server, setup: Setup, db: str, n: int, k: int, args: argparse.Namespace
+) -> list[Row]:
+    """TOTP proofs alone, then again while wrong PINs flood the same server."""
+    say(f"[{db}] TOTP proof under a PIN flood: preparing")
+    flood_src = Retrying(knowledge_jobs(setup, k, WRONG_PIN))
+    alone_codes, flooded_codes = totp_jobs(setup, n), totp_jobs(setup, n)
+    # TOTP alone once more right before the flood: the share compares neighbouring phases,
+    # not two ends of a run over which this machine's speed drifts.
+    say(f"[{db}] TOTP proof alone, then flooded: timing")
+    again = drive(server, from_list(alone_codes()), args, {200})
+    totp_src = from_list(flooded_codes())
+    say(f"[{db}] TOTP proof under a PIN flood: timing")
+    flooded, flood = asyncio.run(_together(server.port, totp_src, flood_src, args))
+    ratio = flooded.rate / again.rate if again.rate else float("nan")
+    return [
+        Row("TOTP proof, just before the flood", db, again),
+        Row("TOTP proof, PIN flood", db, flooded, note=f"{ratio:.0%} of TOTP just before"),
+        Row("  the flood (wrong PINs)", db, flood),
+    ]
 
 
 async def _together(port: int, totp_src, flood_src, args):  # type: ignore[no-untyped-def]
@@ -680,7 +694,18 @@ def main() -> None:
     parser.add_argument("--guess", type=float, default=1500, help="req/s to size the first pool")
     parser.add_argument("--headroom", type=float, default=1.5)
     parser.add_argument("--quick", action="store_true", help="~2 s per scenario, for CI")
+    parser.add_argument(
+        "--only",
+        default=",".join(SCENARIOS),
+        help="comma-separated scenarios to run after verification create (which sizes the"
+        f" pools and always runs): {', '.join(SCENARIOS)}; the ceiling then runs once",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="flood phases in a row (A/B runs)")
     args = parser.parse_args()
+    args.only = {name.strip() for name in args.only.split(",") if name.strip()}
+    if args.only - set(SCENARIOS):
+        parser.error(f"--only: unknown scenario(s) {', '.join(sorted(args.only - set(SCENARIOS)))}")
+    every = args.only == set(SCENARIOS)
     if args.quick:
         args.duration, args.guess, args.headroom = 2.0, 150, 1.2
     rows: list[Row] = []
@@ -689,13 +714,15 @@ def main() -> None:
     ceilings.append(run_ceiling(args))
     if args.db in ("sqlite", "both"):
         run_idv("sqlite", None, args, rows)
-        say("ceiling: bare Flask app, again")
-        ceilings.append(run_ceiling(args))
+        if every:
+            say("ceiling: bare Flask app, again")
+            ceilings.append(run_ceiling(args))
     if args.db in ("postgresql", "both"):
         ensure_pg_database(args.pg_url)
         run_idv("postgresql", args.pg_url, args, rows)
-        say("ceiling: bare Flask app, again")
-        ceilings.append(run_ceiling(args))
+        if every:
+            say("ceiling: bare Flask app, again")
+            ceilings.append(run_ceiling(args))
     ceiling = median_ceiling(ceilings)
     print(table([ceiling, *rows], ceiling.result, args))
 

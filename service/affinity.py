@@ -15,9 +15,10 @@ What ``idv serve`` does with it:
   workers stay spread out after a restart;
 - the worker pins its main thread to that CPU once the app is built (``post_worker_init``).
   gunicorn's request threads start later from that thread and inherit the pin;
-- threads that do their work outside the GIL keep every CPU. The checkpointer and the webhook
-  deliverer start before the pin. argon2 threads start later, so ``context.Argon2Gate``
-  resets them to the CPUs the process had at start.
+- threads that do their work outside the GIL run elsewhere. The checkpointer and the webhook
+  deliverer start before the pin and keep every CPU. argon2 threads start later, from a pinned
+  request thread, so ``context.Argon2Gate`` moves them to the process's *other* CPUs
+  (``away_from_requests``): a hash on the request CPU would take its time and sweep its caches.
 
 Off with ``IDV_PIN_THREADS=0``, and a no-op where the process may use only one CPU or the
 platform has no ``sched_setaffinity``.
@@ -48,6 +49,17 @@ def set_thread_cpus(cpus: Iterable[int]) -> bool:
     except OSError:  # a CPU outside our cpuset, or not permitted: leave the thread as it is
         return False
     return True
+
+
+def away_from_requests(cpus: frozenset[int]) -> frozenset[int]:
+    """The CPUs of ``cpus`` that a helper thread started by a request thread should use.
+
+    A thread inherits its starter's CPUs; when that is a pinned request thread, the helper gets
+    the process's other CPUs (argon2's 19 MiB passes would otherwise evict the request
+    threads' working set from their CPU's caches and take its time). Every CPU of ``cpus``
+    when the starter is not pinned, or when nothing else is left.
+    """
+    return (cpus - allowed_cpus()) or cpus
 
 
 def choose_cpu(cpus: Iterable[int], taken: Iterable[int | None]) -> int | None:

@@ -26,7 +26,7 @@ from service.domain.policy import Policy, load_policy
 from service.factors.knowledge import KnowledgeHasher
 from service.factors.sms import SmsSender, sender_from_spec
 from service.ratelimit import RateLimits
-from service.settings import Settings
+from service.settings import ARGON2_IDLE, Settings
 from service.storage import audit
 from service.storage.db import make_engine
 
@@ -42,10 +42,11 @@ class Argon2Gate:
       answered 429 at once, before any other work, so PIN checks never hold more than
       ``ADMITTED_PER_SLOT * slots`` (4 with one slot) of a worker's server threads;
     - a waiting request that gets no slot within ``wait`` seconds is answered 429 too;
-    - the argon2 threads run at nice ``nice`` (Linux), so when CPUs are contended they yield;
-    - they may run on every CPU the process had when the gate was built, even though a request
-      thread (pinned to one CPU by ``idv serve``, see ``service.affinity``) starts them: hashing
-      releases the GIL and belongs on the other cores.
+    - the argon2 threads run under Linux's ``SCHED_IDLE`` policy (``nice="idle"``, the
+      default) or at nice ``nice``, so when CPUs are contended they yield;
+    - they run on the CPUs the process had when the gate was built, less the one of the request
+      thread (pinned by ``idv serve``, see ``service.affinity``) that starts them, when there
+      are others: hashing releases the GIL and belongs on the other cores.
 
     Hashing on a few dedicated threads also keeps argon2's 19 MiB blocks in their malloc arenas
     instead of one per server thread.
@@ -54,7 +55,7 @@ class Argon2Gate:
     WAITING_PER_SLOT = 3
     ADMITTED_PER_SLOT = 1 + WAITING_PER_SLOT  # hashing + waiting
 
-    def __init__(self, slots: int, wait: float = 0.5, nice: int = 0) -> None:
+    def __init__(self, slots: int, wait: float = 0.5, nice: int | str = 0) -> None:
         self._slots = threading.BoundedSemaphore(slots)
         self._admitted = threading.BoundedSemaphore(self.ADMITTED_PER_SLOT * slots)
         self._wait = wait
@@ -90,23 +91,45 @@ class Argon2Gate:
             self._slots.release()
 
 
-def _argon2_thread(nice: int, cpus: frozenset[int]) -> None:
-    """Set up an argon2 thread: every CPU of ``cpus`` (not its starter's one) and nice ``nice``."""
-    affinity.set_thread_cpus(cpus)
+def _argon2_thread(nice: int | str, cpus: frozenset[int]) -> None:
+    """Set up an argon2 thread: the CPUs of ``cpus`` but its starter's, and its priority."""
+    affinity.set_thread_cpus(affinity.away_from_requests(cpus))
     _lower_priority(nice)
 
 
-def _lower_priority(nice: int) -> None:
-    """Give the calling thread a higher nice value (Linux: a thread id is a process id here).
+def _lower_priority(nice: int | str) -> None:
+    """Make the calling thread yield the CPU to request threads and everything else.
 
-    With nice 10 an argon2 thread that competes for a CPU with request threads or the database
-    gets about a tenth of the share of each: a PIN flood then slows PIN checks, not TOTP and
-    device proofs (``bench/``: TOTP under a PIN flood). Alone it still uses a whole core.
+    ``"idle"`` (``IDV_ARGON2_NICE``'s default) puts the thread under Linux's ``SCHED_IDLE``
+    policy (sched(7)): it runs only on CPU time no other thread wants, and any thread that wakes
+    up preempts it at once, whatever process or scheduling group it belongs to. A nice value is
+    weaker in two ways, both measured in ``bench/`` (TOTP under a PIN flood, PostgreSQL: 48-60 %
+    of its own figure with nice 10, 71-90 % with ``SCHED_IDLE``):
+
+    - nice orders threads only within one scheduling group (an autogroup, or a cgroup under
+      systemd or a container runtime). PostgreSQL on the same host is in another group, so a
+      nice-10 argon2 thread still took half of the CPU that the database's backends wanted;
+    - a waking database backend, or a request thread, waited for the hash's time slice to end
+      before it ran, at every one of a proof's round trips.
+
+    Alone, argon2 still uses a whole core either way. Under a load that keeps every CPU busy,
+    an idle-policy hash gets almost nothing and PIN checks slow down first: the order of
+    sacrifice the gate is for (``bench/README.md``). A Linux thread id is a process id here.
     """
-    if nice and sys.platform == "linux":
-        tid = threading.get_native_id()
+    if sys.platform != "linux":
+        return
+    tid = threading.get_native_id()
+    if nice == ARGON2_IDLE:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except (OSError, AttributeError):  # not permitted here: the weakest nice instead
+            nice = 19
+    if nice:
         with contextlib.suppress(OSError):  # not permitted somewhere: run at normal priority
-            os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+            os.setpriority(
+                os.PRIO_PROCESS, tid, max(int(nice), os.getpriority(os.PRIO_PROCESS, tid))
+            )
 
 
 @dataclass

@@ -57,6 +57,19 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(name, f"must be 1 or 0 (on/off), got {raw!r}")
 
 
+ARGON2_IDLE = "idle"
+
+
+def _argon2_nice(env: Mapping[str, str]) -> int | str:
+    """``IDV_ARGON2_NICE``: ``idle`` (Linux SCHED_IDLE, the default) or a nice value 0-19."""
+    raw = (env.get("IDV_ARGON2_NICE") or "").strip().lower()
+    if raw in ("", ARGON2_IDLE):
+        return ARGON2_IDLE
+    if not raw.isdigit():
+        raise ConfigError("IDV_ARGON2_NICE", f"must be idle or a nice value 0-19, got {raw!r}")
+    return _int({"IDV_ARGON2_NICE": raw}, "IDV_ARGON2_NICE", 10, 0, 19)
+
+
 def _rate_limits(raw: str) -> tuple[tuple[str, str], ...]:
     """``IDV_RATE_LIMITS="client=12000/minute,sms_sends=3/10minutes"``: checked at start."""
     from service.ratelimit import RateLimits
@@ -91,7 +104,7 @@ class Settings:
     argon2_memory_kib: int = 19456
     argon2_parallelism: int = 1
     argon2_concurrency: int = 1
-    argon2_nice: int = 10
+    argon2_nice: int | str = ARGON2_IDLE  # or a nice value 0-19
     log_level: str = "INFO"
     trust_proxy: bool = False
     pin_threads: bool = True
@@ -176,7 +189,7 @@ class Settings:
                 env, "IDV_ARGON2_CONCURRENCY", max(1, (os.cpu_count() or 2) // 2), 1, 64
             ),
             # A PIN flood must not starve TOTP and device proofs (context.Argon2Gate).
-            argon2_nice=_int(env, "IDV_ARGON2_NICE", 10, 0, 19),
+            argon2_nice=_argon2_nice(env),
             log_level=level,
             trust_proxy=(env.get("IDV_TRUST_PROXY") or "").lower() in {"1", "true", "yes"},
             pin_threads=_switch(env, "IDV_PIN_THREADS", True),

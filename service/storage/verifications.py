@@ -106,10 +106,13 @@ def insert(
     return record
 
 
-_GET = select(verifications).where(
+_SELECT = select(verifications).where(
     verifications.c.id == bindparam("id"), verifications.c.client_id == bindparam("client_id")
 )
-_GET_FOR_UPDATE = _GET.with_for_update()
+# Lean: a knowledge proof reads the verification again, row-locked, after argon2 (every checked
+# PIN of a flood runs this; see usecases/proofs.py).
+_GET = Lean(_SELECT)
+_GET_FOR_UPDATE = Lean(_SELECT.with_for_update())
 
 
 def get(
@@ -118,7 +121,7 @@ def get(
     """A verification of this client (another client's is not found); optionally row-locked
     (PostgreSQL ``FOR UPDATE``; SQLite transactions are already serialised)."""
     query = _GET_FOR_UPDATE if for_update else _GET
-    row = conn.execute(query, {"id": verification_id, "client_id": client_id}).first()
+    row = query.first(conn, {"id": verification_id, "client_id": client_id})
     return _record(row) if row else None
 
 
@@ -200,6 +203,15 @@ def add_satisfied(
     return changed == 1
 
 
+# Every wrong code, PIN or signature runs this: compiled once (a PIN flood is made of them).
+_COUNT_FAILURE = Lean(
+    update(verifications)
+    .where(verifications.c.id == bindparam("b_id"), verifications.c.status == "pending")
+    .values(failures=verifications.c.failures + 1)
+    .returning(verifications.c.failures)
+)
+
+
 def count_failure(
     conn: Connection, verification_id: str, limit: int, now: datetime
 ) -> tuple[int, str]:
@@ -208,12 +220,7 @@ def count_failure(
     Returns (failures, status). Two racing failures each count once (the increment is one
     UPDATE), and exactly one of them crosses the limit.
     """
-    row = conn.execute(
-        update(verifications)
-        .where(verifications.c.id == verification_id, verifications.c.status == "pending")
-        .values(failures=verifications.c.failures + 1)
-        .returning(verifications.c.failures)
-    ).first()
+    row = _COUNT_FAILURE.first(conn, {"b_id": verification_id})
     if row is None:
         current = conn.execute(
             select(verifications.c.failures, verifications.c.status).where(

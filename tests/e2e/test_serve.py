@@ -93,6 +93,7 @@ def test_bad_setting_stops_with_one_line(server):
         ("IDV_SMS_SENDER", "ftp://x", "IDV_SMS_SENDER"),
         ("IDV_REDIS_URL", "http://x", "IDV_REDIS_URL"),
         ("IDV_PIN_THREADS", "maybe", "IDV_PIN_THREADS"),
+        ("IDV_ARGON2_NICE", "lowest", "IDV_ARGON2_NICE"),
     ],
 )
 def test_bad_configuration_is_one_line_never_a_traceback(tmp_path, variable, value, says):
@@ -180,3 +181,51 @@ def test_serve_pins_request_threads_to_one_cpu_and_leaves_background_threads_fre
         assert sorted(pinned + free) == sorted(threads), threads
         pinned_in_all += len(pinned)
     assert pinned_in_all > workers  # besides the main threads, the request threads that served
+
+
+def _scheduling_policies(pids: list[int]) -> list[int]:
+    """The scheduling policy (proc(5) ``stat`` field 41) of every thread of ``pids``."""
+    out = []
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            stat_line = (task / "stat").read_text()
+            fields = stat_line[stat_line.rindex(")") + 2 :].split()  # fields 3 onwards
+            out.append(int(fields[41 - 3]))
+    return out
+
+
+def test_serve_hashes_pins_under_sched_idle_and_serves_requests_normally(server):
+    """A PIN check through a real ``idv serve``: the argon2 thread it starts runs under
+    SCHED_IDLE (IDV_ARGON2_NICE's default; a PIN flood must not delay TOTP proofs or the
+    database's backends), every other thread under the normal policy. (Python 3.11 does not
+    name OS threads, so the hashing thread is the one the PIN check added.)"""
+    if sys.platform != "linux":
+        pytest.skip("SCHED_IDLE is Linux")
+    log_file = server.data_dir.parent / "serve.log"
+    workers = [int(p) for p in re.findall(r"Booting worker with pid: (\d+)", log_file.read_text())]
+    assert workers, log_file.read_text()
+    key = server.api_key("verify")
+    with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as client:
+        r = client.put(f"{server.url}/v1/subjects/pin-idle", json={"phone": "+8613800138000"})
+        assert r.status_code == 201, r.text
+        before = _scheduling_policies(workers)  # no PIN hashed yet: no argon2 thread
+        assert before and all(policy == os.SCHED_OTHER for policy in before), before
+        r = client.post(  # enrolment hashes the PIN: the first argon2 thread starts here
+            f"{server.url}/v1/subjects/pin-idle/factors",
+            json={"type": "knowledge", "secret": "739184"},
+        )
+        assert r.status_code == 201, r.text
+        r = client.post(
+            f"{server.url}/v1/verifications",
+            json={"subject_id": "pin-idle", "action": "view_personal_data"},
+        )
+        assert r.status_code == 201 and r.json()["status"] == "pending", r.text
+        r = client.post(
+            f"{server.url}/v1/verifications/{r.json()['verification_id']}/proofs",
+            json={"factor": "knowledge", "secret": "739184"},
+        )
+        assert r.status_code == 200 and r.json()["accepted"] is True, r.text
+    after = _scheduling_policies(workers)
+    # one argon2 slot per worker: one hashing thread in each worker that hashed a PIN
+    assert 1 <= after.count(os.SCHED_IDLE) <= len(workers), after
+    assert after.count(os.SCHED_OTHER) == len(after) - 1, after

@@ -102,16 +102,27 @@ def test_a_cpu_outside_the_cpuset_is_refused_quietly():
 
 
 @needs_two_cpus
-def test_argon2_threads_started_by_a_pinned_request_thread_use_every_cpu():
+def test_argon2_threads_started_by_a_pinned_request_thread_keep_off_its_cpu():
     """A request thread (pinned) starts the gate's argon2 thread on the first PIN check; that
-    thread must not inherit the pin, or hashing would compete with the requests for one CPU."""
+    thread must not inherit the pin, or hashing would compete with the requests for one CPU
+    and sweep its caches: it gets the process's other CPUs."""
     gate = Argon2Gate(1, wait=1)  # built like ServiceContext.build: before the worker pins
+    request_cpu = min(CPUS)
 
     def pinned_request() -> set[int]:
-        affinity.set_thread_cpus({min(CPUS)})
+        affinity.set_thread_cpus({request_cpu})
         return gate.run(lambda: os.sched_getaffinity(0))
 
-    assert in_thread(pinned_request) == set(CPUS)
+    assert in_thread(pinned_request) == set(CPUS) - {request_cpu}
+
+
+def test_a_helper_of_an_unpinned_thread_keeps_every_cpu():
+    """Without IDV_PIN_THREADS (or on one CPU) there is no request CPU to keep away from."""
+    everything = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    if not everything:
+        pytest.skip("no sched_getaffinity here")
+    assert affinity.away_from_requests(everything) == everything
+    assert in_thread(lambda: Argon2Gate(1).run(lambda: os.sched_getaffinity(0))) == everything
 
 
 @pytest.mark.parametrize(

@@ -84,10 +84,27 @@ def test_argon2_threads_run_at_the_configured_nice_and_callers_are_untouched():
     assert Argon2Gate(1).run(lambda: os.getpriority(os.PRIO_PROCESS, 0)) == before
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE is Linux")
+def test_argon2_threads_run_under_sched_idle_by_default_and_callers_are_untouched():
+    """sched(7) SCHED_IDLE: a hash runs only on CPU time nothing else wants, and any waking
+    thread of any process (a request thread, a PostgreSQL backend) preempts it at once."""
+    from service.settings import Settings
+
+    nice = Settings.from_env({}).argon2_nice
+    gate = Argon2Gate(1, nice=nice)
+    assert gate.run(lambda: os.sched_getscheduler(0)) == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the request thread keeps its policy
+    assert Argon2Gate(1, nice=10).run(lambda: os.sched_getscheduler(0)) == os.SCHED_OTHER
+    assert Argon2Gate(1).run(lambda: os.sched_getscheduler(0)) == os.SCHED_OTHER
+
+
 def test_argon2_nice_setting_is_validated():
     from service.settings import ConfigError, Settings
 
-    assert Settings.from_env({}).argon2_nice == 10
+    assert Settings.from_env({}).argon2_nice == "idle"
+    assert Settings.from_env({"IDV_ARGON2_NICE": " IDLE "}).argon2_nice == "idle"
     assert Settings.from_env({"IDV_ARGON2_NICE": "0"}).argon2_nice == 0
-    with pytest.raises(ConfigError, match="IDV_ARGON2_NICE"):
-        Settings.from_env({"IDV_ARGON2_NICE": "20"})
+    assert Settings.from_env({"IDV_ARGON2_NICE": "10"}).argon2_nice == 10
+    for bad in ("20", "-1", "lowest", "1.5"):
+        with pytest.raises(ConfigError, match="IDV_ARGON2_NICE"):
+            Settings.from_env({"IDV_ARGON2_NICE": bad})
