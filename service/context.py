@@ -103,7 +103,7 @@ def _lower_priority(nice: int | str) -> None:
     ``"idle"`` (``IDV_ARGON2_NICE``'s default) puts the thread under Linux's ``SCHED_IDLE``
     policy (sched(7)): it runs only on CPU time no other thread wants, and any thread that wakes
     up preempts it at once, whatever process or scheduling group it belongs to. A nice value is
-    weaker in two ways, both measured in ``bench/`` (TOTP under a PIN flood, PostgreSQL: 48-60 %
+    weaker in two ways, both measured in ``bench/`` (TOTP under a PIN flood, PostgreSQL: 48-62 %
     of its own figure with nice 10, 71-90 % with ``SCHED_IDLE``):
 
     - nice orders threads only within one scheduling group (an autogroup, or a cgroup under
