@@ -299,12 +299,20 @@ class Setup:
         put_subject(self.ctx, client, sid, self.phone(), None)
         out: dict = {"id": sid}
         if totp:
+            from service.domain.errors import InvalidCode
+
             enrolled = factors.enroll(self.ctx, client, sid, {"type": "totp"})
-            step = (
-                int(time.time()) // TOTP_STEP - 1
-            )  # activate on the past step: later ones stay free
-            code = pyotp.TOTP(enrolled.secret).at(step * TOTP_STEP)
-            factors.activate(self.ctx, client, sid, enrolled.factor_id, code)
+            for attempt in range(2):
+                # Activate on the past step: later ones stay free. A 30-s boundary between
+                # this clock read and the server's makes that step two behind: read again.
+                step = int(time.time()) // TOTP_STEP - 1
+                code = pyotp.TOTP(enrolled.secret).at(step * TOTP_STEP)
+                try:
+                    factors.activate(self.ctx, client, sid, enrolled.factor_id, code)
+                    break
+                except InvalidCode:
+                    if attempt:
+                        raise
             out["totp"] = pyotp.TOTP(enrolled.secret)
         if device:
             key = ec.generate_private_key(ec.SECP256R1())
