@@ -67,7 +67,7 @@ def _argon2_nice(env: Mapping[str, str]) -> int | str:
         return ARGON2_IDLE
     if not raw.isdigit():
         raise ConfigError("IDV_ARGON2_NICE", f"must be idle or a nice value 0-19, got {raw!r}")
-    return _int({"IDV_ARGON2_NICE": raw}, "IDV_ARGON2_NICE", 10, 0, 19)
+    return _int(env, "IDV_ARGON2_NICE", 10, 0, 19)
 
 
 def _rate_limits(raw: str) -> tuple[tuple[str, str], ...]:
