@@ -195,10 +195,10 @@ def _scheduling_policies(pids: list[int]) -> list[int]:
 
 
 def test_serve_hashes_pins_under_sched_idle_and_serves_requests_normally(server):
-    """A PIN check through a real ``idv serve``: the argon2 thread it starts runs under
-    SCHED_IDLE (IDV_ARGON2_NICE's default; a PIN flood must not delay TOTP proofs or the
-    database's backends), every other thread under the normal policy. (Python 3.11 does not
-    name OS threads, so the hashing thread is the one the PIN check added.)"""
+    """PINs hashed through a real ``idv serve`` (enrolment, then a proof): the argon2 thread
+    runs under SCHED_IDLE (IDV_ARGON2_NICE's default; a PIN flood must not delay TOTP proofs or
+    the database's backends), every other thread under the normal policy. (Python 3.11 does
+    not name OS threads, so the hashing thread is the one that hashing the PIN added.)"""
     if sys.platform != "linux":
         pytest.skip("SCHED_IDLE is Linux")
     log_file = server.data_dir.parent / "serve.log"
