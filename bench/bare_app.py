@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from flask import Flask, jsonify
@@ -29,9 +30,14 @@ def create_app() -> Flask:
     return app
 
 
-class _Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, bind: str, workers: int, threads: int) -> None:
-        self.bind, self.workers, self.threads = bind, workers, threads
+class Server(BaseApplication):  # type: ignore[misc]
+    """``app`` under gunicorn, configured as ``idv serve`` configures itself (also
+    ``floor_app.py``'s server)."""
+
+    def __init__(
+        self, bind: str, workers: int, threads: int, app: Callable[[], Flask] = create_app
+    ) -> None:
+        self.bind, self.workers, self.threads, self.app = bind, workers, threads, app
         super().__init__()
 
     def load_config(self) -> None:
@@ -48,7 +54,7 @@ class _Server(BaseApplication):  # type: ignore[misc]
                 self.cfg.set(name, hook)
 
     def load(self) -> Flask:
-        return create_app()
+        return self.app()
 
 
 def main() -> None:
@@ -59,7 +65,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
-    _Server(f"{args.host}:{args.port}", args.workers, args.threads).run()
+    Server(f"{args.host}:{args.port}", args.workers, args.threads).run()
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ FLOOD_PER_VERIFICATION = 4  # failure_limit is 5: the 5th locks the verification
 FLOOD_PER_SUBJECT = 8  # failed_proofs is 10 per 15 minutes per subject and factor
 
 Job = tuple[str, str, bytes, dict[str, str]]  # method, path, body, headers
-SCENARIOS = ("totp", "device", "knowledge", "carrier", "flood")
+SCENARIOS = ("totp", "device", "knowledge", "carrier", "flood", "floor")
 
 
 # -- the load generator ------------------------------------------------------------------------
@@ -590,6 +590,40 @@ def run_ceiling(args: argparse.Namespace) -> tuple[Result, str]:
     return result, ", ".join(f"{r:.0f}" for r in rss)
 
 
+def run_floor(args: argparse.Namespace, rate: float) -> Row:
+    """The floor (``bench/floor_app.py``): the least a TOTP proof can cost on this stack,
+    driven like idv's TOTP scenario. ``rate`` (the ceiling's) sizes its pool."""
+    import pyotp
+    from floor_app import API_KEY, SECRET
+
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="idv-bench-floor-"))
+    rows = pool_size(rate, args)
+    cmd = [sys.executable, str(ROOT / "bench" / "floor_app.py"), "--port", str(port)]
+    cmd += ["--workers", str(args.workers), "--threads", str(args.threads)]
+    cmd += ["--rows", str(rows), "--db", str(tmp / "floor.sqlite3")]
+    server = start(cmd, dict(os.environ), port, tmp / "floor.log")
+    try:
+        code = pyotp.TOTP(SECRET).now()  # valid for this step and the next: >= 30 s
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        body = _body({"factor": "totp", "code": code})
+        jobs: list[Job] = [
+            ("POST", f"/v1/verifications/v{i}/proofs", body, headers) for i in range(rows)
+        ]
+        random.shuffle(jobs)
+        result = drive(server, from_list(jobs), args, {200})
+    finally:
+        rss = server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Row(
+        "floor: the least a TOTP proof costs",
+        "sqlite",
+        result,
+        ", ".join(f"{r:.0f}" for r in rss),
+        "an upper bound for idv's TOTP proof: raw sqlite3, no policy, limits or metrics",
+    )
+
+
 def median_ceiling(runs: list[tuple[Result, str]]) -> Row:
     """The ceiling row: the run with the median rate of the ceilings measured before, between
     and after the databases (this machine's speed drifts by minutes; one ceiling run can be
@@ -732,6 +766,9 @@ def main() -> None:
             say("ceiling: bare Flask app, again")
             ceilings.append(run_ceiling(args))
     ceiling = median_ceiling(ceilings)
+    if "floor" in args.only:
+        say("floor: the least a TOTP proof costs")
+        rows.insert(0, run_floor(args, ceiling.result.rate))
     print(table([ceiling, *rows], ceiling.result, args))
 
 
