@@ -1,5 +1,6 @@
 """The ceiling: a bare Flask app with ``/healthz`` under the same gunicorn settings as
-``idv serve`` (gthread, same workers and threads). Every idv figure is read as a ratio to it.
+``idv serve`` (``service.http.server.configure``: the same worker class, workers and threads).
+Every idv figure is read as a ratio to it.
 
     python bench/bare_app.py --port 8081 --workers 1 --threads 8
 """
@@ -15,7 +16,7 @@ from flask import Flask, jsonify
 from gunicorn.app.base import BaseApplication
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from service import affinity  # noqa: E402
+from service.http.server import configure  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 
@@ -41,17 +42,15 @@ class Server(BaseApplication):  # type: ignore[misc]
         super().__init__()
 
     def load_config(self) -> None:
-        # Kept in step with service/cli.py serve.
-        self.cfg.set("bind", self.bind)
-        self.cfg.set("workers", self.workers)
-        self.cfg.set("threads", self.threads)
-        self.cfg.set("worker_class", "gthread")
-        self.cfg.set("timeout", 30)
-        self.cfg.set("graceful_timeout", 10)
-        self.cfg.set("accesslog", None)
-        if Settings.from_env().pin_threads:  # IDV_PIN_THREADS, read as idv serve reads it
-            for name, hook in affinity.gunicorn_hooks().items():
-                self.cfg.set(name, hook)
+        settings = Settings.from_env()  # IDV_PIN_THREADS, IDV_CLIENT_TIMEOUT, read as idv serve
+        configure(
+            self.cfg,
+            bind=self.bind,
+            workers=self.workers,
+            threads=self.threads,
+            pin_threads=settings.pin_threads,
+            client_timeout=settings.client_timeout,
+        )
 
     def load(self) -> Flask:
         return self.app()

@@ -66,8 +66,8 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
     """Serve the API with gunicorn."""
     from gunicorn.app.base import BaseApplication
 
-    from service import affinity
     from service.app import create_app, settle_heap
+    from service.http.server import configure
 
     settings = _settings()
     prepare(settings)
@@ -76,17 +76,14 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
 
     class _Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
-            self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("timeout", 30)
-            self.cfg.set("graceful_timeout", 10)
-            self.cfg.set("accesslog", None)
-            self.cfg.set("limit_request_line", 8190)
-            if settings.pin_threads:  # each worker's request threads on a CPU of their own
-                for name, hook in affinity.gunicorn_hooks().items():
-                    self.cfg.set(name, hook)
+            configure(
+                self.cfg,
+                bind=f"{host}:{port}",
+                workers=workers,
+                threads=threads,
+                pin_threads=settings.pin_threads,
+                client_timeout=settings.client_timeout,
+            )
 
         def load(self):  # type: ignore[no-untyped-def]
             from service.storage.db import Checkpointer

@@ -108,6 +108,7 @@ class Settings:
     log_level: str = "INFO"
     trust_proxy: bool = False
     pin_threads: bool = True
+    client_timeout: int = 10
     rate_limits: tuple[tuple[str, str], ...] = ()
     carrier_url: str | None = None
     carrier_token_url: str | None = None
@@ -193,6 +194,8 @@ class Settings:
             log_level=level,
             trust_proxy=(env.get("IDV_TRUST_PROXY") or "").lower() in {"1", "true", "yes"},
             pin_threads=_switch(env, "IDV_PIN_THREADS", True),
+            # A connection silent this long mid-request is dropped (http.server).
+            client_timeout=_int(env, "IDV_CLIENT_TIMEOUT", 10, 1, 300),
             rate_limits=rate_limits,
             carrier_url=carrier["url"],
             carrier_token_url=carrier["token_url"],

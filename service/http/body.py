@@ -6,7 +6,9 @@ import json
 from typing import TypeVar
 
 from flask import request
+from gunicorn.http.errors import ParseException
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 
 from service.domain.errors import InvalidRequest
 
@@ -15,7 +17,20 @@ M = TypeVar("M", bound=BaseModel)
 
 def json_object(*, optional: bool = False) -> dict:
     """The request body as a JSON object; 400 ``invalid_request`` for anything else."""
-    raw = request.get_data(cache=True)
+    try:
+        raw = request.get_data(cache=True)
+    except (ClientDisconnected, OSError):
+        # The body stopped arriving: the client went silent for IDV_CLIENT_TIMEOUT (the read
+        # fails, http.server) or went away. 408, and gunicorn closes the connection, since
+        # where a next request would start is unknown.
+        raise RequestTimeout() from None
+    except ParseException:  # gunicorn could not read a chunked body: a bad size or terminator
+        raise InvalidRequest("the chunked request body is malformed") from None
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body has no Content-Length to refuse up front; werkzeug stops reading at
+        # the limit and hands over what it read, which must not pass for the whole body.
+        raise RequestEntityTooLarge()
     if not raw.strip():
         if optional:
             return {}

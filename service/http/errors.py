@@ -16,13 +16,14 @@ from service.domain.errors import IdvError
 
 log = logging.getLogger("idv.http")
 
-_HTTP_CODES = {
+HTTP_CODES = {
     400: "invalid_request",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     409: "conflict",
     411: "length_required",
     413: "payload_too_large",
@@ -54,10 +55,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
-        code = _HTTP_CODES.get(status, "invalid_request" if status < 500 else "server_error")
+        code = HTTP_CODES.get(status, "invalid_request" if status < 500 else "server_error")
         messages = {
             404: "no such resource",
             405: "method not allowed on this resource",
+            408: "the request body stopped arriving",
             413: "request body exceeds the 1 MiB limit",
         }
         response = error_response(status, code, messages.get(status, exc.description or code))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,11 +78,13 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, seconds: float = 3
         time.sleep(0.1)
 
 
-@pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
-    """Start ``idv serve`` with its own data dir; stop it after the test."""
+@contextmanager
+def running(
+    tmp_path: Path, database_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """``idv serve`` with its own data dir (and ``extra_env``) until the block ends."""
     port = free_port()
-    env = serve_env(tmp_path, database_url)
+    env = {**serve_env(tmp_path, database_url), **(extra_env or {})}
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [*IDV, "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -104,3 +107,10 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
+    """Start ``idv serve`` with its own data dir; stop it after the test."""
+    with running(tmp_path, database_url) as srv:
+        yield srv

@@ -94,6 +94,8 @@ def test_bad_setting_stops_with_one_line(server):
         ("IDV_REDIS_URL", "http://x", "IDV_REDIS_URL"),
         ("IDV_PIN_THREADS", "maybe", "IDV_PIN_THREADS"),
         ("IDV_ARGON2_NICE", "lowest", "IDV_ARGON2_NICE"),
+        ("IDV_CLIENT_TIMEOUT", "0", "IDV_CLIENT_TIMEOUT"),
+        ("IDV_CLIENT_TIMEOUT", "ten", "IDV_CLIENT_TIMEOUT"),
     ],
 )
 def test_bad_configuration_is_one_line_never_a_traceback(tmp_path, variable, value, says):
