@@ -21,6 +21,8 @@ Flask:
   ``client_body_timeout``: a client that trickles a byte within every period still holds its
   thread, which is why an untrusted network belongs behind a buffering proxy (README,
   Deployment). OWASP ASVS 5.0 (STANDARDS.md) asks for resource limits on every input path.
+- **A connection that sends nothing takes no thread.** ``Worker.handle`` hands a new connection
+  with no bytes yet straight back to gunicorn's poller instead of letting a thread wait for them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import socket
 import struct
 from typing import Any
 
+from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 from service import affinity
@@ -130,6 +133,21 @@ class Worker(ThreadWorker):  # type: ignore[misc]
             set_client_timeout(getattr(listener, "sock", listener), self.client_timeout)
         self.log.error_log.addFilter(_SilentClient(self.client_timeout))
         super().init_process()
+
+    def handle(self, conn: Any) -> Any:
+        # gunicorn (23 and later) lets a new connection's thread wait up to 5 s for its first
+        # bytes before handing it back to the poller: 8 connections that send nothing stopped
+        # every request for 5 s. A new connection with nothing to read yet goes straight back to
+        # the poller (as kept-alive connections do), which closes it after the keep-alive time.
+        defer = getattr(gthread, "_DEFER", None)
+        if (
+            defer is not None
+            and not conn.initialized
+            and not conn.data_ready
+            and not conn.wait_for_data(0)
+        ):
+            return defer
+        return super().handle(conn)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         captured = _Captured()

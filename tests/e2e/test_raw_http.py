@@ -159,3 +159,22 @@ def test_silent_clients_are_dropped_and_never_stop_the_service(
         assert "Traceback" not in log
         # and the service serves a whole request normally afterwards
         assert httpx.get(srv.url + "/healthz").status_code == 200
+
+
+def test_connections_that_send_nothing_take_no_request_thread(server: Server) -> None:
+    """gunicorn lets a new connection's thread wait up to 5 s for its first bytes: 12
+    connections that sent nothing (more than one worker's 8 threads) held every request for
+    5 s. Now they wait in the poller, and the poller closes them after the keep-alive time."""
+    host, port = server.url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(12)]
+    try:
+        time.sleep(0.2)  # every one accepted and handed to the worker
+        started = time.monotonic()
+        assert httpx.get(server.url + "/healthz", timeout=20).status_code == 200
+        assert time.monotonic() - started < 1.5
+        for sock in idle:  # closed by the server, without an answer, after the keep-alive time
+            assert sock.recv(100) == b""
+        assert time.monotonic() - started < 15
+    finally:
+        for sock in idle:
+            sock.close()
