@@ -82,3 +82,24 @@ def test_whoami(http, auth):
     assert r.status_code == 200
     assert r.json["client_id"].startswith("cl_")
     assert r.json["scopes"] == ["verify"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"subject_id": "alice", "action": "login", "action": "payment_password_reset"}',
+        '{"phone": "+8613800138000", "phone": "+8613900139000"}',
+        '{"outer": {"a": 1, "a": 2}}',  # in a nested object too
+    ],
+)
+def test_a_repeated_member_name_is_400_never_last_one_wins(http, auth, data):
+    """RFC 8259 section 4 / RFC 7493: a gateway in front of idv may read the first of two
+    equal names and idv the last; the body is refused instead of guessed at."""
+    path = "/v1/verifications" if "action" in data else "/v1/subjects/alice"
+    method = http.post if "action" in data else http.put
+    r = method(path, data=data, content_type="application/json", headers=auth)
+    assert r.status_code == 400
+    assert r.json == {
+        "error": "invalid_request",
+        "message": "the body repeats a member name in one object",
+    }
