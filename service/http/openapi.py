@@ -117,6 +117,7 @@ ERRORS = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not found",
+    408: "Request body stopped arriving (IDV_CLIENT_TIMEOUT)",
     409: "Conflict",
     413: "Payload too large",
     422: "Unprocessable",
