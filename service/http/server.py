@@ -47,7 +47,6 @@ _MESSAGES = {
     417: "the expectation cannot be met",
     431: "the request headers are too large",
     500: "internal server error",
-    501: "the transfer coding is not supported",
 }
 
 
@@ -78,11 +77,16 @@ def error_page(status_line: bytes) -> bytes | None:
         return None
     status = int(parts[1])
     reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
-    code = HTTP_CODES.get(status, "invalid_request" if status < 500 else "server_error")
     if status == 501:
-        code = "not_implemented"
+        # An unknown Transfer-Encoding. RFC 9112 section 6.1 says a server SHOULD answer 501;
+        # API.md's contract is 4xx for bad input and 5xx only for real server faults (a caller
+        # may retry a 5xx), and what was sent here is bad input.
+        status, reason, message = 400, "Bad Request", "the transfer coding is not supported"
+    else:
+        message = _MESSAGES.get(status, "the request cannot be served")
+    code = HTTP_CODES.get(status, "invalid_request" if status < 500 else "server_error")
     body = json.dumps(
-        {"error": code, "message": _MESSAGES.get(status, "the request cannot be served")},
+        {"error": code, "message": message},
         separators=(",", ":"),
     ).encode()
     head = (

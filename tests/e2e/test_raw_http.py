@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.e2e.conftest import Server, running
 
@@ -62,6 +64,7 @@ PROTOCOL_ERRORS = [
     ("bare LF line ends", b"GET /healthz HTTP/1.1\nHost: idv\n\n", 400),
     ("obsolete header folding", GET + b" folded: x\r\n\r\n", 400),
     ("a space in a header name", GET + b"Bad Header: x\r\n\r\n", 400),
+    ("an unknown transfer coding", POST + b"Transfer-Encoding: foo\r\n\r\n", 400),  # not 501
     ("an expectation nobody meets", POST + b"Expect: teapot\r\nContent-Length: 2\r\n\r\n{}", 417),
 ]  # fmt: skip
 
@@ -178,3 +181,79 @@ def test_connections_that_send_nothing_take_no_request_thread(server: Server) ->
     finally:
         for sock in idle:
             sock.close()
+
+
+def _mutated_requests() -> st.SearchStrategy[bytes]:
+    """Well-formed requests of idv's own shapes, then bytes flipped, cut, doubled or inserted
+    anywhere: request line, headers, chunk framing and body alike."""
+    body = st.sampled_from(
+        [b'{"subject_id": "alice", "action": "login"}', b'{"factor": "totp", "code": "123456"}']
+    )
+    head = st.sampled_from(
+        [
+            b"POST /v1/verifications HTTP/1.1\r\n",
+            b"PUT /v1/subjects/alice HTTP/1.1\r\n",
+            b"POST /v1/verifications/vf_x/proofs HTTP/1.1\r\n",
+            b"GET /v1/subjects/alice HTTP/1.1\r\n",
+            b"GET /healthz HTTP/1.1\r\n",
+        ]
+    )
+    framing = st.sampled_from(["length", "chunked"])
+
+    @st.composite
+    def build(draw: st.DrawFn) -> bytes:
+        data = draw(body)
+        raw = draw(head) + H + b"Authorization: Bearer KEY\r\nContent-Type: application/json\r\n"
+        if draw(framing) == "length":
+            raw += b"Content-Length: %d\r\n\r\n" % len(data) + data
+        else:
+            raw += b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+        buf = bytearray(raw)
+        for _ in range(draw(st.integers(1, 4))):
+            at = draw(st.integers(0, len(buf)))
+            kind = draw(st.sampled_from(["flip", "cut", "insert", "double"]))
+            if kind == "flip" and at < len(buf):
+                buf[at] = draw(st.integers(0, 255))
+            elif kind == "cut":
+                del buf[at : at + draw(st.integers(1, 16))]
+            elif kind == "insert":
+                buf[at:at] = draw(st.binary(min_size=1, max_size=24))
+            elif kind == "double":
+                buf[at:at] = buf[max(0, at - 8) : at]
+        return bytes(buf)
+
+    return build()
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(raw=_mutated_requests())
+def test_any_mangled_request_gets_json_or_a_closed_connection_never_html_or_5xx(
+    server: Server, key: bytes, raw: bytes
+) -> None:
+    """Whatever the bytes, idv answers with the contract's JSON (4xx, or a success) or closes the
+    connection; never an HTML page, never a 5xx. The client closes its side after sending, so
+    a cut request ends at once instead of waiting out IDV_CLIENT_TIMEOUT."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(raw.replace(b"Bearer KEY", b"Bearer " + key))
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    # a request the mutation split in two may get two answers: check each
+    for response in [b"HTTP/1.1 " + r for r in data.split(b"HTTP/1.1 ")[1:]]:
+        status = int(response[9:12])
+        assert status < 500, response[:300]
+        head, _, payload = response.partition(b"\r\n\r\n")
+        if status == 100 or not payload:  # 100 Continue, or a HEAD-like empty answer
+            continue
+        assert b"content-type: application/json" in head.lower(), response[:300]
+        json.loads(payload.split(b"\nHTTP/1.1 ")[0])
+    assert b"<html" not in data.lower()
+    log = (server.data_dir.parent / "serve.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
