@@ -8,7 +8,10 @@ Found by sending malformed and stalled requests to the server (issue 6, hostile 
 - a chunked body over 1 MiB was cut at the limit and parsed as if whole (400 "not valid JSON"
   instead of 413);
 - a client that went silent mid-request held a request thread with no time limit, so a few
-  stalled connections (one worker's 8 threads) stopped the service for everyone.
+  stalled connections (one worker's 8 threads) stopped the service for everyone;
+- a connection that sent nothing held a thread for 5 s (12 of them held /healthz for 4.8 s);
+- an unknown Transfer-Encoding was gunicorn's 501 (the contract: 4xx for bad input; found by
+  the property test at the end).
 
 ``service.http.server`` and ``service.http.body`` mend these; each case below failed before.
 """
