@@ -49,6 +49,12 @@ def jwks() -> Response:
     return response
 
 
+# HTTP methods a label may name; any other token a client sends counts as "other". The method
+# is the client's to choose: as a label it would grow the registry by one series per invented
+# method, without bound (a memory leak anyone can drive).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def install_metrics(app: Flask) -> None:
     """Request counts and latency by route and status, served at ``/metrics``."""
     registry = CollectorRegistry()
@@ -74,15 +80,16 @@ def install_metrics(app: Flask) -> None:
     @app.after_request
     def _count(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "<unmatched>"
+        method = request.method if request.method in _METHODS else "other"
         started = g.get("idv_started")
         if started is not None:
-            latency.labels(request.method, route).observe(time.perf_counter() - started)
-        requests_total.labels(request.method, route, str(response.status_code)).inc()
+            latency.labels(method, route).observe(time.perf_counter() - started)
+        requests_total.labels(method, route, str(response.status_code)).inc()
         # The route template, never the raw path or body: no subject id, phone or code in logs.
         client = g.get("idv_client")
         access.info(
             "%s %s %s %.1fms client=%s",
-            request.method,
+            method,
             route,
             response.status_code,
             (time.perf_counter() - started) * 1000 if started else 0.0,

@@ -24,6 +24,17 @@ def test_metrics_count_requests_by_route(http):
     assert "idv_http_request_duration_seconds_bucket" in text
 
 
+def test_invented_methods_never_grow_the_metrics(http):
+    """The method is the client's to choose; as a label, 200 invented methods made 200 new
+    series per metric (found by raw hostile input, issue 6). They all count as "other"."""
+    for i in range(200):
+        assert http.open("/healthz", method=f"M{i}").status_code == 405
+    assert http.open("/v1/verifications", method="BREW").json["error"] == "method_not_allowed"
+    text = http.get("/metrics").get_data(as_text=True)
+    assert 'idv_http_requests_total{method="other",route="<unmatched>",status="405"} 201.0' in text
+    assert 'method="M' not in text and 'method="BREW"' not in text
+
+
 def test_openapi_covers_every_route(app, http):
     doc = http.get("/openapi.json").json
     assert doc["openapi"].startswith("3.")
