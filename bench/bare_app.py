@@ -42,14 +42,13 @@ class Server(BaseApplication):  # type: ignore[misc]
         super().__init__()
 
     def load_config(self) -> None:
-        settings = Settings.from_env()  # IDV_PIN_THREADS, IDV_CLIENT_TIMEOUT, read as idv serve
+        # IDV_PIN_THREADS and IDV_CLIENT_TIMEOUT, read as idv serve reads them
         configure(
             self.cfg,
+            Settings.from_env(),
             bind=self.bind,
             workers=self.workers,
             threads=self.threads,
-            pin_threads=settings.pin_threads,
-            client_timeout=settings.client_timeout,
         )
 
     def load(self) -> Flask:

@@ -76,14 +76,7 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
 
     class _Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            configure(
-                self.cfg,
-                bind=f"{host}:{port}",
-                workers=workers,
-                threads=threads,
-                pin_threads=settings.pin_threads,
-                client_timeout=settings.client_timeout,
-            )
+            configure(self.cfg, settings, bind=f"{host}:{port}", workers=workers, threads=threads)
 
         def load(self):  # type: ignore[no-untyped-def]
             from service.storage.db import Checkpointer

@@ -34,6 +34,11 @@ HTTP_CODES = {
 }
 
 
+def error_code(status: int) -> str:
+    """The contract's error code for an HTTP status that no domain error chose."""
+    return HTTP_CODES.get(status, "invalid_request" if status < 500 else "server_error")
+
+
 def error_response(status: int, code: str, message: str) -> Response:
     """Build the contract's error body with ``status``."""
     response = jsonify({"error": code, "message": message})
@@ -55,7 +60,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
-        code = HTTP_CODES.get(status, "invalid_request" if status < 500 else "server_error")
+        code = error_code(status)
         messages = {
             404: "no such resource",
             405: "method not allowed on this resource",

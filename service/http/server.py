@@ -37,7 +37,12 @@ from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 from service import affinity
-from service.http.errors import HTTP_CODES
+from service.http.errors import error_code
+from service.settings import Settings
+
+# gthread's "back to the poller" answer from ``handle`` (gunicorn 23+; None before, when a new
+# connection waited in the poller anyway).
+_DEFER = getattr(gthread, "_DEFER", None)
 
 # What a protocol error says: gunicorn's reason is kept as the status line, never its message.
 _MESSAGES = {
@@ -84,21 +89,18 @@ def error_page(status_line: bytes) -> bytes | None:
         status, reason, message = 400, "Bad Request", "the transfer coding is not supported"
     else:
         message = _MESSAGES.get(status, "the request cannot be served")
-    code = HTTP_CODES.get(status, "invalid_request" if status < 500 else "server_error")
-    body = json.dumps(
-        {"error": code, "message": message},
-        separators=(",", ":"),
-    ).encode()
+    body = json.dumps({"error": error_code(status), "message": message}, separators=(",", ":"))
+    payload = body.encode() + b"\n"
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
         "Connection: close\r\n"
         "Content-Type: application/json\r\n"
-        f"Content-Length: {len(body) + 1}\r\n"
+        f"Content-Length: {len(payload)}\r\n"
         "Cache-Control: no-store\r\n"
         "X-Content-Type-Options: nosniff\r\n"
         "\r\n"
     )
-    return head.encode("latin-1") + body + b"\n"
+    return head.encode("latin-1") + payload
 
 
 class _SilentClient(logging.Filter):
@@ -143,14 +145,13 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         # bytes before handing it back to the poller: 8 connections that send nothing stopped
         # every request for 5 s. A new connection with nothing to read yet goes straight back to
         # the poller (as kept-alive connections do), which closes it after the keep-alive time.
-        defer = getattr(gthread, "_DEFER", None)
         if (
-            defer is not None
+            _DEFER is not None
             and not conn.initialized
             and not conn.data_ready
             and not conn.wait_for_data(0)
         ):
-            return defer
+            return _DEFER
         return super().handle(conn)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
@@ -165,18 +166,11 @@ class Worker(ThreadWorker):  # type: ignore[misc]
             self.log.debug("could not send the error response")
 
 
-def configure(
-    cfg: Any,
-    *,
-    bind: str,
-    workers: int,
-    threads: int,
-    pin_threads: bool,
-    client_timeout: float,
-) -> None:
+def configure(cfg: Any, settings: Settings, *, bind: str, workers: int, threads: int) -> None:
     """gunicorn settings of ``idv serve`` (and of the bench's ceiling and floor apps, which must
-    run under the same server)."""
-    Worker.client_timeout = client_timeout
+    run under the same server): ``IDV_PIN_THREADS`` and ``IDV_CLIENT_TIMEOUT`` from
+    ``settings``."""
+    Worker.client_timeout = settings.client_timeout
     cfg.set("bind", bind)
     cfg.set("workers", workers)
     cfg.set("threads", threads)
@@ -185,6 +179,6 @@ def configure(
     cfg.set("graceful_timeout", 10)
     cfg.set("accesslog", None)
     cfg.set("limit_request_line", 8190)
-    if pin_threads:  # each worker's request threads on a CPU of their own
+    if settings.pin_threads:  # each worker's request threads on a CPU of their own
         for name, hook in affinity.gunicorn_hooks().items():
             cfg.set(name, hook)
