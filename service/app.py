@@ -15,7 +15,9 @@ MAX_BODY_BYTES = 1024 * 1024  # API.md: request bodies are limited to 1 MiB
 
 def create_app(settings: Settings | None = None, *, context: ServiceContext | None = None) -> Flask:
     """Build the Flask app from settings (read from ``IDV_*`` when omitted)."""
+    from service.domain.errors import InvalidRequest
     from service.http import errors, openapi, ops, subjects, verify
+    from service.http.body import storable
 
     if context is None:
         context = ServiceContext.build(settings or Settings.from_env())
@@ -29,6 +31,13 @@ def create_app(settings: Settings | None = None, *, context: ServiceContext | No
     ops.install_metrics(app)
     for blueprint in (ops.bp, openapi.bp, subjects.bp, verify.bp):
         app.register_blueprint(blueprint)
+
+    @app.url_value_preprocessor
+    def _storable_path(_endpoint, values):  # type: ignore[no-untyped-def]
+        # Path ids are looked up, audited and echoed: one with a U+0000 would be a 500 on
+        # PostgreSQL and a stored oddity on SQLite. The body parser refuses the same.
+        if values and not all(storable(v) for v in values.values() if isinstance(v, str)):
+            raise InvalidRequest("the path holds a U+0000 or an unpaired surrogate")
 
     @app.after_request
     def _headers(response):  # type: ignore[no-untyped-def]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import current_app, g, request
 
 from service.context import ServiceContext
-from service.domain.errors import Forbidden
+from service.domain.errors import Forbidden, InvalidRequest
+from service.http.body import storable
 from service.storage.clients import ClientRecord
 from service.usecases.clients import authenticate
 
@@ -30,5 +31,10 @@ def caller(scope: str | None) -> ClientRecord:
 def client_ip() -> str | None:
     """The peer address (X-Forwarded-For only when IDV_TRUST_PROXY is set)."""
     if ctx().settings.trust_proxy and request.headers.get("X-Forwarded-For"):
-        return request.headers["X-Forwarded-For"].split(",")[0].strip()[:64]
+        forwarded = request.headers["X-Forwarded-For"].split(",")[0].strip()[:64]
+        # gunicorn refuses control characters in header values (RFC 9110 §5.5); another WSGI
+        # server may not, and the address is audited: the body parser's rule, here too.
+        if not storable(forwarded):
+            raise InvalidRequest("X-Forwarded-For holds a U+0000 or an unpaired surrogate")
+        return forwarded
     return request.remote_addr

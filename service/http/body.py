@@ -30,6 +30,38 @@ def _unique_names(pairs: list[tuple[str, object]]) -> dict:
     return obj
 
 
+def storable(text: str) -> bool:
+    """Whether ``text`` can be stored as it is on either database: no U+0000 (PostgreSQL's text
+    types refuse it while SQLite keeps it, so the two would part ways) and no unpaired
+    surrogate (not a Unicode scalar value, so no UTF-8 encoder takes it; RFC 7493 §2.1 forbids
+    it in I-JSON)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _all_storable(value: object) -> bool:
+    """Every string in a parsed JSON value, member names included, is ``storable``.
+
+    Iterative: a body nested as deep as json.loads allows must not overflow the stack here."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not storable(item):
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
+
+
 def json_object(*, optional: bool = False) -> dict:
     """The request body as a JSON object; 400 ``invalid_request`` for anything else."""
     try:
@@ -60,6 +92,12 @@ def json_object(*, optional: bool = False) -> dict:
         raise InvalidRequest("the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
+    # In a UTF-8 body a NUL or a lone surrogate reaches a string only as a \\u escape (raw
+    # control characters and invalid UTF-8 fail above); UTF-16 and UTF-32 bodies, which
+    # json.loads also reads, are full of zero bytes. Any other body needs no walk: the hot
+    # path's case.
+    if (b"\\u" in raw or b"\x00" in raw) and not _all_storable(body):
+        raise InvalidRequest("the body holds a U+0000 or an unpaired surrogate in a string")
     return body
 
 

@@ -127,6 +127,37 @@ def test_carrier_event_is_202_or_400(http, carrier_auth, body: Any) -> None:  # 
         assert r.json["error"] == "invalid_request" and r.json["message"]
 
 
+# Any code point, surrogates and U+0000 included, as a JSON escape when json.dumps writes it.
+any_text = st.text(st.characters() | st.characters(categories=["Cs"]), max_size=12)
+any_json = st.recursive(
+    st.none() | st.integers() | any_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(any_text, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _unstorable(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(v) for v in value)
+    return False
+
+
+@FUZZ_HTTP
+@given(context=st.dictionaries(any_text, any_json, max_size=3))
+@example(context={"ip": "a\x00b"})  # a 500 on PostgreSQL: the audit entry could not be written
+@example(context={"user_agent": "\ud800"})  # a 500 on both: no UTF-8 encoder takes it
+def test_verification_context_is_201_or_400(http, auth, user, context: Any) -> None:  # type: ignore[no-untyped-def]
+    """Any JSON as a verification's context (it is audited): 201, or 400 exactly when a string
+    in it holds U+0000 or an unpaired surrogate; never a 5xx."""
+    body = json.dumps({"subject_id": "alice", "action": "login", "context": context})
+    r = http.post("/v1/verifications", data=body, content_type="application/json", headers=auth)
+    assert r.status_code == (400 if _unstorable(context) else 201), (r.status_code, r.json)
+
+
 @pytest.mark.parametrize("occurred_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
 def test_carrier_event_at_the_edge_of_time_is_400(http, carrier_auth, occurred_at: str) -> None:  # type: ignore[no-untyped-def]
     """Regression: a timestamp whose UTC form is outside year 1..9999 is a 400, not a 500."""

@@ -103,3 +103,143 @@ def test_a_repeated_member_name_is_400_never_last_one_wins(http, auth, data):
         "error": "invalid_request",
         "message": "the body repeats a member name in one object",
     }
+
+
+def _rows(ctx) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """How many rows each table holds: what a refused request must leave unchanged."""
+    from sqlalchemy import func, select
+
+    from service.storage.tables import metadata
+
+    with ctx.engine.connect() as conn:
+        return {
+            t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in metadata.sorted_tables
+        }
+
+
+# JSON escapes, so that the test sends what a caller's bytes would hold.
+UNSTORABLE = [r"a\u0000b", r"\ud800", r"x\udfffy", r"\u0000"]
+
+
+@pytest.mark.parametrize("bad", UNSTORABLE)
+@pytest.mark.parametrize(
+    "path,template",
+    [
+        (
+            "/v1/verifications",
+            '{"subject_id": "alice", "action": "login", "context": {"ip": "%s"}}',
+        ),
+        ("/v1/verifications", '{"subject_id": "alice", "action": "login", "context": {"%s": 1}}'),
+        (
+            "/v1/verifications",
+            '{"subject_id": "alice", "action": "login", "context": {"ua": ["ok", "%s"]}}',
+        ),
+        ("/v1/subjects/alice/factors", '{"type": "knowledge", "secret": "%s739184"}'),
+        ("/v1/subjects/alice/factors", '{"type": "totp", "label": "%s"}'),
+    ],
+)
+def test_a_nul_or_lone_surrogate_in_a_body_is_400_and_writes_nothing(
+    http, auth, user, ctx, path, template, bad
+):
+    """PostgreSQL's text types refuse U+0000 (a 500 there, a stored oddity on SQLite) and no
+    UTF-8 encoder takes an unpaired surrogate (RFC 7493 §2.1): refused at the parser, on both
+    databases alike, before anything is written (the audit entry of a verification was the
+    first write that failed)."""
+    before = _rows(ctx)
+    r = http.post(path, data=template % bad, content_type="application/json", headers=auth)
+    assert r.status_code == 400, r.get_data(as_text=True)
+    assert r.json == {
+        "error": "invalid_request",
+        "message": "the body holds a U+0000 or an unpaired surrogate in a string",
+    }
+    assert _rows(ctx) == before
+
+
+def test_a_utf16_body_gets_the_same_check(http, auth, user):
+    """json.loads also reads UTF-16 and UTF-32 bodies; the escape is checked in those too."""
+    body = '{"subject_id": "alice", "action": "login", "context": {"ip": "a\\u0000b"}}'
+    r = http.post(
+        "/v1/verifications",
+        data=body.encode("utf-16"),
+        content_type="application/json",
+        headers=auth,
+    )
+    assert r.status_code == 400
+    assert r.json["error"] == "invalid_request"
+
+
+def test_escapes_that_are_storable_still_pass(http, auth, user):
+    """The check looks at what the escapes decode to: a paired surrogate (an emoji), a literal
+    backslash-u and other control characters are stored as sent."""
+    body = (
+        '{"subject_id": "alice", "action": "login",'
+        ' "context": {"user_agent": "\\ud83d\\ude00 \\\\u0000 \\u0001"}}'
+    )
+    r = http.post("/v1/verifications", data=body, content_type="application/json", headers=auth)
+    assert r.status_code == 201, r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("get", "/v1/verifications/a%00b"),
+        ("post", "/v1/verifications/a%00b/proofs"),
+        ("post", "/v1/verifications/a%00b/challenges"),
+        ("get", "/v1/subjects/a%00b/factors"),
+        ("delete", "/v1/subjects/alice/factors/f%00"),
+        ("post", "/v1/subjects/alice/factors/f%00/activate"),
+        ("put", "/v1/subjects/a%00b"),
+    ],
+)
+def test_a_nul_in_a_path_id_is_400_not_500(http, auth, user, ctx, method, path):
+    """Path ids are looked up and audited: U+0000 in one was a 500 on PostgreSQL."""
+    before = _rows(ctx)
+    r = getattr(http, method)(path, json={"factor": "totp", "code": "123456"}, headers=auth)
+    assert r.status_code == 400, r.get_data(as_text=True)
+    assert r.json == {
+        "error": "invalid_request",
+        "message": "the path holds a U+0000 or an unpaired surrogate",
+    }
+    assert _rows(ctx) == before
+
+
+@pytest.fixture
+def proxied(settings):  # type: ignore[no-untyped-def]
+    """An app behind a trusted proxy (IDV_TRUST_PROXY): the client address from X-Forwarded-For."""
+    import dataclasses
+
+    from service.app import create_app
+    from service.context import ServiceContext
+    from service.storage.db import dispose
+    from service.usecases.clients import create_client
+
+    context = ServiceContext.build(dataclasses.replace(settings, trust_proxy=True))
+    key = create_client(context, "tenant-a", ["verify"])[1]
+    yield context, create_app(context=context).test_client(), {"Authorization": f"Bearer {key}"}
+    dispose(context.engine)
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_audited(proxied):
+    from sqlalchemy import select
+
+    from service.storage.tables import audit_log
+
+    context, client, auth = proxied
+    headers = {**auth, "X-Forwarded-For": "203.0.113.7, 10.0.0.1"}
+    r = client.put("/v1/subjects/alice", json={"phone": "+8613800138000"}, headers=headers)
+    assert r.status_code == 201
+    with context.engine.connect() as conn:
+        assert conn.execute(select(audit_log.c.ip)).scalars().all() == ["203.0.113.7"]
+
+
+def test_a_nul_in_a_forwarded_address_is_400_and_writes_nothing(proxied):
+    """gunicorn refuses such a header itself; under a server that does not, this was a 500 on
+    PostgreSQL (the address goes into the audit trail)."""
+    context, client, auth = proxied
+    before = _rows(context)
+    headers = {**auth, "X-Forwarded-For": "203.0.113.7\x00"}
+    r = client.put("/v1/subjects/alice", json={"phone": "+8613800138000"}, headers=headers)
+    assert r.status_code == 400
+    assert r.json["error"] == "invalid_request"
+    assert _rows(context) == before
