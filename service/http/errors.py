@@ -34,6 +34,12 @@ HTTP_CODES = {
 }
 
 
+# PostgreSQL rolled the whole transaction back as a deadlock's victim (40P01) or as one it
+# could not serialise (40001). The database is up, so not 503 (which /readyz would contradict):
+# the request lost a race and wrote nothing, the contract's 409 ``conflict``.
+ROLLED_BACK_BY_CONFLICT = frozenset({"40P01", "40001"})
+
+
 def error_code(status: int) -> str:
     """The contract's error code for an HTTP status that no domain error chose."""
     return HTTP_CODES.get(status, "invalid_request" if status < 500 else "server_error")
@@ -81,6 +87,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeout)
     def _db_down(exc: Exception) -> Response:
+        if getattr(getattr(exc, "orig", None), "sqlstate", None) in ROLLED_BACK_BY_CONFLICT:
+            log.warning("transaction conflict: %s", type(getattr(exc, "orig", exc)).__name__)
+            return error_response(409, "conflict", "a concurrent request changed this; retry")
         log.error("database unavailable: %s", type(exc).__name__)
         response = error_response(503, "service_unavailable", "the database is unavailable")
         response.headers["Retry-After"] = "5"

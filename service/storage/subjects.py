@@ -22,7 +22,14 @@ from sqlalchemy import (
 from service.domain.clock import as_utc
 from service.storage.factors import FactorRecord
 from service.storage.lean import Lean
-from service.storage.tables import TS, carrier_events, factors, subject_events, subjects
+from service.storage.tables import (
+    TS,
+    carrier_events,
+    factors,
+    subject_events,
+    subjects,
+    verifications,
+)
 
 
 @dataclass(frozen=True)
@@ -133,7 +140,23 @@ def unlock(conn: Connection, pk: int) -> None:
 
 
 def remove(conn: Connection, pk: int) -> None:
-    """Erase the subject; factors, verifications and events go with it (ON DELETE CASCADE)."""
+    """Erase the subject; factors, verifications and events go with it (ON DELETE CASCADE).
+
+    PostgreSQL: rows are locked in the order every other writer takes them (verification,
+    then factor, then subject): a proof locks its verification row, then its factor's row
+    through the single-use INSERT's foreign key; an enrolment deletes or adds a factor row,
+    then refers to the subject row. The cascade alone would take the subject row first, then
+    the factor rows, then the verification rows, and a proof or a PIN enrolment running
+    meanwhile deadlocked with the erasure. SQLite renders no ``FOR UPDATE``: its writers are
+    serialised by ``BEGIN IMMEDIATE``.
+    """
+    for table in (verifications, factors):
+        conn.execute(
+            select(table.c.id)
+            .where(table.c.subject_pk == pk)
+            .order_by(table.c.id)
+            .with_for_update()
+        )
     conn.execute(delete(subjects).where(subjects.c.pk == pk))
 
 

@@ -243,3 +243,34 @@ def test_a_nul_in_a_forwarded_address_is_400_and_writes_nothing(proxied):
     assert r.status_code == 400
     assert r.json["error"] == "invalid_request"
     assert _rows(context) == before
+
+
+@pytest.mark.parametrize(
+    "error", ["DeadlockDetected", "SerializationFailure", "OperationalError", "pool timeout"]
+)
+def test_a_transaction_lost_to_a_conflict_is_409_and_a_database_fault_503(
+    http, auth, user, monkeypatch, error
+):
+    """A deadlock victim or a serialisation failure was rolled back whole while the database
+    stayed up: 409 ``conflict`` (retry), not 503, which says the database is down."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from service.usecases import verifications
+
+    if error == "pool timeout":
+        raised: Exception = PoolTimeout("QueuePool limit reached")
+    else:  # what SQLAlchemy wraps psycopg's errors in
+        raised = OperationalError("UPDATE ...", {}, getattr(psycopg.errors, error)("x"))
+
+    def fail(*_args, **_kwargs):
+        raise raised
+
+    monkeypatch.setattr(verifications, "get", fail)
+    r = http.get("/v1/verifications/vf_x", headers=auth)
+    if error in ("DeadlockDetected", "SerializationFailure"):
+        assert (r.status_code, r.json["error"]) == (409, "conflict")
+    else:
+        assert (r.status_code, r.json["error"]) == (503, "service_unavailable")
+        assert r.headers["Retry-After"] == "5"
