@@ -16,8 +16,8 @@ MAX_BODY_BYTES = 1024 * 1024  # API.md: request bodies are limited to 1 MiB
 def create_app(settings: Settings | None = None, *, context: ServiceContext | None = None) -> Flask:
     """Build the Flask app from settings (read from ``IDV_*`` when omitted)."""
     from service.domain.errors import InvalidRequest
+    from service.domain.text import storable
     from service.http import errors, openapi, ops, subjects, verify
-    from service.http.body import storable
 
     if context is None:
         context = ServiceContext.build(settings or Settings.from_env())

@@ -359,6 +359,11 @@ def main() -> None:
     """Entry point of the ``idv`` console script."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from service.domain.text import storable
+
+    if not all(storable(arg) for arg in sys.argv[1:]):
+        # Bytes that are not UTF-8 arrive as lone surrogates, which no database takes.
+        _fail("command-line arguments must be UTF-8 text without NUL characters")
     try:
         cli(standalone_mode=True)
     except (ConfigError, PolicyError, IdvError) as exc:

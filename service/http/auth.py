@@ -6,7 +6,7 @@ from flask import current_app, g, request
 
 from service.context import ServiceContext
 from service.domain.errors import Forbidden, InvalidRequest
-from service.http.body import storable
+from service.domain.text import storable
 from service.storage.clients import ClientRecord
 from service.usecases.clients import authenticate
 

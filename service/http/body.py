@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 
 from service.domain.errors import InvalidRequest
+from service.domain.text import storable
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -28,20 +29,6 @@ def _unique_names(pairs: list[tuple[str, object]]) -> dict:
     if len(obj) != len(pairs):
         raise _RepeatedName
     return obj
-
-
-def storable(text: str) -> bool:
-    """Whether ``text`` can be stored as it is on either database: no U+0000 (PostgreSQL's text
-    types refuse it while SQLite keeps it, so the two would part ways) and no unpaired
-    surrogate (not a Unicode scalar value, so no UTF-8 encoder takes it; RFC 7493 §2.1 forbids
-    it in I-JSON)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _all_storable(value: object) -> bool:

@@ -136,3 +136,28 @@ def test_data_key_rotation_keeps_every_factor_usable(user, settings, env, tmp_pa
     u.step_up("password_reset", ["totp", "knowledge"])
     vid = u.start("login").json["verification_id"]
     assert u.challenge(vid, "sms").json["sent_to"] == "+86 137****7000"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [b"clients", b"create", b"bad\xffname"],
+        [b"subjects", b"unlock", b"cl_x", b"alice", b"--operator", b"\xe9ve"],  # Latin-1 bytes
+    ],
+)
+def test_arguments_that_are_not_utf8_are_one_line_never_a_traceback(env, args):
+    """Undecodable bytes reach Python as lone surrogates, which no database stores: this was a
+    UnicodeEncodeError traceback from the INSERT."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable.encode(), b"-m", b"service.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr == "idv: command-line arguments must be UTF-8 text without NUL characters\n"
