@@ -160,3 +160,55 @@ def user(http, auth, settings, clock):  # type: ignore[no-untyped-def]
 def carrier_auth(ctx: ServiceContext) -> dict[str, str]:
     """Authorization header of a carrier feed (scope ``carrier``)."""
     return {"Authorization": f"Bearer {create_client(ctx, 'carrier', ['carrier'])[1]}"}
+
+
+class Trickler:
+    """An HTTP peer on 127.0.0.1 that reads a request, then answers ``200`` with a body one
+    byte every ``interval`` seconds: no socket timeout ever fires, yet the answer takes as
+    long as it likes (a slow or hostile SMS gateway, webhook endpoint or carrier)."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        import socket
+        import threading
+
+        self.interval = interval
+        self.answer = b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n" + b"x" * 40
+        self.requests = 0
+        self._stop = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/hook"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn) -> None:  # type: ignore[no-untyped-def]
+        with conn:
+            try:
+                conn.recv(65536)
+                self.requests += 1
+                for i in range(len(self.answer)):
+                    if self._stop.wait(self.interval):
+                        return
+                    conn.sendall(self.answer[i : i + 1])
+            except OSError:
+                return  # the client hung up: what a deadline does
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+
+
+@pytest.fixture
+def trickler() -> Iterator[Trickler]:
+    """A peer whose answer trickles in for ~16 s (see ``Trickler``)."""
+    peer = Trickler()
+    yield peer
+    peer.close()

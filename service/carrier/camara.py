@@ -1,10 +1,12 @@
 """CAMARA (GSMA Open Gateway) carrier provider: SIM Swap v2 and Number Recycling v0.2.
 
-Plain ``http.client``; no framework. Access is OAuth2 client credentials (RFC 6749 §4.4). The
-rules that keep a slow or broken carrier from hurting logins:
+Plain ``http.client`` through ``service.outbound``; no framework. Access is OAuth2 client
+credentials (RFC 6749 §4.4). The rules that keep a slow or broken carrier from hurting logins:
 
-- one deadline per call: every socket timeout is the time left, the token fetch and the one
-  retry (429/503/504, honouring ``Retry-After`` only if it fits) included;
+- one deadline per call: each POST gets the time left, and a timer cuts its socket when that
+  runs out (a socket timeout alone bounds each read, not a carrier that trickles bytes); the
+  token fetch and the one retry (429/503/504, honouring ``Retry-After`` only if it fits)
+  included;
 - a circuit breaker per provider: after N consecutive failures, answer CIRCUIT_OPEN at once;
 - successful SIM-change facts are cached for ``cache_ttl`` seconds, errors never;
 - nothing raises for a provider problem: every answer is a fact with a ``Reason``.
@@ -15,7 +17,6 @@ Phone numbers appear in logs only masked (T4).
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import logging
 import ssl
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from service import outbound
 from service.carrier.provider import (
     CircuitBreaker,
     Reason,
@@ -317,47 +319,20 @@ class CamaraProvider:
     # -- HTTP --------------------------------------------------------------------------------
 
     def _post(self, url: str, body: bytes, headers: dict[str, str], ends_at: float) -> _Response:
-        """POST once; every socket operation gets the time left as its timeout. No redirects."""
+        """POST once within the time left before ``ends_at``, the whole exchange included
+        (``service.outbound``: a carrier that trickles bytes is cut off at the deadline)."""
         left = ends_at - self._timer()
         if left < MIN_ATTEMPT:
             raise _Timeout
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""  # checked to be present in __init__
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        connection: http.client.HTTPConnection
-        if parts.scheme == "https":
-            connection = http.client.HTTPSConnection(
-                host, parts.port, timeout=left, context=self._ssl
-            )
-        else:
-            connection = http.client.HTTPConnection(host, parts.port, timeout=left)
         try:
-            connection.request("POST", target, body=body, headers=headers)
-            self._tighten(connection, ends_at)
-            response = connection.getresponse()
-            self._tighten(connection, ends_at)
-            data = response.read(MAX_BODY + 1)
-            if len(data) > MAX_BODY:
-                raise _Unreachable
-            found = {name.lower(): value for name, value in response.getheaders()}
-            return _Response(response.status, found, data)
-        except TimeoutError:
+            answer = outbound.post(
+                url, body, headers, timeout=left, max_body=MAX_BODY, tls=self._ssl
+            )
+        except outbound.OutboundTimeout:
             raise _Timeout from None
-        except (OSError, http.client.HTTPException):
-            if self._timer() >= ends_at:
-                raise _Timeout from None
+        except outbound.OutboundError:
             raise _Unreachable from None
-        finally:
-            connection.close()
-
-    def _tighten(self, connection: http.client.HTTPConnection, ends_at: float) -> None:
-        left = ends_at - self._timer()
-        if left <= 0:
-            raise _Timeout
-        if connection.sock is not None:
-            connection.sock.settimeout(left)
+        return _Response(answer.status, answer.headers, answer.body)
 
 
 def _sim_change_fact(body: Any) -> SimChangeFact:

@@ -28,6 +28,7 @@ RETRIEVE_DATE_PATH = "/sim-swap/v2/retrieve-date"
 CHECK_PATH = "/sim-swap/v2/check"
 RECYCLING_PATH = "/number-recycling/v0.2/check"
 HANG_SECONDS = 10.0
+TRICKLE_SECONDS = 0.25  # between two bytes of a trickled answer: inside any socket timeout
 
 MODES = frozenset(
     {
@@ -39,6 +40,7 @@ MODES = frozenset(
         "rate_limited_once",  # 429 with Retry-After: 1, then normal answers
         "error",  # 503 every time
         "hang",  # no answer for HANG_SECONDS (cut short by stop())
+        "trickle",  # the normal answers, token included, a byte every TRICKLE_SECONDS
         "expire_token",  # revoke every token and answer 401 once
         "flaky",  # 503 once, then normal answers
         "unauthorized",  # 401 every time, even with a fresh token
@@ -292,6 +294,7 @@ def _handler_for(sim: CarrierSimulator) -> type[BaseHTTPRequestHandler]:
             """Serve the token endpoint and the three CAMARA operations."""
             with sim._lock:
                 sim.requests.append(self.path)
+                self._trickle = sim._state.modes.get(None) == "trickle"  # the token too
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(min(length, 64 * 1024)).decode("utf-8", "replace")
             authorization = self.headers.get("Authorization")
@@ -313,6 +316,7 @@ def _handler_for(sim: CarrierSimulator) -> type[BaseHTTPRequestHandler]:
                 return
             phone = body.get("phoneNumber") if isinstance(body.get("phoneNumber"), str) else None
             mode = sim._take_mode(phone)
+            self._trickle = self._trickle or mode == "trickle"
             if mode == "hang":
                 sim._stopping.wait(HANG_SECONDS)
                 self.close_connection = True
@@ -345,8 +349,19 @@ def _handler_for(sim: CarrierSimulator) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in (extra or {}).items():
                     self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
+                if not self._trickle:
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                self._headers_buffer.append(b"\r\n")
+                whole = b"".join(self._headers_buffer) + data
+                self._headers_buffer = []
+                for i in range(len(whole)):  # never silent for as long as a socket timeout
+                    if sim._stopping.wait(TRICKLE_SECONDS):
+                        break
+                    self.wfile.write(whole[i : i + 1])
+                    self.wfile.flush()
+                self.close_connection = True
             except OSError:
                 self.close_connection = True  # the client gave up (its deadline passed)
 

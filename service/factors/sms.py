@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import json
 import os
 import secrets
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 from datetime import UTC, datetime
 from typing import Protocol
+
+from service import outbound
 
 CODE_DIGITS = 6  # NIST SP 800-63B §3.1.3.1 (out-of-band): at least 6 digits
 CODE_TTL_SECONDS = 300  # NIST SP 800-63B: at most 10 minutes; ASVS 6.5.5
@@ -105,58 +103,38 @@ class FileSender:
                 sink.write(line + "\n")
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects: the code must go to the configured gateway and nowhere else."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        """Return None, so a 3xx answer surfaces as an HTTPError instead of being followed."""
-        return None
-
-
-def _check_http_url(url: str) -> None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("SMS webhook URL must be an absolute http:// or https:// URL")
-
-
 class WebhookSender:
     """Sender that POSTs ``{"to", "code", "text"}`` as JSON to an SMS gateway, once."""
 
     def __init__(self, url: str, timeout: float = 3.0) -> None:
-        """Check that ``url`` is http(s) and remember it with the request ``timeout`` (seconds)."""
-        _check_http_url(url)
+        """Check that ``url`` is http(s) and remember it with the ``timeout`` (seconds) that
+        bounds the whole exchange, not each read (``service.outbound``)."""
+        try:
+            outbound.check_url(url)
+        except ValueError:
+            raise ValueError(
+                "SMS webhook URL must be an absolute http:// or https:// URL"
+            ) from None
         self.url = url
         self.timeout = timeout
-        self._opener = urllib.request.build_opener(_NoRedirect())
 
     def send(self, to: str, code: str, text: str) -> None:
         """POST the message; raise SmsDeliveryError on a network error, timeout or non-2xx.
 
         No retry: a slow gateway may already have delivered the message, so the caller
-        decides whether to issue a new code. Errors never carry the code or the URL.
+        decides whether to issue a new code. No redirect is followed: the code goes to the
+        configured gateway and nowhere else. Errors never carry the code or the URL.
         """
         body = json.dumps({"to": to, "code": code, "text": text}).encode("utf-8")
-        # The scheme was checked to be http(s) in __init__ (no file: or custom schemes).
-        request = urllib.request.Request(  # noqa: S310
-            self.url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
-        )
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                status = response.status
-                response.read()
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-            exc.close()
-        except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError, timeouts
-            reason = getattr(exc, "reason", None) or type(exc).__name__
-            if isinstance(reason, BaseException):
-                reason = type(reason).__name__
-            raise SmsDeliveryError(f"SMS webhook unreachable: {reason}") from None
-        if not 200 <= status < 300:
-            raise SmsDeliveryError(f"SMS webhook answered HTTP {status}")
+            answer = outbound.post(self.url, body, headers, timeout=self.timeout)
+        except outbound.OutboundTimeout:
+            raise SmsDeliveryError("SMS webhook unreachable: timeout") from None
+        except outbound.OutboundError as exc:
+            raise SmsDeliveryError(f"SMS webhook unreachable: {exc}") from None
+        if not 200 <= answer.status < 300:
+            raise SmsDeliveryError(f"SMS webhook answered HTTP {answer.status}")
 
 
 def sender_from_spec(spec: str | None) -> SmsSender:

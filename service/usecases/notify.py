@@ -13,13 +13,12 @@ import json
 import logging
 import secrets
 import threading
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+from service import outbound
 from service.context import ServiceContext
 from service.domain.clock import rfc3339
 from service.domain.errors import InvalidRequest
@@ -35,8 +34,10 @@ TIMEOUT_SECONDS = 5.0
 
 def register(ctx: ServiceContext, client_id: str, url: str) -> str:
     """Register a tenant's endpoint; returns the signing secret (shown once)."""
-    if not url.startswith(("https://", "http://")):
-        raise InvalidRequest("the webhook URL must be http(s)")
+    try:
+        outbound.check_url(url)
+    except ValueError:
+        raise InvalidRequest("the webhook URL must be an absolute http(s) URL") from None
     secret = "whsec_" + secrets.token_urlsafe(32)
     now = ctx.clock()
     with ctx.engine.begin() as conn:
@@ -123,25 +124,21 @@ def deliver_due(ctx: ServiceContext, limit: int = 50) -> tuple[int, int]:
 
 
 def _post(url: str, secret: str, body: bytes, event_id: str, timestamp: int) -> str | None:
-    request = urllib.request.Request(  # noqa: S310 - http(s) checked at registration
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Idv-Event-Id": event_id,
-            "Idv-Signature": signature(secret, timestamp, body),
-        },
-    )
+    """POST one event; None when delivered, else a short reason for the outbox. The deadline
+    bounds the whole exchange (``service.outbound``): one tenant's slow endpoint must not
+    hold every other tenant's events, which one thread per process delivers in turn."""
+    headers = {
+        "Content-Type": "application/json",
+        "Idv-Event-Id": event_id,
+        "Idv-Signature": signature(secret, timestamp, body),
+    }
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
-            if 200 <= response.status < 300:
-                return None
-            return f"HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
-        return type(exc).__name__
+        answer = outbound.post(url, body, headers, timeout=TIMEOUT_SECONDS)
+    except outbound.OutboundTimeout:
+        return "timeout"
+    except (outbound.OutboundError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+    return None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
 
 
 class Deliverer:

@@ -77,12 +77,17 @@ def test_outage_fails_closed_for_money_and_open_for_login(pulled, sim):
     assert money["status"] == "denied" and "signal_unavailable" in money["reasons"]
 
 
-def test_hanging_carrier_is_bounded_by_the_login_deadline(pulled, sim):
+@pytest.mark.parametrize("mode", ["hang", "trickle"])
+def test_a_hanging_or_trickling_carrier_is_bounded_by_the_login_deadline(pulled, sim, mode):
+    """``trickle`` answers a byte every quarter second, so no socket timeout ever fires: the
+    deadline is the whole exchange's (``service.outbound``), not each read's. That one took
+    36 s (18.5 s with a 1 s deadline) before."""
     sim.add_number(PHONE, activated_at=datetime.now(UTC) - timedelta(days=400))
     pulled.put()
-    sim.mode(None, "hang")
+    sim.mode(None, mode)
     started = time.monotonic()
     v = pulled.start("login").json
     elapsed = time.monotonic() - started
     assert elapsed < 2.0 + 1.0, elapsed  # ~2 s deadline for login, never the 10 s hang
     assert v["status"] == "pending"  # login is not sensitive: SMS stays, the reason is told
+    assert sim.requests  # the carrier was asked, not skipped

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -108,3 +109,27 @@ def test_sim_swap_reaches_every_tenant_with_that_phone(
 def test_backoff_grows_and_caps():
     assert [notify.backoff(n).total_seconds() for n in range(4)] == [10, 20, 40, 80]
     assert notify.backoff(30).total_seconds() == 3600
+
+
+def test_one_tenants_trickling_endpoint_holds_no_other_tenants_events(
+    user, ctx, http, auth, other_auth, receiver, trickler, monkeypatch
+):
+    """One thread per process delivers every tenant's events in turn. An endpoint that
+    trickles its answer a byte at a time held that thread for the whole answer whatever the
+    timeout (18.5 s with 5 s); the timeout is now the whole exchange's."""
+    monkeypatch.setattr(notify, "TIMEOUT_SECONDS", 0.5)
+    slow = http.get("/v1/client", headers=auth).json["client_id"]
+    fine = http.get("/v1/client", headers=other_auth).json["client_id"]
+    notify.register(ctx, slow, trickler.url)
+    notify.register(ctx, fine, receiver.url)
+    user.add_totp()  # tenant-a's event, for the trickling endpoint
+    assert http.put("/v1/subjects/bob", json={"phone": "+8613900139000"}, headers=other_auth)
+    assert (
+        http.post("/v1/subjects/bob/factors", json={"type": "totp"}, headers=other_auth).status_code
+        == 201
+    )
+    started = time.monotonic()
+    assert notify.deliver_due(ctx) == (1, 1)
+    assert time.monotonic() - started < 3.0  # the trickled answer alone takes ~16 s
+    assert [body["subject_id"] for _, body in receiver.events] == ["bob"]
+    assert trickler.requests == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -240,3 +241,13 @@ def test_sender_from_spec(tmp_path):
 def test_sender_from_spec_refuses_unknown_specs(spec):
     with pytest.raises(ValueError, match="IDV_SMS_SENDER|URL"):
         sms.sender_from_spec(spec)
+
+
+def test_a_gateway_that_trickles_its_answer_is_cut_at_the_timeout(trickler):
+    """A byte every 0.2 s never lets a 0.5 s socket timeout fire: this send took 19.5 s with
+    a 1 s timeout, a request thread held all along."""
+    started = time.monotonic()
+    with pytest.raises(sms.SmsDeliveryError, match="timeout") as info:
+        sms.WebhookSender(trickler.url, timeout=0.5).send("+8613800138000", CODE, "text")
+    assert time.monotonic() - started < 2.0
+    assert CODE not in str(info.value)
