@@ -152,6 +152,9 @@ subject_events = Table(
     Index("ix_subject_events_subject", "subject_pk", "type"),
 )
 
+# What carrier_events.type holds (API.md, carrier signals).
+CARRIER_EVENT_TYPES = ("sim_swap", "sim_lost", "sim_unblocked", "number_recycled")
+
 carrier_events = Table(
     "carrier_events",
     metadata,

@@ -11,10 +11,10 @@ from service.domain.errors import InvalidRequest
 from service.domain.phone import normalize_e164
 from service.storage import audit, replay
 from service.storage.clients import ClientRecord
-from service.storage.tables import carrier_events
+from service.storage.tables import CARRIER_EVENT_TYPES, carrier_events
 from service.usecases import notify
 
-EVENT_TYPES = ("sim_swap", "sim_lost", "sim_unblocked", "number_recycled")
+EVENT_TYPES = CARRIER_EVENT_TYPES
 FUTURE_SKEW = timedelta(minutes=5)  # API.md: more than a few minutes in the future → 400
 
 

@@ -73,16 +73,16 @@ def subject_state(
     recycled = False
     if subject.phone_hash:
         types.add("sms")
-        facts = snap.carrier
-        changes = facts.get("sim_swap", []) + facts.get("sim_unblocked", [])
-        last_sim_change = max(changes) if changes else None
-        lost = max(facts.get("sim_lost", []), default=None)
-        unblocked = max(facts.get("sim_unblocked", []), default=None)
+        latest = snap.carrier  # the latest event of each type
+        unblocked, lost = latest.get("sim_unblocked"), latest.get("sim_lost")
+        last_sim_change = max(
+            (at for at in (latest.get("sim_swap"), unblocked) if at is not None), default=None
+        )
         if lost is not None and (unblocked is None or unblocked < lost):
             sim_lost_since = lost
         # T2: a number_recycled dated after the phone was set voids the phone for this subject.
-        set_at = subject.phone_set_at
-        recycled = any(set_at is None or at > set_at for at in facts.get("number_recycled", []))
+        set_at, recycled_at = subject.phone_set_at, latest.get("number_recycled")
+        recycled = recycled_at is not None and (set_at is None or recycled_at > set_at)
     if pulled is not None:
         changes = [d for d in (last_sim_change, pulled.last_sim_change) if d is not None]
         last_sim_change = max(changes, default=None)
