@@ -94,10 +94,32 @@ def test_one_enroll_assertion_used_by_50_enrolments_counts_once(app, user, auth)
 
 def test_one_enroll_assertion_used_by_50_removals_counts_once(app, user, auth, http):
     # ASVS 6.4.4: each factor change needs its own step-up; one assertion removes one factor.
-    # 50 never-activated TOTPs (no step-up needed while nothing is active), then one active
-    # TOTP that is not a target: every removal below needs the step-up, whoever wins.
-    targets = [user.enroll({"type": "totp"}).json["factor_id"] for _ in range(WORKERS)]
+    # An active TOTP, then 50 device keys written straight to storage (through the API each
+    # would need a step-up of its own): every removal below needs the step-up, whoever wins.
+    from service.factors.device import normalize_pem
+    from service.storage import factors as factor_store
+    from service.storage import subjects as subject_store
+    from tests.http.flow import Device
+
     user.add_totp()
+    ctx = app.extensions["idv"]
+    client_id = http.get("/v1/client", headers=auth).json["client_id"]
+    pem = normalize_pem(Device.new().public_pem(), "ES256")
+    targets = [f"fa_race{i:02d}" for i in range(WORKERS)]
+    with ctx.engine.begin() as conn:
+        subject = subject_store.get(conn, client_id, "alice")
+        for fid in targets:
+            factor_store.insert(
+                conn,
+                factor_id=fid,
+                subject_pk=subject.pk,
+                type="device",
+                status="active",
+                secret_ct=ctx.keys.encrypt(pem, f"factor:{fid}"),
+                alg="ES256",
+                label=None,
+                now=ctx.clock(),
+            )
     token = user.step_up("enroll_factor", ["totp"])
 
     def remove(fid):
@@ -108,7 +130,7 @@ def test_one_enroll_assertion_used_by_50_removals_counts_once(app, user, auth, h
     responses = run_together(app, [remove(f) for f in targets])
     counts = Counter(outcome(r) for r in responses)
     assert counts == {"204": 1, "403 step_up_required": WORKERS - 1}, counts
-    assert len(user.factors().json["factors"]) == WORKERS  # 49 pending + the active one
+    assert len(user.factors().json["factors"]) == WORKERS  # 49 devices + the TOTP
 
 
 def test_one_change_phone_assertion_used_by_50_puts_counts_once(app, user, auth, http):
