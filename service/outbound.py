@@ -8,18 +8,21 @@ them for ever: a request thread per SMS challenge, and every tenant's webhooks b
 tenant's endpoint. Here a timer shuts the socket down when the deadline passes, so a blocked
 connect, handshake, write or read ends then, whatever the peer does.
 
-No redirects are followed (a gateway that redirects is answered with its 3xx status) and the
-answer's body is read up to a limit, never further.
+No redirects are followed (a gateway that redirects is answered with its 3xx status), the
+answer's body is read up to a limit, never further, and ``HTTP(S)_PROXY`` / ``NO_PROXY`` are
+honoured as urllib honours them.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import socket
 import ssl
 import threading
 import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -50,6 +53,45 @@ def check_url(url: str) -> urllib.parse.SplitResult:
     return parts
 
 
+def _proxy_for(parts: urllib.parse.SplitResult) -> urllib.parse.SplitResult | None:
+    """The proxy that ``HTTP_PROXY`` / ``HTTPS_PROXY`` name for this URL, unless ``NO_PROXY``
+    exempts its host: what urllib, which the SMS and webhook senders used before, honours."""
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    found = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return found if found.hostname else None
+
+
+def _connect(
+    parts: urllib.parse.SplitResult, timeout: float, tls: ssl.SSLContext | None
+) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """A connection (not opened yet) to the URL's host or its proxy, the request target, and
+    the headers the proxy needs."""
+    host, port = parts.hostname or "", parts.port
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy = _proxy_for(parts)
+    if proxy is None:
+        if parts.scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=tls), target, {}
+        return http.client.HTTPConnection(host, port, timeout=timeout), target, {}
+    auth: dict[str, str] = {}
+    if proxy.username is not None:
+        user_pass = (
+            f"{urllib.parse.unquote(proxy.username)}:{urllib.parse.unquote(proxy.password or '')}"
+        )
+        auth["Proxy-Authorization"] = "Basic " + base64.b64encode(user_pass.encode()).decode()
+    if parts.scheme == "https":  # CONNECT; TLS and its certificate check stay end to end
+        tunnel = http.client.HTTPSConnection(
+            proxy.hostname or "", proxy.port, timeout=timeout, context=tls
+        )
+        tunnel.set_tunnel(host, port or 443, headers=auth)
+        return tunnel, target, {}
+    # A plain HTTP proxy takes the absolute URL.
+    relay = http.client.HTTPConnection(proxy.hostname or "", proxy.port, timeout=timeout)
+    return relay, urllib.parse.urlunsplit(parts._replace(fragment="")), auth
+
+
 def post(
     url: str,
     body: bytes,
@@ -64,15 +106,8 @@ def post(
     Raises OutboundTimeout when the deadline passes first, OutboundError when there is no
     usable answer (an answer's body longer than ``max_body`` included).
     """
-    parts = check_url(url)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(
-            parts.hostname or "", parts.port, timeout=timeout, context=tls
-        )
-    else:
-        connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    connection, target, sent = _connect(check_url(url), timeout, tls)
+    sent.update(headers)
     expired = threading.Event()
 
     def cut() -> None:
@@ -86,7 +121,7 @@ def post(
     timer.daemon = True
     timer.start()
     try:
-        connection.request("POST", target, body=body, headers=dict(headers))
+        connection.request("POST", target, body=body, headers=sent)
         response = connection.getresponse()
         data = response.read(max_body + 1) if max_body else b""
         found = {name.lower(): value for name, value in response.getheaders()}

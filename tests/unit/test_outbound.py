@@ -3,6 +3,7 @@ tenants' webhooks and CAMARA go through."""
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -19,13 +20,22 @@ class _Peer:
     def __init__(self) -> None:
         self.status, self.body, self.headers = 200, b"{}", {"X-Kind": "peer"}
         self.seen: list[tuple[str, bytes, str]] = []
+        self.proxy_auth: list[str | None] = []
         peer = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):  # type: ignore[no-untyped-def]
                 pass
 
+            def do_CONNECT(self) -> None:  # as a proxy asked for a tunnel: refuse it
+                peer.seen.append((self.path, b"", "CONNECT"))
+                peer.proxy_auth.append(self.headers["Proxy-Authorization"])
+                self.send_response(502)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self) -> None:
+                peer.proxy_auth.append(self.headers["Proxy-Authorization"])
                 data = self.rfile.read(int(self.headers["Content-Length"]))
                 peer.seen.append((self.path, data, self.headers["Content-Type"]))
                 self.send_response(peer.status)
@@ -96,3 +106,27 @@ def test_a_trickled_answer_is_cut_at_the_deadline(trickler):
     elapsed = time.monotonic() - started
     assert trickler.requests == 1
     assert elapsed < 2.0, elapsed  # the whole answer takes ~16 s
+
+
+def test_http_proxy_from_the_environment_gets_the_absolute_url(peer, monkeypatch):
+    """urllib (what the SMS and webhook senders used before) honours HTTP(S)_PROXY and
+    NO_PROXY; a deployment whose egress goes through a proxy keeps working."""
+    proxy = peer.url.split("/in")[0].replace("http://", "http://ops:s%3Acret@")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert outbound.post("http://gateway.invalid/sms?a=1", b"{}", {}, timeout=2).status == 200
+    assert [path for path, _, _ in peer.seen] == ["http://gateway.invalid/sms?a=1"]
+    assert peer.proxy_auth == ["Basic " + base64.b64encode(b"ops:s:cret").decode()]
+
+
+def test_https_goes_through_a_connect_tunnel_and_no_proxy_is_honoured(peer, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", peer.url.split("/in")[0])
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(outbound.OutboundError):  # this proxy refuses the tunnel
+        outbound.post("https://gateway.invalid:8443/sms", b"{}", {}, timeout=2)
+    assert peer.seen == [("gateway.invalid:8443", b"", "CONNECT")]
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert outbound.post(peer.url, b"{}", {}, timeout=2).status == 200  # straight to the peer
