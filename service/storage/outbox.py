@@ -113,3 +113,18 @@ def failed(conn: Connection, event_id: str, retry_at: datetime, error: str) -> N
             next_attempt_at=retry_at, attempts=webhook_outbox.c.attempts + 1, last_error=error[:200]
         )
     )
+
+
+def postpone(conn: Connection, client_id: str, until: datetime) -> int:
+    """Hold every undelivered event of ``client_id`` due before ``until`` back to then (its
+    endpoint just failed); returns how many. Their attempt counts stay as they are."""
+    res = conn.execute(
+        update(webhook_outbox)
+        .where(
+            webhook_outbox.c.client_id == client_id,
+            webhook_outbox.c.delivered_at.is_(None),
+            webhook_outbox.c.next_attempt_at < until,
+        )
+        .values(next_attempt_at=until)
+    )
+    return int(res.rowcount)

@@ -97,7 +97,10 @@ def deliver_due(ctx: ServiceContext, limit: int = 50) -> tuple[int, int]:
     with ctx.engine.begin() as conn:
         pending = outbox.due(conn, now, limit)
     ok = bad = 0
+    down: set[str] = set()  # tenants whose endpoint failed in this pass
     for item in pending:
+        if item.client_id in down:
+            continue  # postponed with the failed one, below
         with ctx.engine.begin() as conn:
             if not outbox.claim(conn, item.id, now, LEASE):
                 continue
@@ -118,7 +121,13 @@ def deliver_due(ctx: ServiceContext, limit: int = 50) -> tuple[int, int]:
                 outbox.delivered(conn, item.id, ctx.clock())
                 ok += 1
             else:
-                outbox.failed(conn, item.id, ctx.clock() + backoff(item.attempts), error)
+                retry_at = ctx.clock() + backoff(item.attempts)
+                outbox.failed(conn, item.id, retry_at, error)
+                # The tenant's other events wait as long: a failing endpoint costs one timeout
+                # a pass, not one per queued event, and its backlog, oldest first, no longer
+                # fills every pass ahead of the other tenants' events.
+                outbox.postpone(conn, item.client_id, retry_at)
+                down.add(item.client_id)
                 bad += 1
     return ok, bad
 

@@ -133,3 +133,38 @@ def test_one_tenants_trickling_endpoint_holds_no_other_tenants_events(
     assert time.monotonic() - started < 3.0  # the trickled answer alone takes ~16 s
     assert [body["subject_id"] for _, body in receiver.events] == ["bob"]
     assert trickler.requests == 1
+
+
+def test_a_failing_endpoints_backlog_waits_and_other_tenants_go_first(
+    ctx, http, auth, other_auth, receiver, trickler, monkeypatch
+):
+    """A pass delivers the 50 oldest due events. A tenant whose endpoint hangs, with a backlog,
+    cost one timeout per queued event in every pass (50 x 5 s) and, oldest first, filled
+    every pass ahead of the other tenants. Now its first failure holds its whole queue back
+    for the back-off, and the next pass reaches the others."""
+    from sqlalchemy import select
+
+    from service.storage.tables import webhook_outbox
+
+    monkeypatch.setattr(notify, "TIMEOUT_SECONDS", 0.5)
+    slow = http.get("/v1/client", headers=auth).json["client_id"]
+    fine = http.get("/v1/client", headers=other_auth).json["client_id"]
+    notify.register(ctx, slow, trickler.url)
+    notify.register(ctx, fine, receiver.url)
+    now = ctx.clock()
+    with ctx.engine.begin() as conn:
+        for i in range(60):
+            notify.event(conn, slow, f"s{i}", "factor.added", now)
+    with ctx.engine.begin() as conn:
+        notify.event(conn, fine, "bob", "factor.added", ctx.clock())
+    started = time.monotonic()
+    assert notify.deliver_due(ctx) == (0, 1)  # the 50 oldest are the slow tenant's
+    assert notify.deliver_due(ctx) == (1, 0)  # its queue waits: the other tenant's turn
+    assert time.monotonic() - started < 3.0
+    assert trickler.requests == 1
+    assert [body["subject_id"] for _, body in receiver.events] == ["bob"]
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            select(webhook_outbox.c.attempts).where(webhook_outbox.c.client_id == slow)
+        ).scalars()
+        assert sorted(rows) == [0] * 59 + [1]  # one attempt, 59 held back, none dropped
