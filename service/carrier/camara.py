@@ -114,9 +114,10 @@ class CamaraProvider:
         breaker; deadlines always use the real monotonic clock, since they bound real sockets.
         """
         for url in (base_url, token_url):
-            parts = urllib.parse.urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("CAMARA URLs must be absolute http:// or https:// URLs")
+            try:
+                outbound.check_url(url)
+            except ValueError:
+                raise ValueError("CAMARA URLs must be absolute http:// or https:// URLs") from None
         if not 0 <= cache_ttl <= 600:
             raise ValueError("cache_ttl is seconds, at most 10 minutes")
         self.base_url = base_url.rstrip("/")
