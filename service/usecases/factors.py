@@ -66,14 +66,15 @@ def enroll(
         stepped_up = require_step_up(
             ctx, conn, client, subject, "enroll_factor", body.get("assertion"), now
         )
-        for old in store.for_subject(conn, subject.pk):
-            # One chosen secret per subject: a new PIN replaces the old. A new TOTP set-up
-            # voids any that was never activated: its secret was shown once and never proven,
-            # and set-ups repeated without end (no step-up is needed before a first strong
-            # factor) made every decision about the subject read them all (3,000 pending
-            # factors made a verification 40 times slower).
-            if old.type == kind and (kind == "knowledge" or old.status == "pending"):
-                store.remove(conn, old.id)
+        # One chosen secret per subject: a new PIN replaces the old. A new TOTP set-up voids
+        # any that was never activated: its secret was shown once and never proven, and
+        # set-ups repeated without end (no step-up is needed before a first strong factor)
+        # made every decision about the subject read them all (3,000 pending factors made a
+        # verification 40 times slower). A device is active at once: nothing to replace.
+        if kind in ("knowledge", "totp"):
+            for old in store.for_subject(conn, subject.pk):
+                if old.type == kind and (kind == "knowledge" or old.status == "pending"):
+                    store.remove(conn, old.id)
         store.insert(
             conn,
             factor_id=factor_id,
