@@ -55,6 +55,21 @@ class SubjectState:
     signal_unavailable: bool = False
     last_events: Mapping[str, datetime] = field(default_factory=dict)
     locked_until: datetime | None = None
+    # API.md, Recovery: a subject's first 24 h (none for a phone erased from the tenant lately),
+    # and the phone-bound factors a waiting delayed recovery suspends (in no option, except
+    # for the actions whose policy says ``suspended_factors_count``).
+    onboarding: bool = False
+    suspended: frozenset[str] = frozenset()
+
+    def recovered_ago(self, now: datetime) -> timedelta | None:
+        """How long ago the subject's latest recovery completed (None: never)."""
+        at = self.last_events.get("recovered")
+        return None if at is None else now - at
+
+    def recovered_with_knowledge(self) -> bool:
+        """Whether the latest recovery proved the PIN (its ``recovered_by_pin`` event)."""
+        at, by_pin = self.last_events.get("recovered"), self.last_events.get("recovered_by_pin")
+        return at is not None and by_pin is not None and by_pin >= at
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,11 @@ class _Findings:
         self.lines.append(line)
         if until is not None and (self.held_until is None or until > self.held_until):
             self.held_until = until
+
+
+# Holds that come from the SIM: they never block an option with no phone-bound factor (API.md,
+# Recovery: none of a recovery's factors travels with the SIM).
+_SIM_HOLDS = frozenset({"recent_sim_change", "sim_lost"})
 
 
 def _holds(rule: ActionPolicy, state: SubjectState, now: datetime, found: _Findings) -> None:
@@ -193,18 +213,37 @@ def _sms_ineligible(
 
 
 def _base_options(
-    rule: ActionPolicy, state: SubjectState, found: _Findings
+    rule: ActionPolicy, state: SubjectState, now: datetime, found: _Findings
 ) -> tuple[tuple[str, ...], ...]:
-    """The action's options, or those of the first ``when`` block that applies (step 5)."""
+    """The action's options, or those of the first replacing ``when`` block that applies, plus
+    those of every adding block that applies (step 5)."""
+    ago, by_pin = state.recovered_ago(now), state.recovered_with_knowledge()
+    base: tuple[tuple[str, ...], ...] | None = None
+    added: list[tuple[str, ...]] = []
     for index, block in enumerate(rule.conditional):
-        if block.applies(state.factors):
+        if (block.add or base is None) and block.applies(
+            state.factors,
+            onboarding=state.onboarding,
+            recovered_ago=ago,
+            recovered_with_knowledge=by_pin,
+        ):
+            verb = "are offered beside the others" if block.add else "replace the base options"
             found.add(
                 None,
-                f"actions.{rule.name}.when[{index}] applies ({block.describe()}): "
-                "its options replace the base options",
+                f"actions.{rule.name}.when[{index}] applies ({block.describe()}): its "
+                f"options {verb}",
             )
-            return block.options
-    return rule.options
+            if block.add:
+                added.extend(block.options)
+            else:
+                base = block.options
+    options = list(rule.options if base is None else base)
+    options.extend(o for o in added if o not in options)
+    return tuple(options)
+
+
+def _phone_free(options: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+    return tuple(o for o in options if not PHONE_BOUND_FACTORS & set(o))
 
 
 def decide(policy: Policy, action: str, state: SubjectState, now: datetime) -> Decision:
@@ -215,14 +254,28 @@ def decide(policy: Policy, action: str, state: SubjectState, now: datetime) -> D
     rule = policy.action(action)
     found = _Findings()
     _holds(rule, state, now, found)
+    candidates = _base_options(rule, state, now, _Findings())
+    if found.reasons and set(found.reasons) <= _SIM_HOLDS and _phone_free(candidates):
+        # A SIM change never holds an option none of whose factors travels with the SIM.
+        candidates = _phone_free(candidates)
+        found.add(None, "options with a phone-bound factor held; phone-free options remain")
+        found.reasons.clear()
+        found.held_until = None
     if found.reasons:
         return Decision(action, "denied", [], found.reasons, found.lines, found.held_until)
 
-    candidates = _base_options(rule, state, found)
+    candidates = tuple(o for o in _base_options(rule, state, now, found) if o in candidates)
     involves_sms = any("sms" in option for option in candidates)
     # Only name SMS signals when SMS is on offer; otherwise the reason is noise.
     sms_out = _sms_ineligible(rule, state, now, found if involves_sms else None)
     usable = set(state.factors) - ({"sms"} if sms_out else set())
+    if rule.suspended_factors_count:
+        usable |= state.suspended  # cancel_recovery: the victim's own phone factors still count
+    elif state.suspended:
+        found.add(
+            None,
+            f"suspended while a delayed recovery waits: {', '.join(sorted(state.suspended))}",
+        )
 
     options: list[list[str]] = []
     for option in candidates:
@@ -259,7 +312,8 @@ def state_from_args(factors: list[str], signals: list[str], now: datetime) -> Su
 
     ``factors``: names, each item may hold several separated by commas. ``signals``:
     ``sim_swap=2d`` / ``sim_unblocked=2d`` (a SIM change that long before ``now``),
-    ``sim_lost=1h``, ``number_recycled``, ``signal_unavailable``, ``event:NAME=3h`` and
+    ``sim_lost=1h``, ``number_recycled``, ``signal_unavailable``, ``onboarding`` (the subject's
+    first 24 h), ``event:NAME=3h`` (``event:recovered=10m``, ``event:recovered_by_pin=10m``) and
     ``locked=10m`` (locked for that much longer). Bad arguments raise ``ValueError``.
     """
     names = {name.strip() for item in factors for name in item.split(",") if name.strip()}
@@ -274,15 +328,17 @@ def state_from_args(factors: list[str], signals: list[str], now: datetime) -> Su
     recycled = unavailable = False
     events: dict[str, datetime] = {}
     locked: datetime | None = None
+    onboarding = False
     for raw in signals:
         arg = raw.strip()
         name, _, value = arg.partition("=")
         value_or_none = value if "=" in arg else None
-        if name in ("number_recycled", "signal_unavailable"):
+        if name in ("number_recycled", "signal_unavailable", "onboarding"):
             if value_or_none is not None:
                 raise ValueError(f"signal {name!r} takes no value")
             recycled = recycled or name == "number_recycled"
             unavailable = unavailable or name == "signal_unavailable"
+            onboarding = onboarding or name == "onboarding"
         elif name in ("sim_swap", "sim_unblocked"):
             moment = now - _signal_duration(name, value_or_none)
             sim_change = moment if sim_change is None else max(sim_change, moment)
@@ -295,15 +351,14 @@ def state_from_args(factors: list[str], signals: list[str], now: datetime) -> Su
             locked = now + _signal_duration(name, value_or_none)
         elif name.startswith("event:"):
             event = name.removeprefix("event:")
-            if event not in SENSITIVE_EVENTS:
-                raise ValueError(
-                    f"unknown event {event!r}; known: {', '.join(sorted(SENSITIVE_EVENTS))}"
-                )
+            known = SENSITIVE_EVENTS | {"recovered_by_pin"}
+            if event not in known:
+                raise ValueError(f"unknown event {event!r}; known: {', '.join(sorted(known))}")
             events[event] = now - _signal_duration(name, value_or_none)
         else:
             raise ValueError(
                 f"unknown signal {arg!r}; use sim_swap=D, sim_unblocked=D, sim_lost=D, "
-                "number_recycled, signal_unavailable, event:NAME=D or locked=D"
+                "number_recycled, signal_unavailable, onboarding, event:NAME=D or locked=D"
             )
     if sim_lost is not None and unblocked is not None and unblocked > sim_lost:
         sim_lost = None  # a sim_lost followed by a later sim_unblocked is over
@@ -315,6 +370,7 @@ def state_from_args(factors: list[str], signals: list[str], now: datetime) -> Su
         signal_unavailable=unavailable,
         last_events=events,
         locked_until=locked,
+        onboarding=onboarding,
     )
 
 

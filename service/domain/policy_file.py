@@ -19,11 +19,24 @@ import limits
 
 from service.domain.errors import PolicyError, UnknownAction
 
-FACTORS = frozenset({"sms", "totp", "device", "knowledge"})
+FACTORS = frozenset({"sms", "totp", "device", "knowledge", "recovery_code", "attested"})
 # Factors a thief holds once he holds the unlocked phone (T1 step 1): the SIM, the authenticator
 # app and the device key all travel with it. Only "knowledge" stays with the person.
 PHONE_BOUND_FACTORS = frozenset({"sms", "totp", "device"})
-SENSITIVE_EVENTS = frozenset({"password_reset", "factor_added", "factor_removed", "phone_changed"})
+SENSITIVE_EVENTS = frozenset(
+    {
+        "password_reset",
+        "factor_added",
+        "factor_removed",
+        "phone_changed",
+        # The account lifecycle (API.md, Recovery): a completed recovery, a PIN replaced through
+        # reset_knowledge, and a first PIN set after onboarding all restart money actions'
+        # cooling-off, onboarding or not (T1 "sensitive events chain").
+        "recovered",
+        "knowledge_reset",
+        "first_knowledge",
+    }
+)
 # "sim_event" stands for the subject's latest SIM change (T1: "a SIM event is a signal").
 COOLING_OFF_EVENTS = SENSITIVE_EVENTS | {"sim_event"}
 SIGNAL_UNAVAILABLE_MODES = ("allow", "block_sms", "deny")
@@ -52,35 +65,78 @@ _ACTION_KEYS = frozenset(
         "on_signal_unavailable",
         "limits",
         "when",
+        "delay",
+        "recovers",
+        "suspended_factors_count",
     }
 )
-_WHEN_KEYS = frozenset({"subject_lacks", "subject_has", "options"})
+_WHEN_KEYS = frozenset(
+    {
+        "subject_lacks",
+        "subject_has",
+        "onboarding",
+        "recovered_within",
+        "recovered_with_knowledge",
+        "add",
+        "options",
+    }
+)
 
 Options = tuple[tuple[str, ...], ...]
 
 
 @dataclass(frozen=True)
 class Conditional:
-    """A ``when`` block: while its condition holds, its options replace the action's base ones.
+    """A ``when`` block: while every condition it names holds, its options replace the action's
+    base ones (or, with ``add = true``, are offered beside them).
 
-    Exactly one of ``subject_lacks`` / ``subject_has`` is set (a factor name).
+    Conditions: ``subject_lacks`` / ``subject_has`` (a factor name), ``onboarding`` (the
+    subject's first 24 h), ``recovered_within`` (a completed recovery that recent) and
+    ``recovered_with_knowledge`` (whether that recovery proved the PIN). At least one is set.
     """
 
     options: Options
     subject_lacks: str | None = None
     subject_has: str | None = None
+    onboarding: bool | None = None
+    recovered_within: timedelta | None = None
+    recovered_with_knowledge: bool | None = None
+    add: bool = False
 
-    def applies(self, factors: frozenset[str]) -> bool:
-        """Whether a subject with these active factors meets the condition."""
-        if self.subject_lacks is not None:
-            return self.subject_lacks not in factors
-        return self.subject_has in factors
+    def applies(
+        self,
+        factors: frozenset[str],
+        *,
+        onboarding: bool = False,
+        recovered_ago: timedelta | None = None,
+        recovered_with_knowledge: bool = False,
+    ) -> bool:
+        """Whether a subject with these active factors and this history meets every condition
+        (``recovered_ago``: how long ago its latest recovery completed, None if never)."""
+        if self.subject_lacks is not None and self.subject_lacks in factors:
+            return False
+        if self.subject_has is not None and self.subject_has not in factors:
+            return False
+        if self.onboarding is not None and self.onboarding != onboarding:
+            return False
+        if self.recovered_within is not None and (
+            recovered_ago is None or recovered_ago >= self.recovered_within
+        ):
+            return False
+        return self.recovered_with_knowledge is None or (
+            recovered_ago is not None and self.recovered_with_knowledge == recovered_with_knowledge
+        )
 
     def describe(self) -> str:
-        """The condition in words, for explanations."""
-        if self.subject_lacks is not None:
-            return f"subject_lacks = {self.subject_lacks}"
-        return f"subject_has = {self.subject_has}"
+        """The conditions in words, for explanations."""
+        parts = []
+        for name in ("subject_lacks", "subject_has", "onboarding", "recovered_with_knowledge"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name} = {str(value).lower() if isinstance(value, bool) else value}")
+        if self.recovered_within is not None:
+            parts.insert(0, f"recovered_within = {format_duration(self.recovered_within)}")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -101,6 +157,13 @@ class ActionPolicy:
     cooling_off_after: tuple[str, ...]
     on_signal_unavailable: str
     limits: Mapping[str, str]
+    # API.md, Recovery: ``delay`` makes a completed option "waiting" until it has passed
+    # (recover_delayed); ``recovers`` applies a recovery's effects when satisfied (revocation of
+    # the phone-bound factors); ``suspended_factors_count`` lets factors suspended by a waiting
+    # recovery count (cancel_recovery).
+    delay: timedelta | None = None
+    recovers: bool = False
+    suspended_factors_count: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,7 +307,16 @@ class _Parser:
             cooling_off_after=self.events(body, key),
             on_signal_unavailable=mode,
             limits=self.limits(body.get("limits", {}), f"{key}.limits"),
+            delay=self.window(body, "delay", key),
+            recovers=self.flag(body, "recovers", key),
+            suspended_factors_count=self.flag(body, "suspended_factors_count", key),
         )
+
+    def flag(self, table: dict[str, Any], name: str, key: str) -> bool:
+        value = table.get(name, False)
+        if not isinstance(value, bool):
+            raise self.fail(f"{key}.{name}", "must be true or false")
+        return value
 
     def options(self, value: Any, key: str) -> Options:
         if not isinstance(value, list) or not value:
@@ -274,17 +346,36 @@ class _Parser:
         for index, block in enumerate(value):
             where = f"{key}[{index}]"
             block = self.table(block, where, _WHEN_KEYS)
-            conditions = [name for name in ("subject_lacks", "subject_has") if name in block]
-            if len(conditions) != 1:
-                raise self.fail(where, "needs exactly one of subject_lacks or subject_has")
-            factor = block[conditions[0]]
-            if not isinstance(factor, str) or factor not in FACTORS:
-                raise self.fail(f"{where}.{conditions[0]}", f"unknown factor {factor!r}")
+            named = [n for n in ("subject_lacks", "subject_has") if n in block]
+            if len(named) > 1:
+                raise self.fail(where, "give at most one of subject_lacks or subject_has")
+            conditions: dict[str, Any] = {}
+            for name in named:
+                factor = block[name]
+                if not isinstance(factor, str) or factor not in FACTORS:
+                    raise self.fail(f"{where}.{name}", f"unknown factor {factor!r}")
+                conditions[name] = factor
+            for flag in ("onboarding", "recovered_with_knowledge"):
+                if flag in block:
+                    conditions[flag] = self.flag(block, flag, where)
+            if "recovered_within" in block:
+                conditions["recovered_within"] = self.window(block, "recovered_within", where)
+            if not conditions:
+                raise self.fail(
+                    where,
+                    "needs a condition: subject_lacks, subject_has, onboarding, "
+                    "recovered_within or recovered_with_knowledge",
+                )
+            if "recovered_with_knowledge" in conditions and "recovered_within" not in conditions:
+                raise self.fail(
+                    f"{where}.recovered_with_knowledge", "given without recovered_within"
+                )
             if "options" not in block:
                 raise self.fail(f"{where}.options", "required")
             # A when block may offer SMS alone (bootstrapping a subject who has nothing else).
             options = self.options(block["options"], f"{where}.options")
-            result.append(Conditional(options, **{conditions[0]: factor}))
+            add = self.flag(block, "add", where)
+            result.append(Conditional(options, add=add, **conditions))
         return tuple(result)
 
     def window(self, table: dict[str, Any], name: str, key: str) -> timedelta | None:

@@ -98,7 +98,7 @@ class StartVerification(Request):
 
 class Verification(BaseModel):
     verification_id: str
-    status: Literal["pending", "satisfied", "denied", "locked", "expired"]
+    status: Literal["pending", "satisfied", "denied", "locked", "expired", "waiting", "cancelled"]
     action: str
     options: list[list[str]]
     reasons: list[str]
@@ -107,6 +107,10 @@ class Verification(BaseModel):
     held_until: str | None = Field(
         default=None,
         description="when a hold (recent_sim_change, cooling_off, subject_locked) ends",
+    )
+    ready_at: str | None = Field(
+        default=None,
+        description="recover_delayed: when the wait ends; it completes until expires_at",
     )
 
 
@@ -135,6 +139,9 @@ class ProofResult(BaseModel):
     accepted: bool
     satisfied: list[str]
     assertion: str | None = None
+    ready_at: str | None = Field(
+        default=None, description="status waiting (recover_delayed): when the wait ends"
+    )
 
 
 class CarrierEvent(Request):

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from service.http.auth import caller, client_ip, ctx
 from service.http.body import parse
-from service.http.models import PutSubject
+from service.http.models import AssertionBody, PutSubject
 from service.usecases import operators, subjects
 
 bp = Blueprint("subjects", __name__)
@@ -34,9 +34,11 @@ def put_subject(subject_id: str) -> tuple[Response, int]:
 
 @bp.delete("/v1/subjects/<subject_id>")
 def delete_subject(subject_id: str) -> tuple[str, int]:
-    """Erase a subject (PIPL art. 47)."""
+    """Erase a subject (PIPL art. 47); a ``delete_account`` assertion in the JSON body once the
+    subject has a strong factor."""
     client = caller("verify")
-    subjects.delete_subject(ctx(), client, subject_id, ip=client_ip())
+    body = parse(AssertionBody, optional=True)
+    subjects.delete_subject(ctx(), client, subject_id, body.assertion, ip=client_ip())
     return "", 204
 
 
@@ -54,3 +56,11 @@ def operator_lookup(subject_id: str) -> Response:
             client_ip(),
         )
     )
+
+
+@bp.delete("/v1/admin/subjects/<subject_id>")
+def operator_erase(subject_id: str) -> tuple[str, int]:
+    """The support desk erases a subject (scope ``admin``, not ``verify``): audited, alerted."""
+    client = caller("admin")
+    operators.erase(ctx(), client, request.headers.get("Idv-Operator"), subject_id, client_ip())
+    return "", 204

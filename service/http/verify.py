@@ -6,6 +6,7 @@ from dataclasses import asdict
 
 from flask import Blueprint, Response, jsonify
 
+from service.domain.clock import rfc3339
 from service.http.auth import caller, ctx
 from service.http.body import parse
 from service.http.models import (
@@ -17,7 +18,7 @@ from service.http.models import (
     Proof,
     StartVerification,
 )
-from service.usecases import carrier, challenges, factors, proofs, verifications
+from service.usecases import carrier, challenges, factors, proofs, recovery, verifications
 
 bp = Blueprint("verify", __name__)
 
@@ -97,8 +98,18 @@ def prove(verification_id: str) -> Response:
             "accepted": outcome.accepted,
             "satisfied": outcome.satisfied,
             "assertion": outcome.assertion,
+            **({"ready_at": rfc3339(outcome.ready_at)} if outcome.ready_at else {}),
         }
     )
+
+
+@bp.post("/v1/verifications/<verification_id>/cancel")
+def cancel(verification_id: str) -> Response:
+    """Cancel a waiting delayed recovery with a ``cancel_recovery`` assertion."""
+    client = caller("verify")
+    body = parse(AssertionBody, optional=True)
+    record = recovery.cancel(ctx(), client, verification_id, body.assertion)
+    return jsonify(asdict(verifications.VerificationView.of(record)))
 
 
 @bp.post("/v1/carrier-events")

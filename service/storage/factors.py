@@ -103,3 +103,20 @@ def replace_secret(conn: Connection, factor_id: str, secret_ct: str) -> None:
 def remove(conn: Connection, factor_id: str) -> None:
     """Delete a factor."""
     conn.execute(delete(factors).where(factors.c.id == factor_id))
+
+
+def revoke(conn: Connection, subject_pk: int, types: frozenset[str]) -> list[str]:
+    """Revoke the subject's factors of these types (a recovery); returns the revoked ids.
+
+    Revoked factors stay listed as ``revoked`` and are in no option ever again (ASVS 6.5.6)."""
+    rows = conn.execute(
+        update(factors)
+        .where(
+            factors.c.subject_pk == subject_pk,
+            factors.c.type.in_(sorted(types)),
+            factors.c.status != "revoked",
+        )
+        .values(status="revoked")
+        .returning(factors.c.id)
+    )
+    return sorted(r.id for r in rows)

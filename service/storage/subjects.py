@@ -181,6 +181,9 @@ class Snapshot:
     # every event: a number with 20,000 of them made each decision about it take 100-180 ms.
     carrier: dict[str, datetime]
     events: dict[str, datetime]  # the latest time of each sensitive event type
+    # The end of the completion window of the subject's waiting delayed recovery, if any: its
+    # phone-bound factors read as suspended until then (API.md, Recovery).
+    waiting_until: datetime | None = None
 
 
 # One statement instead of three (the hot path: every proof, challenge and creation decides
@@ -234,6 +237,18 @@ _SNAPSHOT = Lean(
         )
         .where(subject_events.c.subject_pk == bindparam("pk"))
         .group_by(subject_events.c.type),
+        # A waiting delayed recovery (at most one: a partial unique index answers it).
+        select(
+            literal("w"),
+            verifications.c.id,
+            null(),
+            null(),
+            null(),
+            null(),
+            null(),
+            null(),
+            verifications.c.expires_at,
+        ).where(verifications.c.subject_pk == bindparam("pk"), verifications.c.status == "waiting"),
     )
 )
 
@@ -243,6 +258,7 @@ def snapshot(conn: Connection, subject: SubjectRecord) -> Snapshot:
     found: list[FactorRecord] = []
     carrier: dict[str, datetime] = {}
     events: dict[str, datetime] = {}
+    waiting_until: datetime | None = None
     rows = _SNAPSHOT.all(conn, {"pk": subject.pk, "phone_hash": subject.phone_hash})
     for kind, fid, type_, status, secret_ct, alg, label, created_at, at in rows:
         if kind == "f":
@@ -261,7 +277,9 @@ def snapshot(conn: Connection, subject: SubjectRecord) -> Snapshot:
         elif kind == "c":
             if at is not None:  # None: no event of that type for the phone
                 carrier[type_] = as_utc(at)
+        elif kind == "w":
+            waiting_until = max(as_utc(at), waiting_until or as_utc(at))
         elif at is not None:
             events[type_] = as_utc(at)
     found.sort(key=lambda f: f.created_at)
-    return Snapshot(found, carrier, events)
+    return Snapshot(found, carrier, events, waiting_until)

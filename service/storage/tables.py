@@ -113,7 +113,31 @@ verifications = Table(
     Column("expires_at", TS, nullable=False),
     Column("completed_at", TS),
     Column("held_until", TS),
+    # A delayed recovery (recover_delayed): when the wait ends; the completion window then
+    # runs to expires_at. At most one waiting verification per subject (API.md, Recovery).
+    Column("ready_at", TS),
     Index("ix_verifications_subject", "subject_pk"),
+    Index(
+        "uq_verifications_one_waiting",
+        "subject_pk",
+        unique=True,
+        sqlite_where=text("status = 'waiting'"),
+        postgresql_where=text("status = 'waiting'"),
+    ),
+)
+
+erased_phones = Table(
+    "erased_phones",
+    metadata,
+    # Issue 19, hole 2: a subject re-created with a phone its tenant erased less than 30 days
+    # ago gets no onboarding exemption. Only the phone's keyed hash, the tenant and the time
+    # (PIPL art. 6, minimum necessary); rows older than 30 days are ignored and deleted.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("client_id", String(40), nullable=False),
+    Column("phone_hash", String(64), nullable=False),
+    Column("erased_at", TS, nullable=False),
+    Index("ix_erased_phones_phone", "client_id", "phone_hash"),
+    Index("ix_erased_phones_erased_at", "erased_at"),
 )
 
 challenges = Table(

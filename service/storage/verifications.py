@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, select, update
 
@@ -30,6 +30,11 @@ class VerificationRecord:
     created_at: datetime
     expires_at: datetime
     held_until: datetime | None = None
+    ready_at: datetime | None = None  # a delayed recovery: when its wait ends
+
+
+# A delayed recovery waits, then takes proofs like a pending verification (API.md, Recovery).
+OPEN = (verifications.c.status == "pending") | (verifications.c.status == "waiting")
 
 
 def _record(row) -> VerificationRecord:  # type: ignore[no-untyped-def]
@@ -46,6 +51,7 @@ def _record(row) -> VerificationRecord:  # type: ignore[no-untyped-def]
         created_at=as_utc(row.created_at),
         expires_at=as_utc(row.expires_at),
         held_until=as_utc(row.held_until) if row.held_until else None,
+        ready_at=as_utc(row.ready_at) if row.ready_at else None,
     )
 
 
@@ -101,6 +107,7 @@ def insert(
             "expires_at": expires_at,
             "completed_at": now if status != "pending" else None,
             "held_until": held_until,
+            "ready_at": None,
         },
     )
     return record
@@ -149,14 +156,62 @@ def get_with_subject(
     return _record(row), record_of(row, prefix="s_")
 
 
-def set_status(conn: Connection, verification_id: str, status: str, now: datetime) -> bool:
-    """Move a pending verification to a final status; False if it was no longer pending."""
+def set_status(
+    conn: Connection, verification_id: str, status: str, now: datetime, *, was: str = "pending"
+) -> bool:
+    """Move a verification from ``was`` (pending) to a final status; False if it had moved on."""
     res = conn.execute(
         update(verifications)
-        .where(verifications.c.id == verification_id, verifications.c.status == "pending")
+        .where(verifications.c.id == verification_id, verifications.c.status == was)
         .values(status=status, completed_at=now)
     )
     return res.rowcount == 1
+
+
+def start_wait(
+    conn: Connection, verification_id: str, ready_at: datetime, expires_at: datetime, now: datetime
+) -> None:
+    """A delayed recovery's first proof: ``waiting`` until ``ready_at``, then open for proofs
+    until ``expires_at``; nothing proven yet for the second stage. A subject's other waiting
+    verification makes the partial unique index refuse it (``IntegrityError``): expired ones
+    are closed first, in the same transaction."""
+    row = conn.execute(
+        select(verifications.c.subject_pk).where(verifications.c.id == verification_id)
+    ).one()
+    conn.execute(
+        update(verifications)
+        .where(
+            verifications.c.subject_pk == row.subject_pk,
+            verifications.c.status == "waiting",
+            verifications.c.expires_at <= now,
+        )
+        .values(status="expired", completed_at=now)
+    )
+    conn.execute(
+        update(verifications)
+        .where(verifications.c.id == verification_id, verifications.c.status == "pending")
+        .values(status="waiting", satisfied="[]", ready_at=ready_at, expires_at=expires_at)
+    )
+
+
+def waiting_for(conn: Connection, subject_pk: int) -> list[VerificationRecord]:
+    """The subject's waiting delayed recoveries (at most one; stale ones not yet closed)."""
+    rows = conn.execute(
+        select(verifications).where(
+            verifications.c.subject_pk == subject_pk, verifications.c.status == "waiting"
+        )
+    )
+    return [_record(r) for r in rows]
+
+
+def extend_waits(conn: Connection, subject_pk: int, by: timedelta) -> None:
+    """A subject lockout extends a waiting recovery's completion window by its length."""
+    for record in waiting_for(conn, subject_pk):
+        conn.execute(
+            update(verifications)
+            .where(verifications.c.id == record.id, verifications.c.status == "waiting")
+            .values(expires_at=record.expires_at + by)
+        )
 
 
 def deny(
@@ -178,7 +233,7 @@ def deny(
 
 _ADD_SATISFIED = Lean(
     update(verifications)
-    .where(verifications.c.id == bindparam("b_id"), verifications.c.status == "pending")
+    .where(verifications.c.id == bindparam("b_id"), OPEN)
     .values(
         satisfied=bindparam("b_satisfied"),
         status=bindparam("b_status"),
@@ -206,7 +261,7 @@ def add_satisfied(
 # Every wrong code, PIN or signature runs this: compiled once (a PIN flood is made of them).
 _COUNT_FAILURE = Lean(
     update(verifications)
-    .where(verifications.c.id == bindparam("b_id"), verifications.c.status == "pending")
+    .where(verifications.c.id == bindparam("b_id"), OPEN)
     .values(failures=verifications.c.failures + 1)
     .returning(verifications.c.failures)
 )
@@ -230,7 +285,11 @@ def count_failure(
         return int(current.failures), str(current.status)
     failures = int(row.failures)
     if failures >= limit:
-        set_status(conn, verification_id, "locked", now)
+        conn.execute(
+            update(verifications)
+            .where(verifications.c.id == verification_id, OPEN)
+            .values(status="locked", completed_at=now)
+        )
         return failures, "locked"
     return failures, "pending"
 

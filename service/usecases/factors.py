@@ -17,9 +17,15 @@ from service.factors import device, knowledge, totp
 from service.storage import audit, replay
 from service.storage import factors as store
 from service.storage import subjects as subject_store
+from service.storage import verifications as verification_store
 from service.storage.clients import ClientRecord
 from service.usecases import notify
+from service.usecases.signals import PHONE_FACTOR_TYPES, in_onboarding
 from service.usecases.subjects import find, require_step_up, subject_ref
+
+# Factors that do not travel with the phone: outside onboarding a subject's first one needs an
+# enroll_factor step-up even when SMS is its only factor (API.md, Subjects and factors).
+OFF_PHONE = frozenset({"knowledge", "recovery_code"})
 
 
 @dataclass(frozen=True)
@@ -63,18 +69,37 @@ def enroll(
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         subject = find(ctx, conn, client, subject_id)
-        stepped_up = require_step_up(
-            ctx, conn, client, subject, "enroll_factor", body.get("assertion"), now
+        events = subject_store.last_events(conn, subject.pk)
+        onboarding = in_onboarding(subject, events, now)
+        # Issue 19, hole 1: the phone alone never sets the first PIN of an established account.
+        # A reset_knowledge assertion replaces a forgotten PIN (API.md, Recovery).
+        redeemed = require_step_up(
+            ctx,
+            conn,
+            client,
+            subject,
+            "enroll_factor",
+            body.get("assertion"),
+            now,
+            always=kind in OFF_PHONE and not onboarding,
+            instead=("reset_knowledge",) if kind == "knowledge" else (),
         )
+        stepped_up = redeemed is not None
         # One chosen secret per subject: a new PIN replaces the old. A new TOTP set-up voids
         # any that was never activated: its secret was shown once and never proven, and
         # set-ups repeated without end (no step-up is needed before a first strong factor)
         # made every decision about the subject read them all (3,000 pending factors made a
         # verification 40 times slower). A device is active at once: nothing to replace.
+        first_pin = kind == "knowledge"
         if kind in ("knowledge", "totp"):
             for old in store.for_subject(conn, subject.pk):
                 if old.type == kind and (kind == "knowledge" or old.status == "pending"):
+                    first_pin = False
                     store.remove(conn, old.id)
+        if redeemed == "reset_knowledge":  # money actions wait out their cooling-off
+            subject_store.record_event(conn, subject.pk, "knowledge_reset", now)
+        elif first_pin and not onboarding:  # a first PIN on an established account, likewise
+            subject_store.record_event(conn, subject.pk, "first_knowledge", now)
         store.insert(
             conn,
             factor_id=factor_id,
@@ -138,12 +163,16 @@ def activate(
     return "active"
 
 
-def summary(factor: store.FactorRecord) -> dict[str, Any]:
-    """What callers and operators may see of a factor: never its secret."""
+def summary(factor: store.FactorRecord, suspended: bool = False) -> dict[str, Any]:
+    """What callers and operators may see of a factor: never its secret. ``suspended``: a
+    delayed recovery waits and this factor lives on the phone (API.md, Recovery)."""
+    status = factor.status
+    if suspended and status == "active" and factor.type in PHONE_FACTOR_TYPES:
+        status = "suspended"
     return {
         "factor_id": factor.id,
         "type": factor.type,
-        "status": factor.status,
+        "status": status,
         "created_at": rfc3339(factor.created_at),
         "label": factor.label,
     }
@@ -151,10 +180,13 @@ def summary(factor: store.FactorRecord) -> dict[str, Any]:
 
 def listing(ctx: ServiceContext, client: ClientRecord, subject_id: str) -> list[dict[str, Any]]:
     """The subject's factors, never a secret."""
+    now = ctx.clock()
     with ctx.engine.begin() as conn:
         subject = find(ctx, conn, client, subject_id)
         rows = store.for_subject(conn, subject.pk)
-    return [summary(f) for f in rows]
+        waits = verification_store.waiting_for(conn, subject.pk)
+    suspended = any(w.expires_at > now for w in waits)
+    return [summary(f, suspended) for f in rows]
 
 
 def remove(
@@ -171,7 +203,9 @@ def remove(
         factor = store.get(conn, subject.pk, factor_id)
         if factor is None:
             raise NotFound("no such factor")
-        stepped_up = require_step_up(ctx, conn, client, subject, "enroll_factor", assertion, now)
+        stepped_up = bool(
+            require_step_up(ctx, conn, client, subject, "enroll_factor", assertion, now)
+        )
         store.remove(conn, factor.id)
         subject_store.record_event(conn, subject.pk, "factor_removed", now)
         notify.event(conn, client.id, subject_id, "factor.removed", now, type=factor.type)

@@ -20,6 +20,7 @@ from service.storage.clients import ClientRecord
 from service.storage.tables import verifications
 from service.usecases import notify
 from service.usecases.factors import summary
+from service.usecases.subjects import erase as erase_subject
 from service.usecases.subjects import find, phone_of, subject_ref
 
 OPERATOR_MAX = 128
@@ -43,15 +44,15 @@ def _alert(
         notify.event(conn, client.id, "", "operator.alert", now, operator=operator, why=why)
 
 
-def lookup(
+def _watched(
     ctx: ServiceContext,
     client: ClientRecord,
     operator: str | None,
-    subject_id: str,
     tenant: str | None,
     ip: str | None,
-) -> dict[str, Any]:
-    """A subject's masked phone, factors and recent decisions, for operator ``operator``."""
+) -> str:
+    """The operator's name, once the header, the tenant and the operator's limits allow the
+    request; alerts on a cross-tenant request and on bulk use (T3)."""
     if not operator or len(operator) > OPERATOR_MAX or not operator.isprintable():
         raise InvalidRequest("an Idv-Operator header naming the operator is required")
     if tenant is not None and tenant != client.id:
@@ -66,6 +67,62 @@ def lookup(
     if ctx.limits.remaining("operator_alert", who) == 0:
         _alert(ctx, client, operator, "bulk_reads", ip)  # fires on every read past the mark
     ctx.limits.record("operator_alert", who)
+    return operator
+
+
+def erase(
+    ctx: ServiceContext,
+    client: ClientRecord,
+    operator: str | None,
+    subject_id: str,
+    ip: str | None,
+) -> None:
+    """The support desk erases a subject (API.md ``DELETE /v1/admin/subjects/{id}``): the
+    route takes scope ``admin`` (``verify`` alone is refused: an app backend erases only with
+    the person's ``delete_account`` step-up), the operator named, audited, limited like reads,
+    and alerted to the tenant every time (T3: an insider erasing accounts is what the tenant
+    must see)."""
+    operator = _watched(ctx, client, operator, None, ip)
+    now = ctx.clock()
+    with ctx.engine.begin() as conn:
+        subject = find(ctx, conn, client, subject_id)
+        ref = subject_ref(ctx, client.id, subject_id)
+        erase_subject(conn, subject, now)
+        audit.append(
+            conn,
+            event="operator.erase",
+            outcome="ok",
+            now=now,
+            client_id=client.id,
+            operator=operator,
+            ip=ip,
+            subject_ref=ref,
+        )
+        audit.append(
+            conn,
+            event="operator.alert",
+            outcome="subject_erased",
+            now=now,
+            client_id=client.id,
+            operator=operator,
+            ip=ip,
+            subject_ref=ref,
+            detail={"why": "subject_erased"},
+        )
+        why = "subject_erased"
+        notify.event(conn, client.id, subject_id, "operator.alert", now, operator=operator, why=why)
+
+
+def lookup(
+    ctx: ServiceContext,
+    client: ClientRecord,
+    operator: str | None,
+    subject_id: str,
+    tenant: str | None,
+    ip: str | None,
+) -> dict[str, Any]:
+    """A subject's masked phone, factors and recent decisions, for operator ``operator``."""
+    operator = _watched(ctx, client, operator, tenant, ip)
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         try:

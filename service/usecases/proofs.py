@@ -27,7 +27,7 @@ from service.storage import verifications as store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
-from service.usecases import notify
+from service.usecases import notify, recovery
 from service.usecases.subjects import subject_ref
 from service.usecases.verifications import (
     check_lock,
@@ -56,6 +56,7 @@ class ProofOutcome:
     accepted: bool
     satisfied: list[str]
     assertion: str | None = None
+    ready_at: datetime | None = None  # a delayed recovery is waiting until then
 
 
 @dataclass
@@ -173,6 +174,10 @@ def _settle(
     """Record the single use and the state transition, audit, and sign when complete."""
     record, subject, ref = attempt.record, attempt.subject, attempt.ref
     if check.accepted and check.consume(conn):
+        if recovery.delays(ctx, record) and _completes(attempt.options, record.satisfied, factor):
+            # recover_delayed: the PIN starts the wait; the assertion comes after it (API.md).
+            ready_at = recovery.start_wait(ctx, conn, client, record, subject, now)
+            return ProofOutcome(record.id, "waiting", True, [], None, ready_at)
         token, status, satisfied = _accept(
             ctx,
             conn,
@@ -213,6 +218,12 @@ def _settle(
     return ProofOutcome(record.id, status, False, record.satisfied)
 
 
+def _completes(options: list[list[str]], satisfied: list[str], factor: str) -> bool:
+    """Whether accepting ``factor`` completes one of ``options``."""
+    proven = set(satisfied) | {factor}
+    return any(set(option) <= proven for option in options)
+
+
 def _accept(
     ctx: ServiceContext,
     conn: Connection,
@@ -230,7 +241,7 @@ def _accept(
     if check.rehash is not None:
         factor_store.replace_secret(conn, check.rehash[0], check.rehash[1])
     satisfied = sorted(set(record.satisfied) | {factor})
-    done = [option for option in options if set(option) <= set(satisfied)]
+    done = [option for option in options if set(option) <= set(satisfied)]  # see _completes
     complete = bool(done)
     if complete and all(len(option) == 1 for option in done) and acr != "aal1":
         acr = "aal1"  # NIST SP 800-63B-4: AAL2 needs two factors; a one-factor option is AAL1
@@ -253,6 +264,8 @@ def _accept(
         )
         if record.action == "password_reset":  # T1: starts the cooling-off of the chain
             subject_store.record_event(conn, subject.pk, "password_reset", now)
+        if ctx.policy.action(record.action).recovers:  # API.md, Recovery: in this transaction
+            recovery.apply(ctx, conn, client, record, subject, satisfied, now)
         if ctx.policy.action(record.action).sensitive:  # tell the user on another channel
             notify.event(
                 conn,

@@ -17,6 +17,32 @@ from service.storage.subjects import Snapshot, SubjectRecord
 # Factors added or removed while a subject is being set up are onboarding, not a change to an
 # established account: they start no cooling-off (T1 targets established accounts).
 ONBOARDING = timedelta(hours=24)
+# Factors a waiting delayed recovery suspends and a completed recovery revokes (API.md,
+# Recovery): everything that lives on the phone. SMS goes with them.
+PHONE_FACTOR_TYPES = frozenset({"totp", "device", "passkey"})
+# A subject re-created with a phone its tenant erased in the last 30 days: no onboarding.
+ONBOARDING_WAIVED = "onboarding_waived"
+
+
+def in_onboarding(subject: SubjectRecord, events: dict[str, datetime], at: datetime) -> bool:
+    """Whether ``at`` falls in the subject's onboarding (its first 24 h, unless waived)."""
+    return at - subject.created_at <= ONBOARDING and ONBOARDING_WAIVED not in events
+
+
+def sms_suspended_by_recovery(
+    subject: SubjectRecord, carrier: dict[str, datetime], events: dict[str, datetime]
+) -> bool:
+    """After a recovery, SMS stays out until the phone is set again or a SIM change dated after
+    the recovery arrives (the thief's SIM is then gone)."""
+    recovered = events.get("recovered")
+    if recovered is None:
+        return False
+    if subject.phone_set_at is not None and subject.phone_set_at > recovered:
+        return False
+    return not any(
+        at is not None and at > recovered
+        for at in (carrier.get("sim_swap"), carrier.get("sim_unblocked"))
+    )
 
 
 @dataclass(frozen=True)
@@ -83,6 +109,13 @@ def subject_state(
         # T2: a number_recycled dated after the phone was set voids the phone for this subject.
         set_at, recycled_at = subject.phone_set_at, latest.get("number_recycled")
         recycled = recycled_at is not None and (set_at is None or recycled_at > set_at)
+    if "sms" in types and sms_suspended_by_recovery(subject, snap.carrier, snap.events):
+        types.discard("sms")
+    suspended: frozenset[str] = frozenset()
+    if snap.waiting_until is not None and snap.waiting_until > now:
+        # A delayed recovery waits: the phone in a thief's hand no longer logs in.
+        suspended = frozenset(types & (PHONE_FACTOR_TYPES | {"sms"}))
+        types -= suspended
     if pulled is not None:
         changes = [d for d in (last_sim_change, pulled.last_sim_change) if d is not None]
         last_sim_change = max(changes, default=None)
@@ -90,7 +123,8 @@ def subject_state(
     events = {
         kind: at
         for kind, at in snap.events.items()
-        if kind not in {"factor_added", "factor_removed"} or at - subject.created_at > ONBOARDING
+        if kind not in {"factor_added", "factor_removed"}
+        or not in_onboarding(subject, snap.events, at)
     }
     return SubjectState(
         factors=frozenset(types),
@@ -102,4 +136,6 @@ def subject_state(
         locked_until=subject.locked_until
         if subject.locked_until and subject.locked_until > now
         else None,
+        onboarding=in_onboarding(subject, snap.events, now),
+        suspended=suspended,
     )

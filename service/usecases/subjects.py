@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import replace as _replace
 from datetime import UTC, datetime
 
+import jwt
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -13,11 +15,14 @@ from service.context import ServiceContext
 from service.domain import assertions
 from service.domain.errors import InvalidRequest, NotFound, StepUpRequired
 from service.domain.phone import mask_phone, normalize_e164
-from service.storage import audit, factors, replay
+from service.domain.policy import decide
+from service.storage import audit, erasures, factors, replay
 from service.storage import subjects as store
+from service.storage import verifications as verification_store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.usecases import notify
+from service.usecases.signals import ONBOARDING_WAIVED, sms_suspended_by_recovery, subject_state
 
 SUBJECT_ID = re.compile(r"^[A-Za-z0-9._:@\-]{1,128}$")
 
@@ -72,30 +77,68 @@ def require_step_up(
     action: str,
     assertion: str | None,
     now: datetime,
-) -> bool:
-    """If the subject has an active non-SMS factor, check and consume an assertion for
-    ``action`` (else 403 ``step_up_required``); returns whether a step-up was needed.
+    *,
+    always: bool = False,
+    instead: tuple[str, ...] = (),
+) -> str | None:
+    """If the subject has an active non-SMS factor (or ``always``), check and consume an
+    assertion for ``action`` or one of ``instead`` (else 403 ``step_up_required``); returns the
+    action redeemed, or None when no step-up was needed.
 
     ASVS 6.4.4 / 7.5.1: changing the phone or a factor needs proof at the level of enrolment.
-    The ``jti`` is recorded once, so an assertion is redeemed at most once (API.md).
+    The ``jti`` is recorded once, so an assertion is redeemed at most once (API.md), and the
+    factors its verification proved must still complete an option of the action for the subject
+    as it is now (issue 19, hole 3: an assertion minted before a PIN existed cannot replace it).
     """
-    if not any(f.status == "active" for f in factors.for_subject(conn, subject.pk)):
-        return False
+    if not always and not any(f.status == "active" for f in factors.for_subject(conn, subject.pk)):
+        return None
     if not assertion:
         raise StepUpRequired(f"this change needs a {action} assertion")
+    wanted = action
+    if instead:
+        try:
+            named = jwt.decode(assertion, options={"verify_signature": False}).get("action")
+        except jwt.PyJWTError:
+            named = None
+        wanted = named if named in instead else action
     claims = assertions.verify(
         ctx.keys,
         assertion,
         issuer=ctx.settings.issuer,
         audience=client.id,
         subject=subject.subject_id,
-        action=action,
+        action=wanted,
         now=now,
     )
+    _still_satisfied(ctx, conn, client, subject, wanted, str(claims["jti"]), now)
     expires = datetime.fromtimestamp(claims["exp"], UTC)
     if not replay.consume_assertion(conn, claims["jti"], expires, now):
         raise StepUpRequired("this assertion has already been used")
-    return True
+    return wanted
+
+
+def _still_satisfied(
+    ctx: ServiceContext,
+    conn: Connection,
+    client: ClientRecord,
+    subject: SubjectRecord,
+    action: str,
+    verification_id: str,
+    now: datetime,
+) -> None:
+    """The assertion's verification must still satisfy a current option of ``action``, counting
+    what that verification consumed (its last recovery code) as still held."""
+    record = verification_store.get(conn, client.id, verification_id)
+    if record is None or record.status != "satisfied" or record.subject_pk != subject.pk:
+        raise StepUpRequired(f"a valid {action} assertion is required")
+    state = subject_state(subject, store.snapshot(conn, subject), now)
+    consumed = frozenset(record.satisfied) & {"recovery_code"}
+    state = _replace(state, factors=state.factors | consumed)
+    proven = set(record.satisfied)
+    if not any(set(option) <= proven for option in decide(ctx.policy, action, state, now).options):
+        raise StepUpRequired(
+            f"the subject's factors changed since this {action} assertion was issued; step up again"
+        )
 
 
 def put_subject(
@@ -137,7 +180,7 @@ def _put_subject(
         existing = store.get(conn, client.id, subject_id)
         if existing is None:
             ct = ctx.keys.encrypt(e164, phone_context(client.id, subject_id))
-            store.create(
+            pk = store.create(
                 conn,
                 client_id=client.id,
                 subject_id=subject_id,
@@ -145,6 +188,9 @@ def _put_subject(
                 phone_hash=phone_hash,
                 now=now,
             )
+            if erasures.recently_erased(conn, client.id, phone_hash, now):
+                # Issue 19, hole 2: erase-and-re-create must not buy the onboarding exemption.
+                store.record_event(conn, pk, ONBOARDING_WAIVED, now)
             audit.append(
                 conn,
                 event="subject.created",
@@ -155,7 +201,7 @@ def _put_subject(
                 ip=ip,
             )
             return SubjectView(subject_id, mask_phone(e164), created=True)
-        if existing.phone_hash == phone_hash:
+        if existing.phone_hash == phone_hash and not _sms_suspended(conn, existing):
             return SubjectView(subject_id, mask_phone(e164))
         strong = require_step_up(ctx, conn, client, existing, "change_phone", assertion, now)
         ct = ctx.keys.encrypt(e164, phone_context(client.id, subject_id))
@@ -175,14 +221,28 @@ def _put_subject(
     return SubjectView(subject_id, mask_phone(e164))
 
 
+def _sms_suspended(conn: Connection, subject: SubjectRecord) -> bool:
+    """After a recovery the same phone set again re-sets it (API.md, Recovery)."""
+    snap = store.snapshot(conn, subject)
+    return sms_suspended_by_recovery(subject, snap.carrier, snap.events)
+
+
 def delete_subject(
-    ctx: ServiceContext, client: ClientRecord, subject_id: str, ip: str | None = None
+    ctx: ServiceContext,
+    client: ClientRecord,
+    subject_id: str,
+    assertion: str | None = None,
+    ip: str | None = None,
 ) -> None:
-    """Erase the subject's personal data and factors; the audit trail stays, pseudonymised."""
+    """Erase the subject's personal data and factors; the audit trail stays, pseudonymised.
+
+    A subject with an active non-SMS factor needs a ``delete_account`` assertion (issue 19,
+    hole 2: erasing and re-creating a subject wiped its protections)."""
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         subject = find(ctx, conn, client, subject_id)
-        store.remove(conn, subject.pk)
+        stepped_up = require_step_up(ctx, conn, client, subject, "delete_account", assertion, now)
+        erase(conn, subject, now)
         audit.append(
             conn,
             event="subject.erased",
@@ -191,4 +251,11 @@ def delete_subject(
             client_id=client.id,
             subject_ref=subject_ref(ctx, client.id, subject_id),
             ip=ip,
+            detail={"stepped_up": bool(stepped_up)},
         )
+
+
+def erase(conn: Connection, subject: SubjectRecord, now: datetime) -> None:
+    """Remove the subject, keeping its phone's keyed hash 30 days (``storage.erasures``)."""
+    erasures.remember(conn, subject.client_id, subject.phone_hash, now)
+    store.remove(conn, subject.pk)

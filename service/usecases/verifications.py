@@ -28,6 +28,7 @@ from service.storage import verifications as store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
+from service.usecases.recovery import shown_status
 from service.usecases.signals import PulledSignals, pull, subject_state
 from service.usecases.subjects import find, phone_of, subject_ref
 
@@ -44,6 +45,7 @@ class VerificationView:
     expires_at: str
     satisfied: list[str] = field(default_factory=list)
     held_until: str | None = None
+    ready_at: str | None = None  # a delayed recovery: when its wait ends (API.md, Recovery)
 
     @classmethod
     def of(cls, record: VerificationRecord, status: str | None = None) -> VerificationView:
@@ -58,6 +60,7 @@ class VerificationView:
             expires_at=rfc3339(record.expires_at),
             satisfied=record.satisfied,
             held_until=rfc3339(record.held_until) if record.held_until else None,
+            ready_at=rfc3339(record.ready_at) if record.ready_at else None,
         )
 
 
@@ -176,11 +179,13 @@ def pending_with_subject(
 
 
 def _must_be_pending(conn: Connection, record: VerificationRecord, now: datetime) -> None:
-    if record.status == "pending" and record.expires_at <= now:
-        store.set_status(conn, record.id, "expired", now)
+    shown = shown_status(record, now)
+    if shown == "expired" and record.status in ("pending", "waiting"):
+        store.set_status(conn, record.id, "expired", now, was=record.status)
         raise NotPending("the verification has expired")
-    if record.status != "pending":
-        raise NotPending(f"the verification is {record.status}")
+    if shown != "pending":
+        # A delayed recovery takes no proof before ready_at (API.md, Recovery).
+        raise NotPending(f"the verification is {shown}")
 
 
 def get(ctx: ServiceContext, client: ClientRecord, verification_id: str) -> VerificationView:
@@ -191,11 +196,12 @@ def get(ctx: ServiceContext, client: ClientRecord, verification_id: str) -> Veri
         if found is None:
             raise NotFound("no such verification")
         record, subject = found
-        if record.status == "pending" and record.expires_at <= now:
-            store.set_status(conn, record.id, "expired", now)
+        shown = shown_status(record, now)
+        if shown == "expired" and record.status in ("pending", "waiting"):
+            store.set_status(conn, record.id, "expired", now, was=record.status)
             return VerificationView.of(record, "expired")
-        if record.status != "pending":
-            return VerificationView.of(record)
+        if shown != "pending":
+            return VerificationView.of(record, shown)
         # Pending: show what the policy offers now (a signal may have arrived since the start).
         snap = subject_store.snapshot(conn, subject)
         options, decision = still_open(ctx, record, subject, snap, now)
@@ -206,7 +212,7 @@ def get(ctx: ServiceContext, client: ClientRecord, verification_id: str) -> Veri
             )
         else:
             record = replace(record, options=options)
-    return VerificationView.of(record)
+    return VerificationView.of(record, "pending" if record.status == "waiting" else None)
 
 
 def remaining(options: list[list[str]], satisfied: list[str]) -> set[str]:
@@ -271,3 +277,5 @@ def lock_subject_if_repeated(
     pause = lockout_for(locked)
     if pause is not None:
         subject_store.lock(conn, subject.pk, now + pause)
+        # API.md, Recovery: a lockout extends a waiting recovery's completion window.
+        store.extend_waits(conn, subject.pk, pause)

@@ -26,7 +26,7 @@ def run(args, env=None):
 
 def test_policy_check_accepts_default_and_names_the_bad_key(tmp_path):
     ok = run(["policy", "check", str(packaged_policy_file())])
-    assert ok.exit_code == 0 and "8 actions" in ok.output
+    assert ok.exit_code == 0 and "13 actions" in ok.output
     bad = tmp_path / "bad.toml"
     bad.write_text('version = 1\n[actions.login]\nacr = "aal1"\noptions = [["sms"]]\nlimt = 1\n')
     from service.domain.errors import PolicyError

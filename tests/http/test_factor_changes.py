@@ -290,9 +290,14 @@ def test_bad_device_key_is_400(user, body):
 
 # -- erasure --------------------------------------------------------------------------------------
 def test_deleted_subject_has_no_factors(user, http, auth):
-    # API.md / PIPL art. 47: DELETE erases personal data and factors.
+    # API.md / PIPL art. 47: DELETE erases personal data and factors; with a strong factor it
+    # needs a delete_account step-up (issue 19, hole 2).
     user.add_all_factors()
-    assert http.delete("/v1/subjects/alice", headers=auth).status_code == 204
+    token = user.step_up("delete_account", ["totp", "knowledge"])
+    assert (
+        http.delete("/v1/subjects/alice", json={"assertion": token}, headers=auth).status_code
+        == 204
+    )
     r = user.factors()
     assert r.status_code == 404 and r.json["error"] == "not_found"
     assert user.start("login").status_code == 404

@@ -38,6 +38,8 @@ SENSITIVE = [
     "sim_unblock",
 ]
 MONEY = ["payment_password_reset", "loan_application"]
+# API.md, Recovery: the account lifecycle's actions (all sensitive).
+LIFECYCLE = ["recover", "recover_delayed", "cancel_recovery", "reset_knowledge", "delete_account"]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def state(*factors: str, **signals: object) -> SubjectState:
 
 
 def test_default_policy_defines_exactly_the_documented_actions(policy: Policy) -> None:
-    assert set(policy.actions) == {"login", *SENSITIVE}
+    assert set(policy.actions) == {"login", *SENSITIVE, *LIFECYCLE}
     assert policy.knowledge_min_length == 6
     assert policy.action("login").acr == "aal1" and not policy.action("login").sensitive
     for name in SENSITIVE:
@@ -108,8 +110,8 @@ def test_sms_and_knowledge_alone_cannot_do_strong_only_actions(policy: Policy, a
 
 @pytest.mark.parametrize("action", SENSITIVE)
 def test_phone_only_subject_is_denied_sensitive_actions(policy: Policy, action: str) -> None:
-    decision = decide(policy, action, state("sms", "totp", "device"), NOW)
-    if action == "enroll_factor":  # bootstrap: no PIN yet, so the when block applies
+    decision = decide(policy, action, state("sms", "totp", "device", onboarding=True), NOW)
+    if action == "enroll_factor":  # bootstrap: no PIN yet, in onboarding: the when block applies
         assert decision.options == [["totp"], ["device"], ["sms"]]
     else:
         assert decision.status == "denied" and decision.options == []
@@ -125,9 +127,14 @@ def test_unknown_action_raises(policy: Policy) -> None:
 
 
 def test_enroll_factor_bootstrap_replaces_options_while_subject_lacks_knowledge(policy) -> None:
-    decision = decide(policy, "enroll_factor", state("sms"), NOW)
+    decision = decide(policy, "enroll_factor", state("sms", onboarding=True), NOW)
     assert decision.status == "pending" and decision.options == [["sms"]]
     assert any("when[0] applies" in line for line in decision.explanation)
+    # Issue 19, hole 1: after onboarding the phone alone never sets the first PIN.
+    later = decide(policy, "enroll_factor", state("sms", "totp", "device"), NOW)
+    assert later.status == "denied" and "no_eligible_factors" in later.reasons
+    attested = decide(policy, "enroll_factor", state("sms", "totp", "attested"), NOW)
+    assert attested.options == [["attested"]]
 
 
 def test_enroll_factor_needs_the_pin_once_it_exists(policy: Policy) -> None:
@@ -140,8 +147,10 @@ def test_enroll_factor_needs_the_pin_once_it_exists(policy: Policy) -> None:
 
 
 def test_enroll_factor_bootstrap_sms_blocked_for_30_days_after_sim_change(policy) -> None:
-    inside = state("sms", "totp", last_sim_change=NOW - timedelta(days=30) + SECOND)
-    outside = state("sms", "totp", last_sim_change=NOW - timedelta(days=30))
+    inside = state(
+        "sms", "totp", last_sim_change=NOW - timedelta(days=30) + SECOND, onboarding=True
+    )
+    outside = state("sms", "totp", last_sim_change=NOW - timedelta(days=30), onboarding=True)
     assert decide(policy, "enroll_factor", inside, NOW).options == [["totp"]]
     assert decide(policy, "enroll_factor", inside, NOW).reasons == ["recent_sim_change"]
     assert decide(policy, "enroll_factor", outside, NOW).options == [["totp"], ["sms"]]
