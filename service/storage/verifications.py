@@ -204,6 +204,16 @@ def waiting_for(conn: Connection, subject_pk: int) -> list[VerificationRecord]:
     return [_record(r) for r in rows]
 
 
+def close_waits(conn: Connection, subject_pk: int, now: datetime) -> None:
+    """A completed recovery supersedes any other waiting one of the subject (its suspension
+    would otherwise hold the factors the person enrols next)."""
+    conn.execute(
+        update(verifications)
+        .where(verifications.c.subject_pk == subject_pk, verifications.c.status == "waiting")
+        .values(status="cancelled", completed_at=now)
+    )
+
+
 def extend_waits(conn: Connection, subject_pk: int, by: timedelta) -> None:
     """A subject lockout extends a waiting recovery's completion window by its length."""
     for record in waiting_for(conn, subject_pk):

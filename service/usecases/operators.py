@@ -88,28 +88,22 @@ def erase(
         subject = find(ctx, conn, client, subject_id)
         ref = subject_ref(ctx, client.id, subject_id)
         erase_subject(conn, subject, now)
-        audit.append(
-            conn,
-            event="operator.erase",
-            outcome="ok",
-            now=now,
-            client_id=client.id,
-            operator=operator,
-            ip=ip,
-            subject_ref=ref,
-        )
-        audit.append(
-            conn,
-            event="operator.alert",
-            outcome="subject_erased",
-            now=now,
-            client_id=client.id,
-            operator=operator,
-            ip=ip,
-            subject_ref=ref,
-            detail={"why": "subject_erased"},
-        )
         why = "subject_erased"
+        for event, outcome, detail in (
+            ("operator.erase", "ok", {}),
+            ("operator.alert", why, {"why": why}),
+        ):
+            audit.append(
+                conn,
+                event=event,
+                outcome=outcome,
+                now=now,
+                client_id=client.id,
+                operator=operator,
+                ip=ip,
+                subject_ref=ref,
+                detail=detail,
+            )
         notify.event(conn, client.id, subject_id, "operator.alert", now, operator=operator, why=why)
 
 

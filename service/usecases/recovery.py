@@ -89,14 +89,8 @@ def start_wait(
         verification_id=record.id,
         ready_at=ready_at.isoformat(),
     )
-    audit.append(
-        conn,
-        event="recovery.started",
-        outcome="waiting",
-        now=now,
-        client_id=client.id,
-        subject_ref=subject_ref(ctx, client.id, subject.subject_id),
-        detail={"verification_id": record.id},
+    _audit(
+        ctx, conn, client, subject, "recovery.started", "waiting", now, verification_id=record.id
     )
     return ready_at
 
@@ -115,6 +109,7 @@ def apply(
     SIM change (derived from the ``recovered`` event), the one-hour re-enrolment window opens
     and money actions start their cooling-off (the same event); the tenant is told."""
     revoked = factor_store.revoke(conn, subject.pk, PHONE_FACTOR_TYPES)
+    store.close_waits(conn, subject.pk, now)
     subject_store.record_event(conn, subject.pk, "recovered", now)
     if "knowledge" in satisfied:
         subject_store.record_event(conn, subject.pk, "recovered_by_pin", now)
@@ -128,14 +123,17 @@ def apply(
         factors=satisfied,
         revoked=revoked,
     )
-    audit.append(
+    _audit(
+        ctx,
         conn,
-        event="subject.recovered",
-        outcome="ok",
-        now=now,
-        client_id=client.id,
-        subject_ref=subject_ref(ctx, client.id, subject.subject_id),
-        detail={"verification_id": record.id, "factors": satisfied, "revoked": revoked},
+        client,
+        subject,
+        "subject.recovered",
+        "ok",
+        now,
+        verification_id=record.id,
+        factors=satisfied,
+        revoked=revoked,
     )
 
 
@@ -157,13 +155,36 @@ def cancel(
         store.set_status(conn, record.id, "cancelled", now, was="waiting")
         who = subject.subject_id
         notify.event(conn, client.id, who, "recovery.cancelled", now, verification_id=record.id)
-        audit.append(
+        _audit(
+            ctx,
             conn,
-            event="recovery.cancelled",
-            outcome="cancelled",
-            now=now,
-            client_id=client.id,
-            subject_ref=subject_ref(ctx, client.id, subject.subject_id),
-            detail={"verification_id": record.id},
+            client,
+            subject,
+            "recovery.cancelled",
+            "cancelled",
+            now,
+            verification_id=record.id,
         )
     return replace(record, status="cancelled")
+
+
+def _audit(
+    ctx: ServiceContext,
+    conn: Connection,
+    client: ClientRecord,
+    subject: SubjectRecord,
+    event: str,
+    outcome: str,
+    now: datetime,
+    **detail: object,
+) -> None:
+    """One audit entry about the subject (pseudonymised: never its id in clear)."""
+    audit.append(
+        conn,
+        event=event,
+        outcome=outcome,
+        now=now,
+        client_id=client.id,
+        subject_ref=subject_ref(ctx, client.id, subject.subject_id),
+        detail=detail,
+    )

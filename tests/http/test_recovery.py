@@ -209,3 +209,19 @@ def test_thief_with_the_unlocked_phone_gets_nowhere(user, http, auth):
     r = user.enroll({"type": "knowledge", "secret": "582947"})
     assert r.status_code == 403
     assert statuses(user) == {"totp": "active", "device": "active", "knowledge": "active"}
+
+
+def test_a_sim_change_after_the_recovery_brings_sms_back(user, ctx):
+    # The thief's SIM is gone once the carrier reports a new SIM dated after the recovery.
+    user.add_all_factors()
+    wait = start_wait(user)
+    user.advance(DELAY + 1)
+    user.prove_factor(wait["vid"], "knowledge")
+    assert user.start("login").json["status"] == "denied"
+    user.advance(60)
+    assert (
+        carrier_event(user.http, _carrier(ctx), PHONE, "sim_unblocked", now_rfc3339()).status_code
+        == 202
+    )
+    user.advance(8 * 24 * 3600)  # past login's 7-day SMS window after a SIM change
+    assert user.start("login").json["options"] == [["sms"]]
