@@ -169,19 +169,20 @@ def set_status(
 
 
 def start_wait(
-    conn: Connection, verification_id: str, ready_at: datetime, expires_at: datetime, now: datetime
+    conn: Connection,
+    record: VerificationRecord,
+    ready_at: datetime,
+    expires_at: datetime,
+    now: datetime,
 ) -> None:
     """A delayed recovery's first proof: ``waiting`` until ``ready_at``, then open for proofs
     until ``expires_at``; nothing proven yet for the second stage. A subject's other waiting
     verification makes the partial unique index refuse it (``IntegrityError``): expired ones
     are closed first, in the same transaction."""
-    row = conn.execute(
-        select(verifications.c.subject_pk).where(verifications.c.id == verification_id)
-    ).one()
     conn.execute(
         update(verifications)
         .where(
-            verifications.c.subject_pk == row.subject_pk,
+            verifications.c.subject_pk == record.subject_pk,
             verifications.c.status == "waiting",
             verifications.c.expires_at <= now,
         )
@@ -189,7 +190,7 @@ def start_wait(
     )
     conn.execute(
         update(verifications)
-        .where(verifications.c.id == verification_id, verifications.c.status == "pending")
+        .where(verifications.c.id == record.id, verifications.c.status == "pending")
         .values(status="waiting", satisfied="[]", ready_at=ready_at, expires_at=expires_at)
     )
 

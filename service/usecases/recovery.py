@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from service.context import ServiceContext
+from service.domain.clock import rfc3339
 from service.domain.errors import Conflict, NotFound, NotPending
 from service.storage import audit
 from service.storage import factors as factor_store
@@ -76,7 +77,7 @@ def start_wait(
     assert delay is not None
     ready_at = now + delay
     try:
-        store.start_wait(conn, record.id, ready_at, ready_at + COMPLETION_WINDOW, now)
+        store.start_wait(conn, record, ready_at, ready_at + COMPLETION_WINDOW, now)
     except IntegrityError:  # the transaction rolls back: nothing of this proof is written
         raise Conflict("a delayed recovery of this subject is already waiting") from None
     # NIST SP 800-63B-4: tell the person on a channel other than the one just used.
@@ -87,7 +88,7 @@ def start_wait(
         "recovery.started",
         now,
         verification_id=record.id,
-        ready_at=ready_at.isoformat(),
+        ready_at=rfc3339(ready_at),
     )
     _audit(
         ctx, conn, client, subject, "recovery.started", "waiting", now, verification_id=record.id
