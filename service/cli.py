@@ -200,7 +200,7 @@ def policy_check(file: str) -> None:
     "signals",
     multiple=True,
     help="sim_swap=2d, sim_unblocked=1h, sim_lost=3h, number_recycled, "
-    "signal_unavailable, event:password_reset=3h, locked=10m",
+    "signal_unavailable, onboarding, event:password_reset=3h, event:recovered=10m, locked=10m",
 )
 @click.option(
     "--policy-file",
