@@ -254,17 +254,19 @@ def decide(policy: Policy, action: str, state: SubjectState, now: datetime) -> D
     rule = policy.action(action)
     found = _Findings()
     _holds(rule, state, now, found)
-    candidates = _base_options(rule, state, now, _Findings())
-    if found.reasons and set(found.reasons) <= _SIM_HOLDS and _phone_free(candidates):
+    chosen = _Findings()  # which when blocks applied, explained after the holds
+    candidates = _base_options(rule, state, now, chosen)
+    if found.reasons:
         # A SIM change never holds an option none of whose factors travels with the SIM.
-        candidates = _phone_free(candidates)
+        free = _phone_free(candidates) if set(found.reasons) <= _SIM_HOLDS else ()
+        if not free:
+            return Decision(action, "denied", [], found.reasons, found.lines, found.held_until)
+        candidates = free
         found.add(None, "options with a phone-bound factor held; phone-free options remain")
         found.reasons.clear()
         found.held_until = None
-    if found.reasons:
-        return Decision(action, "denied", [], found.reasons, found.lines, found.held_until)
+    found.lines.extend(chosen.lines)
 
-    candidates = tuple(o for o in _base_options(rule, state, now, found) if o in candidates)
     involves_sms = any("sms" in option for option in candidates)
     # Only name SMS signals when SMS is on offer; otherwise the reason is noise.
     sms_out = _sms_ineligible(rule, state, now, found if involves_sms else None)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from sqlalchemy import Connection
 
 from service.context import ServiceContext
 from service.domain.clock import rfc3339
@@ -184,9 +187,13 @@ def listing(ctx: ServiceContext, client: ClientRecord, subject_id: str) -> list[
     with ctx.engine.begin() as conn:
         subject = find(ctx, conn, client, subject_id)
         rows = store.for_subject(conn, subject.pk)
-        waits = verification_store.waiting_for(conn, subject.pk)
-    suspended = any(w.expires_at > now for w in waits)
+        suspended = recovery_waits(conn, subject.pk, now)
     return [summary(f, suspended) for f in rows]
+
+
+def recovery_waits(conn: Connection, subject_pk: int, now: datetime) -> bool:
+    """Whether a delayed recovery of the subject waits (its phone factors read suspended)."""
+    return any(w.expires_at > now for w in verification_store.waiting_for(conn, subject_pk))
 
 
 def remove(

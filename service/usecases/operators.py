@@ -19,7 +19,7 @@ from service.storage import factors as factor_store
 from service.storage.clients import ClientRecord
 from service.storage.tables import verifications
 from service.usecases import notify
-from service.usecases.factors import summary
+from service.usecases.factors import recovery_waits, summary
 from service.usecases.subjects import erase as erase_subject
 from service.usecases.subjects import find, phone_of, subject_ref
 
@@ -133,6 +133,7 @@ def lookup(
             )
             raise
         rows = factor_store.for_subject(conn, subject.pk)
+        suspended = recovery_waits(conn, subject.pk, now)
         recent = conn.execute(
             verifications.select()
             .where(verifications.c.subject_pk == subject.pk)
@@ -154,7 +155,7 @@ def lookup(
         "subject_id": subject_id,
         "phone": mask_phone(phone) if phone else None,
         "locked_until": rfc3339(subject.locked_until) if subject.locked_until else None,
-        "factors": [summary(f) for f in rows],
+        "factors": [summary(f, suspended) for f in rows],
         "recent_decisions": [
             {
                 "verification_id": r.id,
