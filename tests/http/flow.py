@@ -252,3 +252,16 @@ def verified_claims(http, auth: dict, token: str) -> dict:
     return jwt.decode(
         token, key.key, algorithms=["ES256", "EdDSA"], audience=audience, issuer="idv"
     )
+
+
+def policy_variant(settings, tmp_path: Path, section: str, old: str, new: str):
+    """``settings`` with a copy of its policy whose ``section`` has its first ``old`` text
+    replaced by ``new`` (a test of one rule under an otherwise default policy)."""
+    from dataclasses import replace
+
+    text = Path(settings.policy_file).read_text(encoding="utf-8")
+    start = text.index(section)
+    at = text.index(old, start)
+    path = tmp_path / "policy.toml"
+    path.write_text(text[:at] + new + text[at + len(old) :], encoding="utf-8")
+    return replace(settings, policy_file=path)

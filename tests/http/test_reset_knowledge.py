@@ -3,33 +3,26 @@ and money actions then wait out their cooling-off (T1 "sensitive events chain").
 
 The default policy's options need a recovery code or an attestation (another branch builds
 those factors); here the same rules run under a copy of the default policy whose only change
-is ``reset_knowledge``'s options (device + TOTP), so the redemption path is tested on its own.
+is ``reset_knowledge``'s attested options (device + TOTP instead), so the redemption path is
+tested on its own.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import replace
-from pathlib import Path
-
 import pytest
 
-from tests.http.flow import PIN
+from tests.http.flow import PIN, policy_variant
 
 NEW_PIN = "582947"
 
 
 @pytest.fixture
 def settings(settings, tmp_path):  # type: ignore[no-untyped-def]
-    text = Path(settings.policy_file).read_text(encoding="utf-8")
-    section = text.index("[actions.reset_knowledge]")
-    head, tail = text[:section], text[section:]
-    tail = re.sub(
-        r"options = \[.*?\n\]\n", 'options = [["device", "totp"]]\n', tail, count=1, flags=re.S
+    # The attested options become one of device + TOTP; the recovery-code ones stay.
+    attested = '["device", "attested"], ["totp", "attested"], '
+    return policy_variant(
+        settings, tmp_path, "[actions.reset_knowledge]", attested, '["device", "totp"], '
     )
-    path = tmp_path / "policy.toml"
-    path.write_text(head + tail, encoding="utf-8")
-    return replace(settings, policy_file=path)
 
 
 def test_reset_knowledge_assertion_replaces_the_pin_once(user):
