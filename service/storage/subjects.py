@@ -12,6 +12,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     null,
     select,
     type_coerce,
@@ -248,7 +249,12 @@ _SNAPSHOT = Lean(
             null(),
             null(),
             verifications.c.expires_at,
-        ).where(verifications.c.subject_pk == bindparam("pk"), verifications.c.status == "waiting"),
+        ).where(
+            verifications.c.subject_pk == bindparam("pk"),
+            # A literal, not a bound value, so that SQLite and PostgreSQL plans can use the
+            # partial unique index (uq_verifications_one_waiting), whose predicate it matches.
+            verifications.c.status == literal_column("'waiting'"),
+        ),
     )
 )
 
