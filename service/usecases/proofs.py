@@ -241,7 +241,7 @@ def _accept(
     if check.rehash is not None:
         factor_store.replace_secret(conn, check.rehash[0], check.rehash[1])
     satisfied = sorted(set(record.satisfied) | {factor})
-    done = [option for option in options if set(option) <= set(satisfied)]  # see _completes
+    done = [option for option in options if set(option) <= set(satisfied)]
     complete = bool(done)
     if complete and all(len(option) == 1 for option in done) and acr != "aal1":
         acr = "aal1"  # NIST SP 800-63B-4: AAL2 needs two factors; a one-factor option is AAL1
