@@ -62,5 +62,12 @@ def operator_lookup(subject_id: str) -> Response:
 def operator_erase(subject_id: str) -> tuple[str, int]:
     """The support desk erases a subject (scope ``admin``, not ``verify``): audited, alerted."""
     client = caller("admin")
-    operators.erase(ctx(), client, request.headers.get("Idv-Operator"), subject_id, client_ip())
+    operators.erase(
+        ctx(),
+        client,
+        request.headers.get("Idv-Operator"),
+        subject_id,
+        request.args.get("tenant"),
+        client_ip(),
+    )
     return "", 204

@@ -75,6 +75,7 @@ def erase(
     client: ClientRecord,
     operator: str | None,
     subject_id: str,
+    tenant: str | None,
     ip: str | None,
 ) -> None:
     """The support desk erases a subject (API.md ``DELETE /v1/admin/subjects/{id}``): the
@@ -82,7 +83,7 @@ def erase(
     the person's ``delete_account`` step-up), the operator named, audited, limited like reads,
     and alerted to the tenant every time (T3: an insider erasing accounts is what the tenant
     must see)."""
-    operator = _watched(ctx, client, operator, None, ip)
+    operator = _watched(ctx, client, operator, tenant, ip)
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         subject = find(ctx, conn, client, subject_id)
