@@ -125,9 +125,13 @@ def test_cancel_with_pin_and_suspended_totp_restores_the_factors(user, ctx):
     wait = start_wait(user)
     r = cancel(user, wait["vid"])
     assert r.status_code == 403 and r.json["error"] == "step_up_required"
-    # A login assertion (the phone alone) is not a cancel_recovery one.
+    # The phone thief cannot cancel the victim's way out: TOTP and device count (suspended),
+    # but never without the PIN.
     r = user.start("cancel_recovery")
-    assert ["knowledge", "totp"] in r.json["options"], r.json
+    assert r.json["options"] == [["knowledge", "totp"], ["knowledge", "device"]], r.json
+    for factor in ("totp", "device"):
+        answer = user.attempt(r.json["verification_id"], factor)
+        assert answer.json["accepted"] and answer.json["status"] == "pending", answer.json
     token = user.step_up("cancel_recovery", ["knowledge", "totp"])
     r = cancel(user, wait["vid"], token)
     assert r.status_code == 200 and r.json["status"] == "cancelled", r.json
