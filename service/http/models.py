@@ -135,6 +135,9 @@ class ProofResult(BaseModel):
     accepted: bool
     satisfied: list[str]
     assertion: str | None = None
+    attempts_left: int = Field(
+        ge=0, description="failed proofs that remain before the verification locks (0: locked)"
+    )
 
 
 class CarrierEvent(Request):

@@ -97,6 +97,7 @@ def prove(verification_id: str) -> Response:
             "accepted": outcome.accepted,
             "satisfied": outcome.satisfied,
             "assertion": outcome.assertion,
+            "attempts_left": outcome.attempts_left,
         }
     )
 

@@ -56,6 +56,8 @@ class ProofOutcome:
     accepted: bool
     satisfied: list[str]
     assertion: str | None = None
+    # API.md: failed proofs that remain before the verification locks (0 once locked).
+    attempts_left: int = 0
 
 
 @dataclass
@@ -186,7 +188,8 @@ def _settle(
             ref,
             now,
         )
-        return ProofOutcome(record.id, status, True, satisfied, token)
+        left = max(0, rules.failure_limit - record.failures)
+        return ProofOutcome(record.id, status, True, satisfied, token, left)
     failures, status = store.count_failure(conn, record.id, rules.failure_limit, now)
     if status == "locked":
         lock_subject_if_repeated(ctx, conn, subject, now)
@@ -210,7 +213,8 @@ def _settle(
         subject_ref=ref,
         detail={"verification_id": record.id, "factor": factor, "failures": failures},
     )
-    return ProofOutcome(record.id, status, False, record.satisfied)
+    left = 0 if status == "locked" else max(0, rules.failure_limit - failures)
+    return ProofOutcome(record.id, status, False, record.satisfied, None, left)
 
 
 def _accept(
