@@ -74,6 +74,12 @@ class FactorNotAllowed(IdvError):
     code, status = "factor_not_allowed", 422
 
 
+class IdempotencyConflict(IdvError):
+    """An ``Idempotency-Key`` already used with another request (API.md, Conveniences)."""
+
+    code, status = "idempotency_conflict", 422
+
+
 class RateLimited(IdvError):
     """Too many attempts; ``retry_after`` seconds until the window frees up (RFC 4226 §7.3)."""
 
