@@ -45,7 +45,12 @@ class EnrollFactor(Request):
     secret: str | None = Field(default=None, max_length=1024)
     public_key: str | None = Field(default=None, max_length=4096)
     alg: Literal["ES256", "EdDSA"] | None = None
-    label: str | None = Field(default=None, max_length=200)
+    label: str | None = Field(
+        default=None,
+        max_length=200,
+        description="TOTP: the account authenticator apps show (no ':'), e.g. 138****8000; "
+        "without one, the masked phone",
+    )
     assertion: str | None = Field(default=None, max_length=8192)
 
 
