@@ -1,6 +1,6 @@
 """Domain errors: raised by the pure core, mapped to HTTP in one place (service.http.errors).
 
-Each error carries the machine-readable code of the contract (../shared/API.md, "Errors").
+Each error carries the machine-readable code of the contract (docs/API.md, "Errors").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Request and response models of the HTTP contract (../shared/API.md); the OpenAPI
+"""Request and response models of the HTTP contract (docs/API.md); the OpenAPI
 document is generated from these."""
 
 from __future__ import annotations
