@@ -90,7 +90,9 @@ def _claim(key: str) -> Response | None:
         if not expired and held.request_hash != fingerprint:
             raise IdempotencyConflict(f"this {HEADER} was used with another request")
         if not expired and held.status == "done" and held.response_ct is not None:
-            return _replay(service.keys.decrypt(held.response_ct, _context(client.id, key_hash)))
+            return _replay(
+                service.keys.decrypt(held.response_ct, store.answer_context(client.id, key_hash))
+            )
         abandoned = held.status == "running" and held.created_at <= now - ABANDONED
         if (expired or abandoned) and store.take_over(
             service.engine, client.id, key_hash, held, fingerprint, token, now
@@ -99,11 +101,6 @@ def _claim(key: str) -> Response | None:
             return None
         break
     raise Conflict(f"a request with this {HEADER} is still running; retry shortly")
-
-
-def _context(client_id: str, key_hash: str) -> str:
-    """AES-GCM associated data: a stored answer decrypts only for its own row."""
-    return f"idempotency:{client_id}:{key_hash}"
 
 
 def _replay(stored: str) -> Response:
@@ -137,7 +134,9 @@ def _after(response: Response) -> Response:
                     "body": response.get_data(as_text=True),
                 }
             )
-            ciphertext = service.keys.encrypt(kept, _context(claim.client_id, claim.key_hash))
+            ciphertext = service.keys.encrypt(
+                kept, store.answer_context(claim.client_id, claim.key_hash)
+            )
             store.complete(conn, claim.client_id, claim.key_hash, claim.token, ciphertext, subject)
     except SQLAlchemyError as exc:
         # The answer stands; the claim stays "running" and a retry may take it over later.

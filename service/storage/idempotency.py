@@ -19,6 +19,11 @@ from service.storage.tables import idempotency_keys, subjects, verifications
 T = idempotency_keys
 
 
+def answer_context(client_id: str, key_hash: str) -> str:
+    """AES-GCM associated data of a kept answer: it decrypts only for its own row."""
+    return f"idempotency:{client_id}:{key_hash}"
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     """A stored claim: ``response_ct`` is set once the first request has answered."""

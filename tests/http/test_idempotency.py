@@ -228,3 +228,14 @@ def test_a_claim_whose_request_died_is_taken_over(app, user, auth, ctx, monkeypa
     assert enroll(app.test_client(), keyed(auth, "stuck")).get_data() == taken.get_data()
     with ctx.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(idempotency_keys)).scalar() == 1
+
+
+def test_kept_answers_are_re_encrypted_by_key_rotation(user, http, auth, ctx):
+    from service.usecases.keys import reencrypt
+
+    first = enroll(http, keyed(auth, "rotated"))
+    kid = ctx.keys.add_data_key()  # `idv keys rotate`: a new active data key, old ones kept
+    assert reencrypt(ctx, ctx.keys) >= 1
+    (row,) = rows(ctx)
+    assert row.response_ct.startswith(f"v1:{kid}:")
+    assert enroll(http, keyed(auth, "rotated")).get_data() == first.get_data()
