@@ -164,8 +164,22 @@ def test_a_key_expires_after_24_hours(user, http, auth):
     assert later.status_code == 201 and later.json["factor_id"] != first.json["factor_id"]
 
 
-def test_a_post_without_the_header_stores_nothing(user, http, auth, ctx):
-    assert enroll(http, auth).status_code == 201
+def test_a_post_without_the_header_costs_no_statement(user, http, auth, ctx):
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    event.listen(ctx.engine, "before_cursor_execute", record)
+    try:
+        vid = user.start("login").json["verification_id"]
+        user.challenge(vid, "sms")
+        assert user.prove(vid, {"factor": "sms", "code": user.last_sms_code()}).status_code == 200
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", record)
+    assert seen and not [s for s in seen if "idempotency_keys" in s]
     assert rows(ctx) == []
 
 
