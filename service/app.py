@@ -17,7 +17,7 @@ def create_app(settings: Settings | None = None, *, context: ServiceContext | No
     """Build the Flask app from settings (read from ``IDV_*`` when omitted)."""
     from service.domain.errors import InvalidRequest
     from service.domain.text import storable
-    from service.http import errors, openapi, ops, subjects, verify
+    from service.http import errors, idempotency, openapi, ops, subjects, verify
 
     if context is None:
         context = ServiceContext.build(settings or Settings.from_env())
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None, *, context: ServiceContext | No
 
     errors.register_error_handlers(app)
     ops.install_metrics(app)
+    idempotency.install(app)  # API.md: Idempotency-Key on any POST
     for blueprint in (ops.bp, openapi.bp, subjects.bp, verify.bp):
         app.register_blueprint(blueprint)
 

@@ -133,13 +133,16 @@ def _context():  # type: ignore[no-untyped-def]
     help="Repeat for several scopes (default: verify).",
 )
 @click.option("--expires-in-days", type=click.IntRange(1, 3650), default=None)
-def clients_create(name: str, scopes: tuple[str, ...], expires_in_days: int | None) -> None:
+@click.option("--issuer", default=None, help="The tenant's name in authenticator apps (速借).")
+def clients_create(
+    name: str, scopes: tuple[str, ...], expires_in_days: int | None, issuer: str | None
+) -> None:
     """Create a client; its API key is the last line of output, shown only this once."""
     from service.usecases.clients import create_client
 
     ctx = _context()
     expires = ctx.clock() + timedelta(days=expires_in_days) if expires_in_days else None
-    client, key = create_client(ctx, name, list(scopes) or ["verify"], expires)
+    client, key = create_client(ctx, name, list(scopes) or ["verify"], expires, issuer)
     click.echo(f"client_id: {client.id}")
     click.echo(f"scopes: {' '.join(client.scopes)}")
     click.echo("api key (shown once, stored hashed):")
@@ -157,6 +160,31 @@ def clients_list() -> None:
             state = "revoked" if c.revoked_at else "active"
             used = c.last_used_at.isoformat() if c.last_used_at else "never"
             click.echo(f"{c.id}\t{c.name}\t{','.join(c.scopes)}\t{state}\tlast used {used}")
+
+
+@clients.command("issuer")
+@click.argument("client_id")
+@click.argument("name")
+def clients_issuer(client_id: str, name: str) -> None:
+    """Set CLIENT_ID's name in authenticator apps: the otpauth issuer of new TOTP set-ups."""
+    from service.storage import audit
+    from service.storage import clients as store
+    from service.usecases.clients import check_issuer
+
+    ctx = _context()
+    issuer = check_issuer(name)
+    with ctx.engine.begin() as conn:
+        if not store.set_issuer(conn, client_id, issuer):
+            raise click.ClickException(f"no client {client_id}")
+        audit.append(
+            conn,
+            event="client.issuer",
+            outcome="ok",
+            now=ctx.clock(),
+            client_id=client_id,
+            operator="cli",
+        )
+    click.echo(f"issuer of {client_id}: {issuer}")
 
 
 @clients.command("revoke")

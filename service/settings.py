@@ -87,6 +87,20 @@ def _rate_limits(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _default_region(env: Mapping[str, str]) -> str | None:
+    """``IDV_DEFAULT_REGION``: an ISO 3166 region code with a numbering plan (``CN``), or unset."""
+    from service.domain.phone import is_region
+
+    raw = (env.get("IDV_DEFAULT_REGION") or "").strip()
+    if not raw:
+        return None
+    if not is_region(raw.upper()):
+        raise ConfigError(
+            "IDV_DEFAULT_REGION", f"must be an ISO 3166 region code such as CN, got {raw!r}"
+        )
+    return raw.upper()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment."""
@@ -114,6 +128,7 @@ class Settings:
     carrier_token_url: str | None = None
     carrier_client_id: str | None = None
     carrier_client_secret: str | None = None
+    default_region: str | None = None  # ISO 3166, e.g. "CN": national phone numbers allowed
 
     @property
     def is_sqlite(self) -> bool:
@@ -172,6 +187,7 @@ class Settings:
             if value and not value.startswith(("https://", "http://")):
                 raise ConfigError(f"IDV_CARRIER_{name.upper()}", "must be an http(s) URL")
         return cls(
+            default_region=_default_region(env),
             data_dir=data_dir,
             database_url=database_url,
             key_file=key_file,

@@ -1,6 +1,6 @@
 """Domain errors: raised by the pure core, mapped to HTTP in one place (service.http.errors).
 
-Each error carries the machine-readable code of the contract (../shared/API.md, "Errors").
+Each error carries the machine-readable code of the contract (docs/API.md, "Errors").
 """
 
 from __future__ import annotations
@@ -72,6 +72,12 @@ class WeakSecret(IdvError):
 
 class FactorNotAllowed(IdvError):
     code, status = "factor_not_allowed", 422
+
+
+class IdempotencyConflict(IdvError):
+    """An ``Idempotency-Key`` already used with another request (API.md, Conveniences)."""
+
+    code, status = "idempotency_conflict", 422
 
 
 class RateLimited(IdvError):

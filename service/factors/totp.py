@@ -12,6 +12,8 @@ import io
 import pyotp
 import segno
 
+from service.domain.errors import InvalidRequest
+
 STEP_SECONDS = 30  # RFC 6238 §5.2: a 30-second time step
 DIGITS = 6  # RFC 4226 §5.3: at least 6 digits
 DRIFT_STEPS = 1  # RFC 6238 §5.2: at most one step of clock drift each way
@@ -20,6 +22,13 @@ DRIFT_STEPS = 1  # RFC 6238 §5.2: at most one step of clock drift each way
 def new_secret() -> str:
     """Return a fresh base32 TOTP secret of 160 bits (RFC 4226 §4 recommends 160 bits)."""
     return pyotp.random_base32(32)  # 32 base32 characters = 160 bits
+
+
+def check_account_label(label: str | None) -> None:
+    """An account label for authenticator apps: printable, no colon (Google's Key Uri Format:
+    the label is ``issuer:account`` and neither part may hold a colon)."""
+    if label is not None and (":" in label or not label.isprintable() or not label.strip()):
+        raise InvalidRequest("a totp label is printable text without ':'")
 
 
 def provisioning_uri(secret: str, account_name: str, issuer: str) -> str:

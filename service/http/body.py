@@ -49,8 +49,8 @@ def _all_storable(value: object) -> bool:
     return True
 
 
-def json_object(*, optional: bool = False) -> dict:
-    """The request body as a JSON object; 400 ``invalid_request`` for anything else."""
+def raw_body() -> bytes:
+    """The whole request body (read once, cached); 408, 413 or 400 when it cannot be read."""
     try:
         raw = request.get_data(cache=True)
     except (ClientDisconnected, OSError):
@@ -65,6 +65,12 @@ def json_object(*, optional: bool = False) -> dict:
         # A chunked body has no Content-Length to refuse up front; werkzeug stops reading at
         # the limit and hands over what it read, which must not pass for the whole body.
         raise RequestEntityTooLarge()
+    return raw
+
+
+def json_object(*, optional: bool = False) -> dict:
+    """The request body as a JSON object; 400 ``invalid_request`` for anything else."""
+    raw = raw_body()
     if not raw.strip():
         if optional:
             return {}

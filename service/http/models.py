@@ -1,4 +1,4 @@
-"""Request and response models of the HTTP contract (../shared/API.md); the OpenAPI
+"""Request and response models of the HTTP contract (docs/API.md); the OpenAPI
 document is generated from these."""
 
 from __future__ import annotations
@@ -45,7 +45,12 @@ class EnrollFactor(Request):
     secret: str | None = Field(default=None, max_length=1024)
     public_key: str | None = Field(default=None, max_length=4096)
     alg: Literal["ES256", "EdDSA"] | None = None
-    label: str | None = Field(default=None, max_length=200)
+    label: str | None = Field(
+        default=None,
+        max_length=200,
+        description="TOTP: the account authenticator apps show (no ':'), e.g. 138****8000; "
+        "without one, the masked phone",
+    )
     assertion: str | None = Field(default=None, max_length=8192)
 
 
@@ -141,6 +146,9 @@ class ProofResult(BaseModel):
     assertion: str | None = None
     ready_at: str | None = Field(
         default=None, description="status waiting (recover_delayed): when the wait ends"
+    )
+    attempts_left: int = Field(
+        ge=0, description="failed proofs that remain before the verification locks (0: locked)"
     )
 
 

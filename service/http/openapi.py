@@ -135,16 +135,34 @@ ROUTES: list[tuple[str, str, str, str | None, type[BaseModel] | None, dict[int, 
     ),
 ]
 
-ERRORS = {
-    400: "Invalid request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not found",
-    408: "Request body stopped arriving (IDV_CLIENT_TIMEOUT)",
-    409: "Conflict",
-    413: "Payload too large",
-    422: "Unprocessable",
-    429: "Rate limited",
+# Every error a /v1 route may answer: status → (description, the contract's codes). The codes
+# go into each response as ``x-error-codes``; docs/API.md lists the same (tests/test_docs.py).
+ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
+    400: ("Invalid request", ("invalid_request", "unknown_action")),
+    401: ("Unauthorized", ("unauthorized",)),
+    403: ("Forbidden", ("forbidden", "step_up_required")),
+    404: ("Not found", ("not_found",)),
+    405: ("Method not allowed", ("method_not_allowed",)),
+    408: ("Request body stopped arriving (IDV_CLIENT_TIMEOUT)", ("request_timeout",)),
+    409: ("Conflict", ("conflict", "not_pending")),
+    413: ("Payload too large", ("payload_too_large",)),
+    422: (
+        "Unprocessable",
+        ("invalid_code", "weak_secret", "factor_not_allowed", "idempotency_conflict"),
+    ),
+    429: ("Rate limited (Retry-After)", ("rate_limited",)),
+    503: ("Database or Redis unavailable (Retry-After)", ("service_unavailable",)),
+}
+
+# API.md "Conveniences for callers": any POST may carry one.
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A repeat with the same key, client, route and body within 24 h gets the "
+    "first answer again (Idempotent-Replayed: true); another body: 422 idempotency_conflict; "
+    "while the first still runs: 409 conflict.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
 }
 
 
@@ -195,6 +213,8 @@ def document() -> dict[str, Any]:
                     "schema": {"type": "string", "maxLength": 64},
                 },
             ]
+        if method == "post":
+            op["parameters"] = op.get("parameters", []) + [IDEMPOTENCY_KEY]
         if scope is None:
             op["security"] = []
         if req is not None:
@@ -227,14 +247,15 @@ def document() -> dict[str, Any]:
                     },
                 }
         if scope is not None:
-            for status, text in ERRORS.items():
+            for status, (text, codes) in ERRORS.items():
                 op["responses"].setdefault(
                     str(status),
                     {
-                        "description": text,
+                        "description": f"{text}: {', '.join(codes)}",
                         "content": {
                             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
                         },
+                        "x-error-codes": list(codes),
                     },
                 )
         paths.setdefault(path, {})[method] = op
@@ -243,7 +264,7 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "idv",
             "version": "1",
-            "description": "Identity verification and step-up authentication. Contract: API.md.",
+            "description": "Identity verification and step-up authentication (docs/API.md).",
         },
         "paths": paths,
         "components": {

@@ -99,6 +99,7 @@ def prove(verification_id: str) -> Response:
             "satisfied": outcome.satisfied,
             "assertion": outcome.assertion,
             **({"ready_at": rfc3339(outcome.ready_at)} if outcome.ready_at else {}),
+            "attempts_left": outcome.attempts_left,
         }
     )
 

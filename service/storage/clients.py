@@ -23,6 +23,7 @@ class ClientRecord:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    issuer: str | None = None  # the tenant's name in authenticator apps (otpauth issuer)
 
 
 def _record(row) -> ClientRecord:  # type: ignore[no-untyped-def]
@@ -35,6 +36,7 @@ def _record(row) -> ClientRecord:  # type: ignore[no-untyped-def]
         expires_at=opt(row.expires_at),
         revoked_at=opt(row.revoked_at),
         last_used_at=opt(row.last_used_at),
+        issuer=row.issuer,
     )
 
 
@@ -47,6 +49,7 @@ def insert(
     scopes: list[str],
     now: datetime,
     expires_at: datetime | None,
+    issuer: str | None = None,
 ) -> None:
     """Store a new client."""
     conn.execute(
@@ -57,6 +60,7 @@ def insert(
             scopes=" ".join(scopes),
             created_at=now,
             expires_at=expires_at,
+            issuer=issuer,
         )
     )
 
@@ -79,6 +83,12 @@ def by_id(conn: Connection, client_id: str) -> ClientRecord | None:
 def all_clients(conn: Connection) -> list[ClientRecord]:
     """Every client, oldest first."""
     return [_record(r) for r in conn.execute(select(clients).order_by(clients.c.created_at))]
+
+
+def set_issuer(conn: Connection, client_id: str, issuer: str) -> bool:
+    """Set the tenant's name in authenticator apps; True if the client exists."""
+    res = conn.execute(update(clients).where(clients.c.id == client_id).values(issuer=issuer))
+    return res.rowcount == 1
 
 
 def revoke(conn: Connection, client_id: str, now: datetime) -> bool:

@@ -46,6 +46,8 @@ clients = Table(
     Column("expires_at", TS),
     Column("revoked_at", TS),
     Column("last_used_at", TS),
+    # The tenant's name in authenticator apps (otpauth issuer, e.g. 速借); NULL: IDV_ISSUER.
+    Column("issuer", String(64)),
 )
 
 subjects = Table(
@@ -249,4 +251,24 @@ webhook_outbox = Table(
     Column("delivered_at", TS),
     Column("last_error", String(200)),
     Index("ix_webhook_outbox_due", "delivered_at", "next_attempt_at"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    # API.md "Conveniences": a POST's Idempotency-Key, claimed once per client by the unique
+    # constraint (two racing requests: one runs, the other gets 409), then its first answer.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("client_id", String(40), ForeignKey("clients.id"), nullable=False),
+    Column("key_hash", String(64), nullable=False),  # keyed hash of the key, never the key
+    Column("request_hash", String(64), nullable=False),  # keyed hash of method, path, body
+    Column("token", String(32), nullable=False),  # which request holds a running claim
+    Column("status", String(8), nullable=False),  # running | done
+    Column("response_ct", Text),  # status and body, encrypted like other secrets
+    # Erased with the subject the route names (PIPL art. 47).
+    Column("subject_pk", BigId, ForeignKey("subjects.pk", ondelete="CASCADE")),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("client_id", "key_hash", name="uq_idempotency_keys_client_key"),
+    Index("ix_idempotency_keys_created", "created_at"),  # the `idempotency` retention purge
+    Index("ix_idempotency_keys_subject", "subject_pk"),
 )

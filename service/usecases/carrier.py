@@ -22,7 +22,7 @@ def record_event(
     ctx: ServiceContext, client: ClientRecord, phone: object, kind: str, occurred_at: str
 ) -> bool:
     """Record a carrier event; False when the same event was already recorded."""
-    e164 = normalize_e164(phone)
+    e164 = normalize_e164(phone, ctx.settings.default_region)
     if kind not in EVENT_TYPES:
         raise InvalidRequest(f"type must be one of {', '.join(EVENT_TYPES)}")
     try:

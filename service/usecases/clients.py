@@ -22,10 +22,25 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def check_issuer(issuer: str) -> str:
+    """A tenant's name for authenticator apps (``速借``): 1-64 characters, no colon and no control
+    character. Google's Key Uri Format: the label is ``issuer:account`` and neither part may
+    hold a colon, which some apps split on even when it is percent-encoded."""
+    issuer = issuer.strip()
+    if not 1 <= len(issuer) <= 64 or ":" in issuer or not issuer.isprintable():
+        raise InvalidRequest("an issuer name is 1 to 64 printable characters without ':'")
+    return issuer
+
+
 def create_client(
-    ctx: ServiceContext, name: str, scopes: list[str], expires_at: datetime | None = None
+    ctx: ServiceContext,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None = None,
+    issuer: str | None = None,
 ) -> tuple[ClientRecord, str]:
     """Create a client; return it and its API key (the only time the key exists in clear)."""
+    issuer = check_issuer(issuer) if issuer is not None else None
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidRequest("a client name of 1 to 200 characters is required")
@@ -45,6 +60,7 @@ def create_client(
             scopes=scopes,
             now=now,
             expires_at=expires_at,
+            issuer=issuer,
         )
         record = store.by_id(conn, client_id)
     assert record is not None

@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from service.context import ServiceContext
 from service.domain.clock import rfc3339
 from service.domain.errors import InvalidCode, InvalidRequest, NotFound
+from service.domain.phone import mask_phone
 from service.factors import device, knowledge, totp
 from service.storage import audit, replay
 from service.storage import factors as store
@@ -24,7 +25,7 @@ from service.storage import verifications as verification_store
 from service.storage.clients import ClientRecord
 from service.usecases import notify
 from service.usecases.signals import PHONE_FACTOR_TYPES, in_onboarding
-from service.usecases.subjects import find, require_step_up, subject_ref
+from service.usecases.subjects import find, phone_of, require_step_up, subject_ref
 
 # Factors that do not travel with the phone: outside onboarding a subject's first one needs an
 # enroll_factor step-up even when SMS is its only factor (API.md, Subjects and factors).
@@ -55,6 +56,7 @@ def enroll(
     alg = None
     status = "active"
     if kind == "totp":
+        totp.check_account_label(label)
         secret_plain, status = totp.new_secret(), "pending"
     elif kind == "knowledge":
         raw = body.get("secret")
@@ -126,7 +128,11 @@ def enroll(
             detail={"factor_id": factor_id, "type": kind, "stepped_up": stepped_up},
         )
     if kind == "totp":
-        uri = totp.provisioning_uri(secret_plain, subject_id, ctx.settings.issuer)
+        # What the authenticator app shows: the tenant (``idv clients issuer``) and the person
+        # (the label given, else the masked phone), never the subject id (issue 21).
+        phone = phone_of(ctx, subject)
+        account = label or (mask_phone(phone) if phone else factor_id)
+        uri = totp.provisioning_uri(secret_plain, account, client.issuer or ctx.settings.issuer)
         return Enrolled(factor_id, kind, status, label, secret_plain, uri, totp.qr_svg(uri))
     return Enrolled(factor_id, kind, status, label)
 

@@ -9,7 +9,8 @@ from sqlalchemy import Table, select, update
 
 from service.context import ServiceContext
 from service.crypto.keyring import KeyRing
-from service.storage.tables import factors, subjects, webhooks
+from service.storage.idempotency import answer_context
+from service.storage.tables import factors, idempotency_keys, subjects, webhooks
 
 BATCH = 200
 
@@ -20,6 +21,7 @@ def _targets() -> list[tuple[Table, str, str, object]]:
         (subjects, "pk", "phone_ct", lambda r: f"phone:{r.client_id}:{r.subject_id}"),
         (factors, "id", "secret_ct", lambda r: f"factor:{r.id}"),
         (webhooks, "client_id", "secret_ct", lambda r: f"webhook:{r.client_id}"),
+        (idempotency_keys, "id", "response_ct", lambda r: answer_context(r.client_id, r.key_hash)),
     ]
 
 

@@ -57,6 +57,8 @@ class ProofOutcome:
     satisfied: list[str]
     assertion: str | None = None
     ready_at: datetime | None = None  # a delayed recovery is waiting until then
+    # API.md: failed proofs that remain before the verification locks (0 once locked).
+    attempts_left: int = 0
 
 
 @dataclass
@@ -177,7 +179,10 @@ def _settle(
         if recovery.delays(ctx, record) and _completes(attempt.options, record.satisfied, factor):
             # recover_delayed: the PIN starts the wait; the assertion comes after it (API.md).
             ready_at = recovery.start_wait(ctx, conn, client, record, subject, now)
-            return ProofOutcome(record.id, "waiting", True, [], None, ready_at)
+            left = max(0, rules.failure_limit - record.failures)
+            return ProofOutcome(
+                record.id, "waiting", True, [], None, ready_at=ready_at, attempts_left=left
+            )
         token, status, satisfied = _accept(
             ctx,
             conn,
@@ -191,7 +196,8 @@ def _settle(
             ref,
             now,
         )
-        return ProofOutcome(record.id, status, True, satisfied, token)
+        left = max(0, rules.failure_limit - record.failures)
+        return ProofOutcome(record.id, status, True, satisfied, token, attempts_left=left)
     failures, status = store.count_failure(conn, record.id, rules.failure_limit, now)
     if status == "locked":
         lock_subject_if_repeated(ctx, conn, subject, now)
@@ -215,7 +221,8 @@ def _settle(
         subject_ref=ref,
         detail={"verification_id": record.id, "factor": factor, "failures": failures},
     )
-    return ProofOutcome(record.id, status, False, record.satisfied)
+    left = 0 if status == "locked" else max(0, rules.failure_limit - failures)
+    return ProofOutcome(record.id, status, False, record.satisfied, attempts_left=left)
 
 
 def _completes(options: list[list[str]], satisfied: list[str], factor: str) -> bool:

@@ -172,7 +172,7 @@ def _put_subject(
     again changes nothing and needs none.
     """
     check_subject_id(subject_id)
-    e164 = normalize_e164(phone)
+    e164 = normalize_e164(phone, ctx.settings.default_region)
     phone_hash = ctx.keys.lookup_hash("phone", e164)
     now = ctx.clock()
     ref = subject_ref(ctx, client.id, subject_id)
