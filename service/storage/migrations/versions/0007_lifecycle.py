@@ -7,7 +7,7 @@ Revises: 0005
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_lifecycle"
+revision = "0007"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
