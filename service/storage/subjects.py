@@ -7,8 +7,11 @@ from datetime import datetime
 
 from sqlalchemy import (
     Connection,
+    Integer,
     bindparam,
+    case,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -25,8 +28,10 @@ from service.storage.lean import Lean
 from service.storage.tables import (
     CARRIER_EVENT_TYPES,
     TS,
+    attestation_keys,
     carrier_events,
     factors,
+    recovery_codes,
     subject_events,
     subjects,
     verifications,
@@ -181,12 +186,27 @@ class Snapshot:
     # every event: a number with 20,000 of them made each decision about it take 100-180 ms.
     carrier: dict[str, datetime]
     events: dict[str, datetime]  # the latest time of each sensitive event type
+    # Whether the subject's tenant registered an attestation key: it can offer ``attested``.
+    tenant_attests: bool = False
 
+
+# Unused codes of a recovery-code set, computed only for rows of that type (CASE evaluates the
+# subquery lazily): one index range of at most ten rows, on the rare subject that has a set.
+_REMAINING_CODES = case(
+    (
+        factors.c.type == "recovery_code",
+        select(func.count())
+        .where(recovery_codes.c.factor_id == factors.c.id, recovery_codes.c.used_at.is_(None))
+        .scalar_subquery(),
+    ),
+    else_=type_coerce(null(), Integer),
+)
 
 # One statement instead of three (the hot path: every proof, challenge and creation decides
 # again). Rows are tagged: "f" a factor, "c" the latest carrier event of a type for the phone
-# (the unique constraint's index answers it), "e" the latest sensitive event of a type. The
-# first SELECT types the columns for all three.
+# (the unique constraint's index answers it), "e" the latest sensitive event of a type, "a" one
+# row when the tenant can attest (a seek on the attestation keys' primary key). The first SELECT
+# types the columns for all of them.
 _SNAPSHOT = Lean(
     union_all(
         select(
@@ -199,6 +219,7 @@ _SNAPSHOT = Lean(
             factors.c.label,
             factors.c.created_at,
             type_coerce(null(), TS).label("at"),
+            _REMAINING_CODES.label("remaining"),
         ).where(factors.c.subject_pk == bindparam("pk")),
         # One index seek per type (max() of an equality-bound index prefix), never a scan of
         # every event of the number.
@@ -218,6 +239,7 @@ _SNAPSHOT = Lean(
                     carrier_events.c.type == kind,
                 )
                 .scalar_subquery(),
+                null(),
             )
             for kind in CARRIER_EVENT_TYPES
         ),
@@ -231,9 +253,13 @@ _SNAPSHOT = Lean(
             null(),
             null(),
             func.max(subject_events.c.occurred_at),
+            null(),
         )
         .where(subject_events.c.subject_pk == bindparam("pk"))
         .group_by(subject_events.c.type),
+        select(literal("a"), *[null()] * 9).where(
+            exists().where(attestation_keys.c.client_id == bindparam("client_id"))
+        ),
     )
 )
 
@@ -243,9 +269,14 @@ def snapshot(conn: Connection, subject: SubjectRecord) -> Snapshot:
     found: list[FactorRecord] = []
     carrier: dict[str, datetime] = {}
     events: dict[str, datetime] = {}
-    rows = _SNAPSHOT.all(conn, {"pk": subject.pk, "phone_hash": subject.phone_hash})
-    for kind, fid, type_, status, secret_ct, alg, label, created_at, at in rows:
-        if kind == "f":
+    attests = False
+    params = {"pk": subject.pk, "phone_hash": subject.phone_hash, "client_id": subject.client_id}
+    for kind, fid, type_, status, secret_ct, alg, label, created_at, at, left in _SNAPSHOT.all(
+        conn, params
+    ):
+        if kind == "a":
+            attests = True
+        elif kind == "f":
             found.append(
                 FactorRecord(
                     id=fid,
@@ -256,6 +287,7 @@ def snapshot(conn: Connection, subject: SubjectRecord) -> Snapshot:
                     alg=alg,
                     label=label,
                     created_at=as_utc(created_at),
+                    remaining=None if left is None else int(left),
                 )
             )
         elif kind == "c":
@@ -264,4 +296,4 @@ def snapshot(conn: Connection, subject: SubjectRecord) -> Snapshot:
         elif at is not None:
             events[type_] = as_utc(at)
     found.sort(key=lambda f: f.created_at)
-    return Snapshot(found, carrier, events)
+    return Snapshot(found, carrier, events, attests)

@@ -19,7 +19,7 @@ from service.storage import factors as factor_store
 from service.storage.clients import ClientRecord
 from service.storage.tables import verifications
 from service.usecases import notify
-from service.usecases.factors import summary
+from service.usecases.factors import summaries
 from service.usecases.subjects import find, phone_of, subject_ref
 
 OPERATOR_MAX = 128
@@ -28,7 +28,21 @@ OPERATOR_MAX = 128
 def _alert(
     ctx: ServiceContext, client: ClientRecord, operator: str, why: str, ip: str | None
 ) -> None:
+    alert_tenant(ctx, client, why, operator=operator, ip=ip)
+
+
+def alert_tenant(
+    ctx: ServiceContext,
+    client: ClientRecord,
+    why: str,
+    *,
+    operator: str | None = None,
+    ip: str | None = None,
+) -> None:
+    """An ``operator.alert`` (audit entry + webhook to the tenant): about one of its operators,
+    or, without ``operator``, about the tenant itself (its attestations spiking)."""
     now = ctx.clock()
+    who = {"operator": operator} if operator is not None else {}
     with ctx.engine.begin() as conn:
         audit.append(
             conn,
@@ -40,7 +54,7 @@ def _alert(
             ip=ip,
             detail={"why": why},
         )
-        notify.event(conn, client.id, "", "operator.alert", now, operator=operator, why=why)
+        notify.event(conn, client.id, "", "operator.alert", now, **who, why=why)
 
 
 def lookup(
@@ -81,7 +95,7 @@ def lookup(
                 ip=ip,
             )
             raise
-        rows = factor_store.for_subject(conn, subject.pk)
+        rows = summaries(conn, factor_store.for_subject(conn, subject.pk))
         recent = conn.execute(
             verifications.select()
             .where(verifications.c.subject_pk == subject.pk)
@@ -103,7 +117,7 @@ def lookup(
         "subject_id": subject_id,
         "phone": mask_phone(phone) if phone else None,
         "locked_until": rfc3339(subject.locked_until) if subject.locked_until else None,
-        "factors": [summary(f) for f in rows],
+        "factors": rows,
         "recent_decisions": [
             {
                 "verification_id": r.id,
