@@ -38,6 +38,7 @@ __all__ = [
     "decide",
     "attestation_counts",
     "completed_options",
+    "open_options",
     "format_decision",
     "load_policy",
     "parse_duration",
@@ -259,6 +260,21 @@ def attestation_counts(rule: ActionPolicy, options: list[list[str]], method: str
     )
 
 
+def open_options(
+    rule: ActionPolicy, options: list[list[str]], attested_method: str | None
+) -> list[list[str]]:
+    """The options a verification can still complete once it accepted an attestation by
+    ``attested_method`` (None: none yet): those with ``attested`` where that method does not
+    count are closed, so no recovery code is spent on an option that can never complete."""
+    if attested_method is None:
+        return options
+    return [
+        option
+        for option in options
+        if "attested" not in option or attested_method in rule.counted_methods(option)
+    ]
+
+
 def completed_options(
     rule: ActionPolicy,
     options: list[list[str]],
@@ -274,9 +290,8 @@ def completed_options(
     done = set(satisfied)
     return [
         option
-        for option in options
-        if set(option) <= done
-        and ("attested" not in option or attested_method in rule.counted_methods(option))
+        for option in open_options(rule, options, attested_method)
+        if set(option) <= done and ("attested" not in option or attested_method is not None)
     ]
 
 

@@ -24,6 +24,11 @@ EXTRA = """
 description = "test: a recovery code and the tenant's own check, nothing else"
 acr = "aal2"
 options = [["recovery_code", "attested"]]
+
+[actions.test_attest_beside]
+description = "test: the tenant's own check beside a recovery code or the PIN"
+acr = "aal2"
+options = [["recovery_code", "attested"], ["knowledge", "attested"]]
 """
 
 
@@ -269,6 +274,17 @@ def test_an_attestation_whose_method_counts_in_no_option_is_not_accepted(user, t
     vid = start(user, "test_codes_attest")
     r = attest(user, vid, tenant.attest("alice", vid, "id_document"))
     assert r.json["accepted"] is False and r.json["satisfied"] == []
+
+
+def test_no_code_is_spent_on_an_option_the_method_closed(user, tenant):
+    codes = with_pin_and_codes(user)
+    vid = start(user, "test_attest_beside")
+    assert attest(user, vid, tenant.attest("alice", vid, "id_document")).json["accepted"]
+    # recovery_code + attested can no longer complete: the code is refused, not spent.
+    r = user.prove(vid, {"factor": "recovery_code", "code": codes[0]})
+    assert r.status_code == 422 and r.json["error"] == "factor_not_allowed", r.json
+    assert [f["remaining"] for f in user.factors().json["factors"] if "remaining" in f] == [10]
+    assert user.prove_factor(vid, "knowledge").json["status"] == "satisfied"
 
 
 # -- per-tenant limits and the spike alert -------------------------------------------------------

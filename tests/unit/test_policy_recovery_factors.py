@@ -15,6 +15,7 @@ from service.domain.policy import (
     attestation_counts,
     completed_options,
     decide,
+    open_options,
     parse_policy,
 )
 
@@ -59,6 +60,17 @@ def test_face_and_in_person_complete_beside_a_recovery_code(method):
     options = [list(o) for o in rule.options]
     assert completed_options(rule, options, ["attested", "recovery_code"], method) == [
         ["recovery_code", "attested"]
+    ]
+
+
+def test_an_accepted_method_closes_the_options_where_it_does_not_count():
+    rule = parse_policy(RECOVER).action("recover")
+    options = [list(o) for o in rule.options]
+    assert open_options(rule, options, None) == options
+    assert open_options(rule, options, "face") == options
+    assert open_options(rule, options, "eid") == [
+        ["knowledge", "recovery_code"],
+        ["knowledge", "attested"],
     ]
 
 
