@@ -23,7 +23,6 @@ from service.domain.policy import (
     Decision,
     attestation_counts,
     completed_options,
-    open_options,
 )
 from service.factors import attested, device, recovery_code, sms, totp
 from service.storage import attestations as attestation_store
@@ -101,8 +100,6 @@ def _load(
     snap = subject_store.snapshot(conn, subject)
     active = [f for f in snap.factors if f.status == "active"]
     options, decision = still_open(ctx, record, subject, snap, now)
-    # Options an accepted attestation's method closed are out (no code spent on them).
-    options = open_options(ctx.policy.action(record.action), options, record.attested_method)
     if options and factor not in remaining(options, record.satisfied):
         raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
     live = (

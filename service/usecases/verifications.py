@@ -20,7 +20,7 @@ from service.domain.errors import (
     NotPending,
     RateLimited,
 )
-from service.domain.policy import ActionPolicy, Decision, decide
+from service.domain.policy import ActionPolicy, Decision, decide, open_options
 from service.ratelimit import lockout_for
 from service.storage import audit
 from service.storage import subjects as subject_store
@@ -228,7 +228,10 @@ def still_open(
     after a SIM swap must be worthless at once (T1), so every challenge and proof decides again.
     """
     decision = decide(ctx.policy, record.action, subject_state(subject, snap, now), now)
-    return [o for o in record.options if o in decision.options], decision
+    # An accepted attestation whose method does not count in an option closes it (API.md,
+    # Recovery): no recovery code is spent, nor a challenge sent, for what cannot complete.
+    still = open_options(ctx.policy.action(record.action), record.options, record.attested_method)
+    return [o for o in still if o in decision.options], decision
 
 
 def deny(
