@@ -227,7 +227,13 @@ def still_open(
     Carrier signals and lockouts can arrive while a verification is pending; an SMS code sent
     after a SIM swap must be worthless at once (T1), so every challenge and proof decides again.
     """
-    decision = decide(ctx.policy, record.action, subject_state(subject, snap, now), now)
+    state = subject_state(subject, snap, now)
+    # A factor this verification already accepted counts while the subject still holds it: the
+    # recovery code it spent may have been its set's last (a used-up set is in no new option).
+    held = {f.type for f in snap.factors if f.status == "active"} & set(record.satisfied)
+    if not held <= state.factors:
+        state = replace(state, factors=state.factors | held)
+    decision = decide(ctx.policy, record.action, state, now)
     # An accepted attestation whose method does not count in an option closes it (API.md,
     # Recovery): no recovery code is spent, nor a challenge sent, for what cannot complete.
     still = open_options(ctx.policy.action(record.action), record.options, record.attested_method)

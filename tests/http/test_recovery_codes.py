@@ -165,3 +165,20 @@ def test_no_code_in_logs_audit_or_any_table(user, ctx, caplog):
             assert form not in logs and form not in text, form
     accepted = [json.loads(r.detail) for r in audit_rows(ctx, "proof.accepted")]
     assert {"factor": "recovery_code"}.items() <= accepted[-1].items()
+
+
+def test_the_last_code_still_completes_the_verification_that_spent_it(user):
+    # Spending a set's last code must not close the option it was spent for: the PIN that
+    # follows completes knowledge + recovery_code in the same verification.
+    user.add_pin()
+    codes = enrol_codes(user, user.step_up("enroll_factor", ["sms", "knowledge"])).json["codes"]
+    for code in codes[:9]:
+        assert prove_code(user, code).json["accepted"] is True
+    vid = user.start("test_recover").json["verification_id"]
+    r = user.prove(vid, {"factor": "recovery_code", "code": codes[9]})
+    assert r.json["accepted"] is True and r.json["status"] == "pending"
+    assert code_set(user)["remaining"] == 0
+    done = user.prove_factor(vid, "knowledge")
+    assert done.status_code == 200 and done.json["status"] == "satisfied", done.json
+    # A new verification no longer offers the used-up set.
+    assert user.start("test_recover").json["status"] == "denied"
