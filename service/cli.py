@@ -332,7 +332,9 @@ def subjects_unlock(client_id: str, subject_id: str, operator: str) -> None:
             subject_ref=ref,
             operator=operator,
         )
-    for factor in ("sms", "totp", "device", "knowledge"):
+    from service.domain.policy import FACTORS
+
+    for factor in sorted(FACTORS):
         for action in ctx.policy.actions.values():
             ctx.limits.reset("failed_proofs", ref, factor, action_limits=action.limits)
     ctx.limits.reset("subject_failures", ref)
@@ -381,6 +383,26 @@ def clients_webhook(client_id: str, url: str) -> None:
     click.echo(f"webhook for {client_id}: {url}")
     click.echo("signing secret (shown once; verify Idv-Signature with it):")
     click.echo(secret)
+
+
+@clients.command("attestation-key")
+@click.argument("client_id")
+@click.argument("pem_file")
+def clients_attestation_key(client_id: str, pem_file: str) -> None:
+    """Register a public key (PEM, ES256 or EdDSA) that CLIENT_ID signs attestations with;
+    prints its key id (the JWS header's kid) alone on the last line."""
+    from service.domain.errors import InvalidRequest
+    from service.usecases.attested import register_key
+
+    try:
+        with open(pem_file, encoding="utf-8") as handle:
+            pem = handle.read(65536)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise InvalidRequest(f"cannot read {pem_file}: {reason}") from None
+    kid = register_key(_context(), client_id, pem)
+    click.echo(f"attestation key for {client_id} (JWS header kid):")
+    click.echo(kid)
 
 
 def main() -> None:

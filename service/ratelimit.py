@@ -60,6 +60,11 @@ DEFAULTS: Mapping[str, str] = {
     "operator_reads": "60/hour",
     # ... and an alert fires (audit + webhook) as soon as one reads more than this many.
     "operator_alert": "20/hour",
+    # Per tenant: attestation proofs tried (each costs a signature check) ...
+    "attestations": "600/minute",
+    # ... and an operator.alert on every accepted one past this many: a spike may be a stolen
+    # tenant key or an insider vouching for people who never stood in front of the tenant (T3).
+    "attestation_alert": "200/hour",
 }
 
 # Fail fast when Redis is away: a proof must never hang on the rate limiter (and must never pass

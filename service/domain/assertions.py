@@ -21,14 +21,20 @@ from service.domain.errors import StepUpRequired
 
 TYP = "idv-assertion+jwt"
 ALGORITHMS = ("ES256", "EdDSA")
-# RFC 8176 §2: sms, otp (TOTP), swk (a key held in software by the user's app), pin.
-AMR = {"sms": "sms", "totp": "otp", "device": "swk", "knowledge": "pin"}
+# RFC 8176 §2: sms, otp (TOTP, and a recovery code: a look-up secret is a one-time password),
+# swk (a key held in software by the user's app), pin. An attestation adds the value of its
+# method where RFC 8176 registers one (``ATTESTED_AMR``), and nothing otherwise.
+AMR = {"sms": "sms", "totp": "otp", "device": "swk", "knowledge": "pin", "recovery_code": "otp"}
+ATTESTED_AMR = {"face": "face"}  # RFC 8176 §2 "face": facial recognition
 
 
-def amr_for(factors: Iterable[str]) -> list[str]:
+def amr_for(factors: Iterable[str], attested_method: str | None = None) -> list[str]:
     """The ``amr`` claim for the factors that satisfied a verification (``mfa`` for two+)."""
-    values = sorted({AMR[f] for f in factors})
-    return values + ["mfa"] if len(values) > 1 else values
+    values = {AMR[f] for f in factors if f in AMR}
+    if "attested" in factors and attested_method in ATTESTED_AMR:
+        values.add(ATTESTED_AMR[attested_method])
+    ordered = sorted(values)
+    return ordered + ["mfa"] if len(ordered) > 1 else ordered
 
 
 def issue(
@@ -44,6 +50,7 @@ def issue(
     now: datetime,
     ttl: int,
     jti: str,
+    attested_method: str | None = None,
 ) -> str:
     """Sign an assertion with the active signing key."""
     key = keys.active_signing_key
@@ -54,7 +61,7 @@ def issue(
         "sub": subject,
         "action": action,
         "acr": acr,
-        "amr": amr_for(factors),
+        "amr": amr_for(factors, attested_method),
         "auth_time": int(auth_time.timestamp()),
         "iat": iat,
         "exp": iat + min(ttl, 300),

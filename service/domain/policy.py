@@ -36,6 +36,9 @@ __all__ = [
     "Policy",
     "SubjectState",
     "decide",
+    "attestation_counts",
+    "completed_options",
+    "open_options",
     "format_decision",
     "load_policy",
     "parse_duration",
@@ -298,6 +301,53 @@ def decide(policy: Policy, action: str, state: SubjectState, now: datetime) -> D
         )
         return Decision(action, "denied", [], found.reasons, found.lines, found.held_until)
     return Decision(action, "pending", options, found.reasons, found.lines, found.held_until)
+
+
+def attestation_counts(rule: ActionPolicy, options: list[list[str]], method: str) -> bool:
+    """Whether an attestation by ``method`` can help complete one of ``options``.
+
+    API.md, Recovery: beside a phone-bound factor or a recovery code only the methods of
+    ``attested_methods`` count (``face``, ``in_person``: a stolen phone may hold photos of the ID
+    and the national identity app); beside ``knowledge``, ``attested_methods_with_knowledge``.
+    """
+    return any(
+        "attested" in option and method in rule.counted_methods(option) for option in options
+    )
+
+
+def open_options(
+    rule: ActionPolicy, options: list[list[str]], attested_method: str | None
+) -> list[list[str]]:
+    """The options a verification can still complete once it accepted an attestation by
+    ``attested_method`` (None: none yet): those with ``attested`` where that method does not
+    count are closed, so no recovery code is spent on an option that can never complete."""
+    if attested_method is None:
+        return options
+    return [
+        option
+        for option in options
+        if "attested" not in option or attested_method in rule.counted_methods(option)
+    ]
+
+
+def completed_options(
+    rule: ActionPolicy,
+    options: list[list[str]],
+    satisfied: list[str],
+    attested_method: str | None,
+) -> list[list[str]]:
+    """The options that the factors in ``satisfied`` complete.
+
+    An option with ``attested`` is complete only when the accepted attestation's method counts
+    in it (``ActionPolicy.counted_methods``): an ``id_document`` attestation beside a recovery
+    code completes nothing, beside the PIN it does.
+    """
+    done = set(satisfied)
+    return [
+        option
+        for option in open_options(rule, options, attested_method)
+        if set(option) <= done and ("attested" not in option or attested_method is not None)
+    ]
 
 
 def _signal_duration(arg: str, value: str | None) -> timedelta:

@@ -21,8 +21,15 @@ from service.domain.errors import PolicyError, UnknownAction
 
 FACTORS = frozenset({"sms", "totp", "device", "knowledge", "recovery_code", "attested"})
 # Factors a thief holds once he holds the unlocked phone (T1 step 1): the SIM, the authenticator
-# app and the device key all travel with it. Only "knowledge" stays with the person.
+# app and the device key all travel with it. "knowledge" stays with the person, and so do a
+# printed sheet of recovery codes and the person's own face or ID in front of the tenant.
 PHONE_BOUND_FACTORS = frozenset({"sms", "totp", "device"})
+# How a tenant checked the person itself (an ``attested`` proof's ``method``): face against the
+# ID photo, the national network identity credential, an ID document, a visit in person.
+ATTESTED_METHODS = ("face", "eid", "id_document", "in_person")
+# A stolen phone may hold photos of the ID and the national identity app: beside anything but
+# the PIN only the person's own face or presence counts (API.md, Recovery).
+DEFAULT_ATTESTED_METHODS = ("face", "in_person")
 SENSITIVE_EVENTS = frozenset(
     {
         "password_reset",
@@ -49,7 +56,8 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _MAX_WINDOW = timedelta(days=3650)
 
 _TOP_KEYS = frozenset({"version", "defaults", "actions"})
-_DEFAULT_KEYS = frozenset({"lifetime", "failure_limit", "knowledge_min_length"})
+_METHOD_KEYS = frozenset({"attested_methods", "attested_methods_with_knowledge"})
+_DEFAULT_KEYS = frozenset({"lifetime", "failure_limit", "knowledge_min_length"}) | _METHOD_KEYS
 _ACTION_KEYS = frozenset(
     {
         "description",
@@ -69,6 +77,7 @@ _ACTION_KEYS = frozenset(
         "recovers",
         "suspended_factors_count",
     }
+    | _METHOD_KEYS
 )
 _WHEN_KEYS = frozenset(
     {
@@ -164,6 +173,16 @@ class ActionPolicy:
     delay: timedelta | None = None
     recovers: bool = False
     suspended_factors_count: bool = False
+    # Which attestation methods complete an option with ``attested``: without ``knowledge`` in
+    # the option, and beside it (API.md, Recovery).
+    attested_methods: tuple[str, ...] = DEFAULT_ATTESTED_METHODS
+    attested_methods_with_knowledge: tuple[str, ...] = ATTESTED_METHODS
+
+    def counted_methods(self, option: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+        """The attestation methods that count in ``option`` (which contains ``attested``)."""
+        if "knowledge" in option:
+            return self.attested_methods_with_knowledge
+        return self.attested_methods
 
 
 @dataclass(frozen=True)
@@ -252,6 +271,13 @@ class _Parser:
         # NIST SP 800-63B-4: a chosen secret in a multi-factor flow; idv's floor is the 6-digit
         # payment PIN, safe only with the per-subject throttle (STANDARDS.md).
         knowledge_min_length = self.integer(defaults, "knowledge_min_length", "defaults", 6, 6, 128)
+        methods = {
+            name: self.methods(defaults, name, "defaults", default)
+            for name, default in (
+                ("attested_methods", DEFAULT_ATTESTED_METHODS),
+                ("attested_methods_with_knowledge", ATTESTED_METHODS),
+            )
+        }
         actions_table = data.get("actions", {})
         if not isinstance(actions_table, dict):
             raise self.fail("actions", "must be a table of actions")
@@ -261,10 +287,17 @@ class _Parser:
         for name, body in actions_table.items():
             if not _ACTION_NAME.match(name):
                 raise self.fail(f"actions.{name}", "action names match ^[a-z][a-z0-9_]{0,63}$")
-            actions[name] = self.action(name, body, lifetime, failure_limit)
+            actions[name] = self.action(name, body, lifetime, failure_limit, methods)
         return Policy(self.source, MappingProxyType(actions), knowledge_min_length)
 
-    def action(self, name: str, body: Any, lifetime: timedelta, failure_limit: int) -> ActionPolicy:
+    def action(
+        self,
+        name: str,
+        body: Any,
+        lifetime: timedelta,
+        failure_limit: int,
+        methods: Mapping[str, tuple[str, ...]],
+    ) -> ActionPolicy:
         key = f"actions.{name}"
         body = self.table(body, key, _ACTION_KEYS)
         description = body.get("description", "")
@@ -310,6 +343,15 @@ class _Parser:
             delay=self.window(body, "delay", key),
             recovers=self.flag(body, "recovers", key),
             suspended_factors_count=self.flag(body, "suspended_factors_count", key),
+            attested_methods=self.methods(
+                body, "attested_methods", key, methods["attested_methods"]
+            ),
+            attested_methods_with_knowledge=self.methods(
+                body,
+                "attested_methods_with_knowledge",
+                key,
+                methods["attested_methods_with_knowledge"],
+            ),
         )
 
     def flag(self, table: dict[str, Any], name: str, key: str) -> bool:
@@ -377,6 +419,24 @@ class _Parser:
             add = self.flag(block, "add", where)
             result.append(Conditional(options, add=add, **conditions))
         return tuple(result)
+
+    def methods(
+        self, table: dict[str, Any], name: str, key: str, default: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        """A non-empty list of distinct attestation methods (``attested_methods``, ...)."""
+        if name not in table:
+            return default
+        value, where = table[name], f"{key}.{name}"
+        if not isinstance(value, list) or not value:
+            raise self.fail(where, f"must be a non-empty list of {', '.join(ATTESTED_METHODS)}")
+        for method in value:
+            if not isinstance(method, str) or method not in ATTESTED_METHODS:
+                raise self.fail(
+                    where, f"unknown method {method!r} (known: {', '.join(ATTESTED_METHODS)})"
+                )
+        if len(set(value)) != len(value):
+            raise self.fail(where, "names a method twice")
+        return tuple(value)
 
     def window(self, table: dict[str, Any], name: str, key: str) -> timedelta | None:
         if name not in table:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9._:@\-]{1,128}$"
-FactorType = Literal["sms", "totp", "device", "knowledge"]
+FactorType = Literal["sms", "totp", "device", "knowledge", "recovery_code", "attested"]
 
 
 class Request(BaseModel):
@@ -41,7 +41,7 @@ class Subject(BaseModel):
 
 
 class EnrollFactor(Request):
-    type: Literal["totp", "knowledge", "device"]
+    type: Literal["totp", "knowledge", "device", "recovery_code"]
     secret: str | None = Field(default=None, max_length=1024)
     public_key: str | None = Field(default=None, max_length=4096)
     alg: Literal["ES256", "EdDSA"] | None = None
@@ -62,6 +62,11 @@ class EnrolledFactor(BaseModel):
     secret: str | None = Field(default=None, description="TOTP only, shown once")
     otpauth_uri: str | None = None
     qr_svg: str | None = None
+    codes: list[str] | None = Field(
+        default=None,
+        description="recovery_code only: the 10 codes of the new set, shown once (keep them "
+        "off the phone: print them or write them down)",
+    )
 
 
 class ActivateFactor(Request):
@@ -83,6 +88,7 @@ class FactorSummary(BaseModel):
     status: str
     created_at: str
     label: str | None = None
+    remaining: int | None = Field(default=None, description="recovery_code: unused codes left")
 
 
 class FactorList(BaseModel):
@@ -132,10 +138,16 @@ class Challenge(BaseModel):
 
 class Proof(Request):
     factor: str = Field(max_length=32)
-    code: str | None = Field(default=None, max_length=16)
+    # A TOTP or SMS code, or a recovery code typed with spaces and hyphens.
+    code: str | None = Field(default=None, max_length=64)
     secret: str | None = Field(default=None, max_length=1024)
     factor_id: str | None = Field(default=None, max_length=64)
     signature: str | None = Field(default=None, max_length=1024)
+    attestation: str | None = Field(
+        default=None,
+        max_length=8192,
+        description="attested: the tenant's JWS (typ idv-attestation+jwt)",
+    )
 
 
 class ProofResult(BaseModel):
@@ -177,6 +189,7 @@ class OperatorFactor(BaseModel):
     status: str
     created_at: str
     label: str | None = None
+    remaining: int | None = None
 
 
 class Decision(BaseModel):

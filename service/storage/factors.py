@@ -23,6 +23,13 @@ class FactorRecord:
     alg: str | None
     label: str | None
     created_at: datetime
+    # Unused codes of a recovery-code set (read by the decision snapshot); None for other types.
+    remaining: int | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Active, and not a recovery-code set with no code left (API.md: in no option)."""
+        return self.status == "active" and self.remaining != 0
 
 
 def _record(row) -> FactorRecord:  # type: ignore[no-untyped-def]

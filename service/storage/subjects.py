@@ -7,8 +7,11 @@ from datetime import datetime
 
 from sqlalchemy import (
     Connection,
+    Integer,
     bindparam,
+    case,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -26,8 +29,10 @@ from service.storage.lean import Lean
 from service.storage.tables import (
     CARRIER_EVENT_TYPES,
     TS,
+    attestation_keys,
     carrier_events,
     factors,
+    recovery_codes,
     subject_events,
     subjects,
     verifications,
@@ -185,12 +190,27 @@ class Snapshot:
     # The end of the completion window of the subject's waiting delayed recovery, if any: its
     # phone-bound factors read as suspended until then (API.md, Recovery).
     waiting_until: datetime | None = None
+    # Whether the subject's tenant registered an attestation key: it can offer ``attested``.
+    tenant_attests: bool = False
 
+
+# Unused codes of a recovery-code set, computed only for rows of that type (CASE evaluates the
+# subquery lazily): one index range of at most ten rows, on the rare subject that has a set.
+_REMAINING_CODES = case(
+    (
+        factors.c.type == "recovery_code",
+        select(func.count())
+        .where(recovery_codes.c.factor_id == factors.c.id, recovery_codes.c.used_at.is_(None))
+        .scalar_subquery(),
+    ),
+    else_=type_coerce(null(), Integer),
+)
 
 # One statement instead of three (the hot path: every proof, challenge and creation decides
 # again). Rows are tagged: "f" a factor, "c" the latest carrier event of a type for the phone
-# (the unique constraint's index answers it), "e" the latest sensitive event of a type. The
-# first SELECT types the columns for all three.
+# (the unique constraint's index answers it), "e" the latest sensitive event of a type, "a" one
+# row when the tenant can attest (a seek on the attestation keys' primary key). The first SELECT
+# types the columns for all of them.
 _SNAPSHOT = Lean(
     union_all(
         select(
@@ -203,6 +223,7 @@ _SNAPSHOT = Lean(
             factors.c.label,
             factors.c.created_at,
             type_coerce(null(), TS).label("at"),
+            _REMAINING_CODES.label("remaining"),
         ).where(factors.c.subject_pk == bindparam("pk")),
         # One index seek per type (max() of an equality-bound index prefix), never a scan of
         # every event of the number.
@@ -222,6 +243,7 @@ _SNAPSHOT = Lean(
                     carrier_events.c.type == kind,
                 )
                 .scalar_subquery(),
+                null(),
             )
             for kind in CARRIER_EVENT_TYPES
         ),
@@ -235,6 +257,7 @@ _SNAPSHOT = Lean(
             null(),
             null(),
             func.max(subject_events.c.occurred_at),
+            null(),
         )
         .where(subject_events.c.subject_pk == bindparam("pk"))
         .group_by(subject_events.c.type),
@@ -249,11 +272,15 @@ _SNAPSHOT = Lean(
             null(),
             null(),
             verifications.c.expires_at,
+            null(),
         ).where(
             verifications.c.subject_pk == bindparam("pk"),
             # A literal, not a bound value, so that SQLite and PostgreSQL plans can use the
             # partial unique index (uq_verifications_one_waiting), whose predicate it matches.
             verifications.c.status == literal_column("'waiting'"),
+        ),
+        select(literal("a"), *[null()] * 9).where(
+            exists().where(attestation_keys.c.client_id == bindparam("client_id"))
         ),
     )
 )
@@ -265,9 +292,14 @@ def snapshot(conn: Connection, subject: SubjectRecord) -> Snapshot:
     carrier: dict[str, datetime] = {}
     events: dict[str, datetime] = {}
     waiting_until: datetime | None = None
-    rows = _SNAPSHOT.all(conn, {"pk": subject.pk, "phone_hash": subject.phone_hash})
-    for kind, fid, type_, status, secret_ct, alg, label, created_at, at in rows:
-        if kind == "f":
+    attests = False
+    params = {"pk": subject.pk, "phone_hash": subject.phone_hash, "client_id": subject.client_id}
+    for kind, fid, type_, status, secret_ct, alg, label, created_at, at, left in _SNAPSHOT.all(
+        conn, params
+    ):
+        if kind == "a":
+            attests = True
+        elif kind == "f":
             found.append(
                 FactorRecord(
                     id=fid,
@@ -278,6 +310,7 @@ def snapshot(conn: Connection, subject: SubjectRecord) -> Snapshot:
                     alg=alg,
                     label=label,
                     created_at=as_utc(created_at),
+                    remaining=None if left is None else int(left),
                 )
             )
         elif kind == "c":
@@ -288,4 +321,4 @@ def snapshot(conn: Connection, subject: SubjectRecord) -> Snapshot:
         elif at is not None:
             events[type_] = as_utc(at)
     found.sort(key=lambda f: f.created_at)
-    return Snapshot(found, carrier, events, waiting_until)
+    return Snapshot(found, carrier, events, waiting_until, attests)

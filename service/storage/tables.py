@@ -87,6 +87,26 @@ factors = Table(
         sqlite_where=text("type = 'knowledge'"),
         postgresql_where=text("type = 'knowledge'"),
     ),
+    # One recovery-code set per subject: a new set voids the old, and racing set-ups cannot
+    # leave two sets alive.
+    Index(
+        "uq_factors_one_recovery_code",
+        "subject_pk",
+        unique=True,
+        sqlite_where=text("type = 'recovery_code'"),
+        postgresql_where=text("type = 'recovery_code'"),
+    ),
+)
+
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    # NIST SP 800-63B-4 look-up secrets: each code only as a keyed hash (HMAC-SHA256 under a
+    # key of the key ring, bound to its set), spent by one conditional UPDATE of used_at.
+    Column("factor_id", String(40), ForeignKey("factors.id", ondelete="CASCADE"), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("used_at", TS),
+    UniqueConstraint("factor_id", "digest", name="uq_recovery_codes_factor_digest"),
 )
 
 totp_used_steps = Table(
@@ -118,6 +138,9 @@ verifications = Table(
     # A delayed recovery (recover_delayed): when the wait ends; the completion window then
     # runs to expires_at. At most one waiting verification per subject (API.md, Recovery).
     Column("ready_at", TS),
+    # The method of the attestation this verification accepted (face, eid, id_document,
+    # in_person): a later proof that completes an option checks that the method counts there.
+    Column("attested_method", String(16)),
     Index("ix_verifications_subject", "subject_pk"),
     Index(
         "uq_verifications_one_waiting",
@@ -166,6 +189,27 @@ used_assertions = Table(
     Column("jti", String(64), primary_key=True),
     Column("used_at", TS, nullable=False),
     Column("expires_at", TS, nullable=False),
+)
+
+attestation_keys = Table(
+    "attestation_keys",
+    metadata,
+    # A tenant's public keys for attested proofing (``idv clients attestation-key``); the
+    # primary key's prefix answers "can this tenant attest?" in the decision snapshot.
+    Column("client_id", String(40), ForeignKey("clients.id"), primary_key=True),
+    Column("kid", String(64), primary_key=True),
+    Column("alg", String(16), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+attestation_jtis = Table(
+    "attestation_jtis",
+    metadata,
+    # An attestation's jti is accepted once per tenant: the primary key is the atomic guard.
+    Column("client_id", String(40), primary_key=True),
+    Column("jti", String(128), primary_key=True),
+    Column("used_at", TS, nullable=False),
 )
 
 subject_events = Table(

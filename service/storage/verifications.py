@@ -30,6 +30,7 @@ class VerificationRecord:
     created_at: datetime
     expires_at: datetime
     held_until: datetime | None = None
+    attested_method: str | None = None  # the method of the attestation it accepted
     ready_at: datetime | None = None  # a delayed recovery: when its wait ends
 
 
@@ -52,6 +53,7 @@ def _record(row) -> VerificationRecord:  # type: ignore[no-untyped-def]
         expires_at=as_utc(row.expires_at),
         held_until=as_utc(row.held_until) if row.held_until else None,
         ready_at=as_utc(row.ready_at) if row.ready_at else None,
+        attested_method=row.attested_method,
     )
 
 
@@ -108,6 +110,7 @@ def insert(
             "completed_at": now if status != "pending" else None,
             "held_until": held_until,
             "ready_at": None,
+            "attested_method": None,
         },
     )
     return record
@@ -249,14 +252,21 @@ _ADD_SATISFIED = Lean(
         satisfied=bindparam("b_satisfied"),
         status=bindparam("b_status"),
         completed_at=bindparam("b_completed_at"),
+        attested_method=bindparam("b_attested_method"),
     )
 )
 
 
 def add_satisfied(
-    conn: Connection, verification_id: str, satisfied: list[str], status: str, now: datetime
+    conn: Connection,
+    verification_id: str,
+    satisfied: list[str],
+    status: str,
+    now: datetime,
+    attested_method: str | None = None,
 ) -> bool:
-    """Record the factors accepted so far (and ``satisfied`` when an option is complete)."""
+    """Record the factors accepted so far (and ``satisfied`` when an option is complete), and
+    the method of the attestation accepted so far (pass the stored one on to keep it)."""
     changed = _ADD_SATISFIED.rowcount(
         conn,
         {
@@ -264,6 +274,7 @@ def add_satisfied(
             "b_satisfied": json.dumps(satisfied),
             "b_status": status,
             "b_completed_at": now if status != "pending" else None,
+            "b_attested_method": attested_method,
         },
     )
     return changed == 1

@@ -17,9 +17,10 @@ from service.context import ServiceContext
 from service.domain.clock import rfc3339
 from service.domain.errors import InvalidCode, InvalidRequest, NotFound
 from service.domain.phone import mask_phone
-from service.factors import device, knowledge, totp
+from service.factors import device, knowledge, recovery_code, totp
 from service.storage import audit, replay
 from service.storage import factors as store
+from service.storage import recovery_codes as code_store
 from service.storage import subjects as subject_store
 from service.storage import verifications as verification_store
 from service.storage.clients import ClientRecord
@@ -34,7 +35,8 @@ OFF_PHONE = frozenset({"knowledge", "recovery_code"})
 
 @dataclass(frozen=True)
 class Enrolled:
-    """The answer to an enrolment; ``secret``/``otpauth_uri`` only for TOTP, shown once."""
+    """The answer to an enrolment; ``secret``/``otpauth_uri`` only for TOTP and ``codes`` only
+    for recovery codes, shown once."""
 
     factor_id: str
     type: str
@@ -43,18 +45,21 @@ class Enrolled:
     secret: str | None = None
     otpauth_uri: str | None = None
     qr_svg: str | None = None
+    codes: list[str] | None = None
 
 
 def enroll(
     ctx: ServiceContext, client: ClientRecord, subject_id: str, body: dict[str, Any]
 ) -> Enrolled:
-    """Enrol a TOTP (pending until activated), a knowledge secret or a device key."""
+    """Enrol a TOTP (pending until activated), a knowledge secret, a device key or a set of
+    recovery codes (replacing the old set)."""
     kind = body.get("type")
     factor_id = "fa_" + secrets.token_urlsafe(12)
     label = body.get("label")
     secret_plain: str
     alg = None
     status = "active"
+    codes: list[str] | None = None
     if kind == "totp":
         totp.check_account_label(label)
         secret_plain, status = totp.new_secret(), "pending"
@@ -69,8 +74,11 @@ def enroll(
         if not isinstance(pem, str) or alg not in device.ALGORITHMS:
             raise InvalidRequest("a device factor needs 'public_key' (PEM) and 'alg' ES256|EdDSA")
         secret_plain = device.normalize_pem(pem, alg)
+    elif kind == "recovery_code":
+        # The codes live only as keyed hashes in recovery_codes; the factor row holds no secret.
+        codes, secret_plain = recovery_code.new_codes(), "recovery_code:v1"
     else:
-        raise InvalidRequest("type must be totp, knowledge or device")
+        raise InvalidRequest("type must be totp, knowledge, device or recovery_code")
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         subject = find(ctx, conn, client, subject_id)
@@ -96,10 +104,11 @@ def enroll(
         # made every decision about the subject read them all (3,000 pending factors made a
         # verification 40 times slower). A device is active at once: nothing to replace.
         first_pin = kind == "knowledge"
-        if kind in ("knowledge", "totp"):
+        # A new set of recovery codes voids the old one (API.md): its codes are gone with it.
+        if kind in ("knowledge", "totp", "recovery_code"):
             for old in store.for_subject(conn, subject.pk):
-                if old.type == kind and (kind == "knowledge" or old.status == "pending"):
-                    first_pin = False
+                if old.type == kind and (kind != "totp" or old.status == "pending"):
+                    first_pin = first_pin and kind != "knowledge"
                     store.remove(conn, old.id)
         if redeemed == "reset_knowledge":  # money actions wait out their cooling-off
             subject_store.record_event(conn, subject.pk, "knowledge_reset", now)
@@ -116,6 +125,11 @@ def enroll(
             label=label,
             now=now,
         )
+        if codes is not None:
+            key = ctx.keys.derived_key("recovery-code")
+            code_store.add_set(
+                conn, factor_id, [recovery_code.digest(key, factor_id, c) for c in codes]
+            )
         subject_store.record_event(conn, subject.pk, "factor_added", now)
         notify.event(conn, client.id, subject_id, "factor.added", now, type=kind)
         audit.append(
@@ -134,7 +148,7 @@ def enroll(
         account = label or (mask_phone(phone) if phone else factor_id)
         uri = totp.provisioning_uri(secret_plain, account, client.issuer or ctx.settings.issuer)
         return Enrolled(factor_id, kind, status, label, secret_plain, uri, totp.qr_svg(uri))
-    return Enrolled(factor_id, kind, status, label)
+    return Enrolled(factor_id, kind, status, label, codes=codes)
 
 
 def activate(
@@ -172,19 +186,31 @@ def activate(
     return "active"
 
 
-def summary(factor: store.FactorRecord, suspended: bool = False) -> dict[str, Any]:
-    """What callers and operators may see of a factor: never its secret. ``suspended``: a
-    delayed recovery waits and this factor lives on the phone (API.md, Recovery)."""
+def summary(
+    factor: store.FactorRecord, remaining: int | None = None, suspended: bool = False
+) -> dict[str, Any]:
+    """What callers and operators may see of a factor: never its secret; for a recovery-code
+    set, how many codes are ``remaining``. ``suspended``: a delayed recovery waits and this
+    factor lives on the phone (API.md, Recovery)."""
     status = factor.status
     if suspended and status == "active" and factor.type in PHONE_FACTOR_TYPES:
         status = "suspended"
-    return {
+    shown = {
         "factor_id": factor.id,
         "type": factor.type,
         "status": status,
         "created_at": rfc3339(factor.created_at),
         "label": factor.label,
     }
+    return shown if remaining is None else shown | {"remaining": remaining}
+
+
+def summaries(
+    conn: Connection, rows: list[store.FactorRecord], suspended: bool = False
+) -> list[dict[str, Any]]:
+    """``summary`` of each factor, with the unused codes of recovery-code sets counted."""
+    left = code_store.remaining(conn, [f.id for f in rows if f.type == "recovery_code"])
+    return [summary(f, left.get(f.id), suspended) for f in rows]
 
 
 def listing(ctx: ServiceContext, client: ClientRecord, subject_id: str) -> list[dict[str, Any]]:
@@ -193,8 +219,7 @@ def listing(ctx: ServiceContext, client: ClientRecord, subject_id: str) -> list[
     with ctx.engine.begin() as conn:
         subject = find(ctx, conn, client, subject_id)
         rows = store.for_subject(conn, subject.pk)
-        suspended = recovery_waits(conn, subject.pk, now)
-    return [summary(f, suspended) for f in rows]
+        return summaries(conn, rows, recovery_waits(conn, subject.pk, now))
 
 
 def recovery_waits(conn: Connection, subject_pk: int, now: datetime) -> bool:

@@ -19,7 +19,7 @@ from service.storage import factors as factor_store
 from service.storage.clients import ClientRecord
 from service.storage.tables import verifications
 from service.usecases import notify
-from service.usecases.factors import recovery_waits, summary
+from service.usecases.factors import recovery_waits, summaries
 from service.usecases.subjects import erase as erase_subject
 from service.usecases.subjects import find, phone_of, subject_ref
 
@@ -29,7 +29,21 @@ OPERATOR_MAX = 128
 def _alert(
     ctx: ServiceContext, client: ClientRecord, operator: str, why: str, ip: str | None
 ) -> None:
+    alert_tenant(ctx, client, why, operator=operator, ip=ip)
+
+
+def alert_tenant(
+    ctx: ServiceContext,
+    client: ClientRecord,
+    why: str,
+    *,
+    operator: str | None = None,
+    ip: str | None = None,
+) -> None:
+    """An ``operator.alert`` (audit entry + webhook to the tenant): about one of its operators,
+    or, without ``operator``, about the tenant itself (its attestations spiking)."""
     now = ctx.clock()
+    who = {"operator": operator} if operator is not None else {}
     with ctx.engine.begin() as conn:
         audit.append(
             conn,
@@ -41,7 +55,7 @@ def _alert(
             ip=ip,
             detail={"why": why},
         )
-        notify.event(conn, client.id, "", "operator.alert", now, operator=operator, why=why)
+        notify.event(conn, client.id, "", "operator.alert", now, **who, why=why)
 
 
 def _watched(
@@ -133,8 +147,8 @@ def lookup(
                 ip=ip,
             )
             raise
-        rows = factor_store.for_subject(conn, subject.pk)
         suspended = recovery_waits(conn, subject.pk, now)
+        rows = summaries(conn, factor_store.for_subject(conn, subject.pk), suspended)
         recent = conn.execute(
             verifications.select()
             .where(verifications.c.subject_pk == subject.pk)
@@ -156,7 +170,7 @@ def lookup(
         "subject_id": subject_id,
         "phone": mask_phone(phone) if phone else None,
         "locked_until": rfc3339(subject.locked_until) if subject.locked_until else None,
-        "factors": [summary(f, suspended) for f in rows],
+        "factors": rows,
         "recent_decisions": [
             {
                 "verification_id": r.id,

@@ -18,16 +18,24 @@ from service.domain.errors import (
     FactorNotAllowed,
     InvalidRequest,
 )
-from service.domain.policy import ActionPolicy, Decision
-from service.factors import device, sms, totp
+from service.domain.policy import (
+    ActionPolicy,
+    Decision,
+    attestation_counts,
+    completed_options,
+)
+from service.factors import attested, device, recovery_code, sms, totp
+from service.storage import attestations as attestation_store
 from service.storage import audit, replay
 from service.storage import factors as factor_store
+from service.storage import recovery_codes as code_store
 from service.storage import subjects as subject_store
 from service.storage import verifications as store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
 from service.usecases import notify, recovery
+from service.usecases.attested import watch_accepted
 from service.usecases.subjects import subject_ref
 from service.usecases.verifications import (
     check_lock,
@@ -44,6 +52,8 @@ PROOF_FIELDS = {
     "sms": ("code",),
     "knowledge": ("secret",),
     "device": ("factor_id", "signature"),
+    "recovery_code": ("code",),
+    "attested": ("attestation",),
 }
 
 
@@ -72,6 +82,7 @@ class _Attempt:
     candidates: list[factor_store.FactorRecord]
     live: list[tuple[int, str]]
     ref: str  # the subject's pseudonym: rate-limit key and audit subject
+    tenant_keys: list[attested.TenantKey]  # an attested proof's: this tenant's keys only
 
 
 def _load(
@@ -105,6 +116,7 @@ def _load(
         [f for f in active if f.type == factor],
         live,
         subject_ref(ctx, client.id, subject.subject_id),
+        attestation_store.keys_of(conn, client.id) if factor == "attested" else [],
     )
 
 
@@ -119,7 +131,7 @@ def prove(
     """
     factor = proof.get("factor")
     if factor not in PROOF_FIELDS:
-        raise InvalidRequest("factor must be one of totp, sms, knowledge, device")
+        raise InvalidRequest(f"factor must be one of {', '.join(PROOF_FIELDS)}")
     for name in PROOF_FIELDS[factor]:
         if not isinstance(proof.get(name), str) or not proof[name]:
             raise InvalidRequest(f"a {factor} proof needs {name!r}")
@@ -146,6 +158,8 @@ def prove(
                 outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
     if outcome is None:  # a signal arrived since the start: the policy no longer allows it
         raise deny(ctx, attempt.record, attempt.decision, now)
+    if outcome.accepted and factor == "attested":
+        watch_accepted(ctx, client)  # an operator.alert when the tenant's attestations spike
     if not outcome.accepted:
         # Counted after the commit so that a rolled-back attempt is never charged twice.
         ctx.limits.record("failed_proofs", attempt.ref, factor, action_limits=rules.limits)
@@ -160,6 +174,8 @@ def _throttle(
     rules = ctx.policy.action(attempt.record.action)
     ctx.limits.check("failed_proofs", attempt.ref, factor, action_limits=rules.limits)
     ctx.limits.check("subject_failures", attempt.ref, action_limits=rules.limits)
+    if factor == "attested":  # per tenant: one tenant's flood of tokens stays its own problem
+        ctx.limits.hit("attestations", client.id)
     return rules
 
 
@@ -176,7 +192,11 @@ def _settle(
     """Record the single use and the state transition, audit, and sign when complete."""
     record, subject, ref = attempt.record, attempt.subject, attempt.ref
     if check.accepted and check.consume(conn):
-        if recovery.delays(ctx, record) and _completes(attempt.options, record.satisfied, factor):
+        proven = sorted(set(record.satisfied) | {factor})
+        method = check.method or record.attested_method
+        if recovery.delays(ctx, record) and completed_options(
+            rules, attempt.options, proven, method
+        ):
             # recover_delayed: the PIN starts the wait; the assertion comes after it (API.md).
             ready_at = recovery.start_wait(ctx, conn, client, record, subject, now)
             left = max(0, rules.failure_limit - record.failures)
@@ -225,12 +245,6 @@ def _settle(
     return ProofOutcome(record.id, status, False, record.satisfied, attempts_left=left)
 
 
-def _completes(options: list[list[str]], satisfied: list[str], factor: str) -> bool:
-    """Whether accepting ``factor`` completes one of ``options``."""
-    proven = set(satisfied) | {factor}
-    return any(set(option) <= proven for option in options)
-
-
 def _accept(
     ctx: ServiceContext,
     conn: Connection,
@@ -248,12 +262,14 @@ def _accept(
     if check.rehash is not None:
         factor_store.replace_secret(conn, check.rehash[0], check.rehash[1])
     satisfied = sorted(set(record.satisfied) | {factor})
-    done = [option for option in options if set(option) <= set(satisfied)]
+    method = check.method or record.attested_method
+    rules = ctx.policy.action(record.action)
+    done = completed_options(rules, options, satisfied, method)  # the method rule: pure domain
     complete = bool(done)
     if complete and all(len(option) == 1 for option in done) and acr != "aal1":
         acr = "aal1"  # NIST SP 800-63B-4: AAL2 needs two factors; a one-factor option is AAL1
     status = "satisfied" if complete else "pending"
-    store.add_satisfied(conn, record.id, satisfied, status, now)
+    store.add_satisfied(conn, record.id, satisfied, status, now, method)
     token = None
     if complete:
         token = assertions.issue(
@@ -268,12 +284,13 @@ def _accept(
             now=now,
             ttl=ctx.settings.assertion_ttl,
             jti=record.id,
+            attested_method=method,
         )
         if record.action == "password_reset":  # T1: starts the cooling-off of the chain
             subject_store.record_event(conn, subject.pk, "password_reset", now)
-        if ctx.policy.action(record.action).recovers:  # API.md, Recovery: in this transaction
+        if rules.recovers:  # API.md, Recovery: in this transaction
             recovery.apply(ctx, conn, client, record, subject, satisfied, now)
-        if ctx.policy.action(record.action).sensitive:  # tell the user on another channel
+        if rules.sensitive:  # tell the user on another channel
             notify.event(
                 conn,
                 client.id,
@@ -290,7 +307,9 @@ def _accept(
         now=now,
         client_id=client.id,
         subject_ref=ref,
-        detail={"verification_id": record.id, "factor": factor},
+        # The attestation's method, never the token (T4).
+        detail={"verification_id": record.id, "factor": factor}
+        | ({"method": check.method} if check.method else {}),
     )
     return token, status, satisfied
 
@@ -302,6 +321,7 @@ class _Check:
     accepted: bool
     record_use: Any = None  # callable(conn) -> bool
     rehash: tuple[str, str] | None = None
+    method: str | None = None  # an accepted attestation's method
 
     def consume(self, conn: Connection) -> bool:
         return True if self.record_use is None else bool(self.record_use(conn))
@@ -339,6 +359,10 @@ def _verify(
             (stored.id, ctx.keys.encrypt(new_hash, f"factor:{stored.id}")) if new_hash else None
         )
         return _Check(True, None, rehash)
+    if factor == "recovery_code":
+        return _recovery_code(ctx, proof["code"], candidates, now)
+    if factor == "attested":
+        return _attestation(ctx, proof["attestation"], attempt, now)
     # device
     bound = next((f for f in candidates if f.id == proof["factor_id"]), None)
     if bound is None:
@@ -348,3 +372,39 @@ def _verify(
         if device.verify_signature(pem, bound.alg or "", text, proof["signature"]):
             return _Check(True, lambda c, cid=challenge_id: replay.use_challenge(c, cid, now))
     return _Check(False)
+
+
+def _recovery_code(
+    ctx: ServiceContext, code: str, candidates: list[factor_store.FactorRecord], now: datetime
+) -> _Check:
+    """A recovery code of the subject's set: whether it is one (unused) is decided by the
+    single-use UPDATE itself, in the proof's transaction (ASVS 6.5.1); a code that matches no
+    unused row is a failed proof like any wrong code."""
+    if not candidates or recovery_code.normalize(code) is None:
+        return _Check(False)
+    key, newest = ctx.keys.derived_key("recovery-code"), candidates[-1]
+    digest = recovery_code.digest(key, newest.id, code)
+    return _Check(True, lambda c: code_store.use(c, newest.id, digest, now))
+
+
+def _attestation(ctx: ServiceContext, token: str, attempt: _Attempt, now: datetime) -> _Check:
+    """A tenant's attestation, signed by one of its own keys and bound to this subject and
+    verification; it counts only when its method completes some option (API.md, Recovery)."""
+    record = attempt.record
+    found = attested.verify(
+        token,
+        attempt.tenant_keys,
+        client_id=record.client_id,
+        audience=ctx.settings.issuer,
+        subject=attempt.subject.subject_id,
+        verification_id=record.id,
+        now=now,
+    )
+    rules = ctx.policy.action(record.action)
+    if found is None or not attestation_counts(rules, attempt.options, found.method):
+        return _Check(False)
+    return _Check(
+        True,
+        lambda c: attestation_store.use_jti(c, record.client_id, found.jti, now),
+        method=found.method,
+    )

@@ -94,7 +94,9 @@ def subject_state(
 ) -> SubjectState:
     """Assemble factors, carrier signals, sensitive events and lockout for ``decide()``
     from the subject and its ``Snapshot`` (one statement: ``subjects.snapshot``)."""
-    types = {f.type for f in snap.factors if f.status == "active"}
+    types = {f.type for f in snap.factors if f.usable}
+    if snap.tenant_attests:  # attested proofing is the tenant's, open to each of its subjects
+        types.add("attested")
     last_sim_change = sim_lost_since = None
     recycled = False
     if subject.phone_hash:

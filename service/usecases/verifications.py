@@ -20,7 +20,7 @@ from service.domain.errors import (
     NotPending,
     RateLimited,
 )
-from service.domain.policy import ActionPolicy, Decision, decide
+from service.domain.policy import ActionPolicy, Decision, decide, open_options
 from service.ratelimit import lockout_for
 from service.storage import audit
 from service.storage import subjects as subject_store
@@ -233,8 +233,17 @@ def still_open(
     Carrier signals and lockouts can arrive while a verification is pending; an SMS code sent
     after a SIM swap must be worthless at once (T1), so every challenge and proof decides again.
     """
-    decision = decide(ctx.policy, record.action, subject_state(subject, snap, now), now)
-    return [o for o in record.options if o in decision.options], decision
+    state = subject_state(subject, snap, now)
+    # A factor this verification already accepted counts while the subject still holds it: the
+    # recovery code it spent may have been its set's last (a used-up set is in no new option).
+    held = {f.type for f in snap.factors if f.status == "active"} & set(record.satisfied)
+    if not held <= state.factors:
+        state = replace(state, factors=state.factors | held)
+    decision = decide(ctx.policy, record.action, state, now)
+    # An accepted attestation whose method does not count in an option closes it (API.md,
+    # Recovery): no recovery code is spent, nor a challenge sent, for what cannot complete.
+    still = open_options(ctx.policy.action(record.action), record.options, record.attested_method)
+    return [o for o in still if o in decision.options], decision
 
 
 def deny(

@@ -234,7 +234,12 @@ def test_a_decision_reads_the_latest_carrier_event_of_each_type_by_index(
             "number_recycled": base - timedelta(days=1),
         }
         plan = _SNAPSHOT._plan(conn.dialect)
-        params = {**plan.defaults, "pk": subject.pk, "phone_hash": phone_hash}
+        params = {
+            **plan.defaults,
+            "pk": subject.pk,
+            "phone_hash": phone_hash,
+            "client_id": client_id,
+        }
         args = [params[n] for n in plan.positional] if plan.positional else params
         if conn.dialect.name == "sqlite":
             lines = [
@@ -242,7 +247,14 @@ def test_a_decision_reads_the_latest_carrier_event_of_each_type_by_index(
             ]
             seeks = [line for line in lines if "carrier_events" in line]
             assert len(seeks) == 4 and all("(phone_hash=? AND type=?)" in s for s in seeks), lines
+            # Whether the tenant can attest, and a recovery set's unused codes: index seeks too.
+            assert [s for s in lines if "attestation_keys" in s] == [
+                "SEARCH attestation_keys USING INDEX sqlite_autoindex_attestation_keys_1 "
+                "(client_id=?)"
+            ], lines
+            assert not [s for s in lines if s.startswith("SCAN") and "CONSTANT ROW" not in s]
         else:  # max() of an index prefix: an index scan per type that stops at one row
             lines = [r[0] for r in conn.exec_driver_sql("EXPLAIN " + plan.sql, args)]
             seeks = [line for line in lines if "using uq_carrier_events_event" in line]
             assert len(seeks) == 4 and not [s for s in lines if "Seq Scan on carrier" in s], lines
+            assert [s for s in lines if "Index Only Scan using pk_attestation_keys" in s], lines
