@@ -25,7 +25,7 @@ from idv_client.models import (
     Subject,
     Verification,
 )
-from idv_client.types import CarrierEventType, DeviceAlg
+from idv_client.types import CarrierEventType, DeviceAlg, FactorType
 
 T = TypeVar("T")
 
@@ -157,11 +157,11 @@ class AsyncIdvClient(ClientBase[httpx.AsyncBaseTransport]):
         """Async ``IdvClient.get_verification``."""
         return await self._run(api.get_verification(verification_id))
 
-    async def send_challenge(self, verification_id: str, factor: str) -> Challenge:
+    async def send_challenge(self, verification_id: str, factor: FactorType) -> Challenge:
         """Async ``IdvClient.send_challenge``."""
         return await self._run(api.send_challenge(verification_id, factor))
 
-    async def prove(self, verification_id: str, factor: str, **fields: Any) -> ProofResult:
+    async def prove(self, verification_id: str, factor: FactorType, **fields: Any) -> ProofResult:
         """Async ``IdvClient.prove``."""
         return await self._run(api.prove(verification_id, factor, fields))
 

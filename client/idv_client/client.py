@@ -26,7 +26,7 @@ from idv_client.models import (
     Subject,
     Verification,
 )
-from idv_client.types import CarrierEventType, DeviceAlg
+from idv_client.types import CarrierEventType, DeviceAlg, FactorType
 
 T = TypeVar("T")
 
@@ -165,12 +165,12 @@ class IdvClient(ClientBase[httpx.BaseTransport]):
         """The verification's current status, options, reasons and times (never the assertion)."""
         return self._run(api.get_verification(verification_id))
 
-    def send_challenge(self, verification_id: str, factor: str) -> Challenge:
+    def send_challenge(self, verification_id: str, factor: FactorType) -> Challenge:
         """``sms``: a code goes to the phone; ``device``: a ``challenge`` string to sign;
         ``passkey``: request ``options`` for ``navigator.credentials.get()``."""
         return self._run(api.send_challenge(verification_id, factor))
 
-    def prove(self, verification_id: str, factor: str, **fields: Any) -> ProofResult:
+    def prove(self, verification_id: str, factor: FactorType, **fields: Any) -> ProofResult:
         """Submit any proof (the typed ``prove_*`` helpers name the fields). A wrong one answers
         ``accepted=False`` with ``attempts_left``, not an exception."""
         return self._run(api.prove(verification_id, factor, fields))
