@@ -96,17 +96,15 @@ class FactorStatus(_Model):
 @dataclass(frozen=True)
 class Factor(_Model):
     """One entry of ``GET /v1/subjects/{id}/factors`` (never a secret); ``remaining`` is the
-    number of unused recovery codes of a ``recovery_code`` set."""
-
-    _times: ClassVar[frozenset[str]] = frozenset({"created_at", "last_used_at"})
+    number of unused recovery codes of a ``recovery_code`` set. ``created_at`` stays the RFC 3339
+    string idv sent (as in 0.1; ``parse_time`` reads it)."""
 
     factor_id: str
     type: FactorType
     status: FactorState = "active"
-    created_at: datetime | None = None
+    created_at: str = ""
     label: str | None = None
     remaining: int | None = None
-    last_used_at: datetime | None = None
     raw: dict[str, Any] = _raw()
 
 

@@ -39,6 +39,7 @@ from idv_client import (
     TransportError,
     parse_retry_after,
 )
+from idv_client.models import parse_time
 from tests.http.flow import PIN
 from tests.kit.test_client import device_step_up, with_device
 
@@ -297,9 +298,8 @@ def test_recovery_attestation_and_erase_methods_follow_api_md():
     assert sheet.type == "recovery_code" and len(sheet.codes or []) == 10
     factors = c.list_factors("alice")
     assert factors[0].remaining == 9 and factors[1].remaining is None
-    assert factors[1].status == "suspended" and factors[1].created_at == datetime(
-        2026, 12, 1, tzinfo=UTC
-    )
+    assert factors[1].status == "suspended"
+    assert parse_time(factors[1].created_at) == datetime(2026, 12, 1, tzinfo=UTC)
 
     waiting = c.prove_pin("vf_1", PIN)
     assert waiting.status == "waiting" and waiting.ready_at == datetime(2026, 12, 10, 4, tzinfo=UTC)
@@ -425,7 +425,7 @@ def test_typed_helpers_against_real_idv(idv_server, phone):
             "alice", PIN, assertion=device_step_up(idv, dev, "alice", "enroll_factor")
         )
         factors = idv.list_factors("alice")
-        assert all(isinstance(f.created_at, datetime) for f in factors)
+        assert all(isinstance(parse_time(f.created_at), datetime) for f in factors)
 
         v = idv.start_verification("alice", "payment_password_reset")
         assert ["totp", "knowledge"] in v.options
