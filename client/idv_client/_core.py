@@ -26,7 +26,13 @@ from urllib.parse import quote
 
 import httpx
 
-from idv_client.errors import IdvError, TransportError, error_for, parse_retry_after
+from idv_client.errors import (
+    IdvError,
+    ServerError,
+    TransportError,
+    error_for,
+    parse_retry_after,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("idv_client")
@@ -160,7 +166,10 @@ class Exchange(Generic[T]):
         """The parsed result of a final answer, or its ``IdvError``."""
         if response.status_code >= 400:
             raise _error(response)
-        data = response.json() if response.status_code != 204 and response.content else None
+        try:
+            data = response.json() if response.status_code != 204 and response.content else None
+        except ValueError:  # a proxy's page, not idv's JSON
+            raise ServerError("the answer is not JSON", status=response.status_code) from None
         return self.call.parse(data, response.status_code)
 
 

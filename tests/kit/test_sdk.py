@@ -98,6 +98,9 @@ def test_status_alone_picks_a_neutral_class():
     with pytest.raises(ServerError):
         mock(answer(500, {"error": "server_error", "message": "x"})).whoami()
     assert issubclass(ServiceUnavailable, ServerError)
+    # A 200 that is not idv's JSON (a captive portal, a proxy's page) is not a result.
+    with pytest.raises(ServerError):
+        mock(lambda r: httpx.Response(200, text="<html>login</html>")).whoami()
 
 
 def test_retry_after_per_rfc9110():
