@@ -77,7 +77,8 @@ def main() -> int:
 
         # TOTP set-up: the first factor beside the phone needs no step-up during onboarding.
         totp = idv.enroll_totp(subject, label="quickstart")
-        assert totp.secret, "idv shows the TOTP secret once, at enrolment"
+        if not totp.secret:
+            sys.exit("idv shows the TOTP secret once, at enrolment: none came")
         step = int(time.time()) // STEP
         idv.activate_factor(subject, totp.factor_id, totp_code(totp.secret, step))
         print("   TOTP active (the activation code counts as that code's one use)")
