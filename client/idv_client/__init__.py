@@ -1,24 +1,32 @@
-"""Python client of idv: ``IdvClient`` for the HTTP API, ``AssertionVerifier`` for the relying
-party, and one exception class per error code of the contract."""
+"""Python client of idv: ``IdvClient`` (and ``AsyncIdvClient``) for the HTTP API,
+``AssertionVerifier`` for the relying party, and one exception class per error code of the
+contract. Logs go to the ``idv_client`` logger and never carry a secret, code, assertion or key."""
 
+from idv_client.aio import AsyncIdvClient
 from idv_client.client import IdvClient
 from idv_client.errors import (
     AssertionInvalid,
+    Conflict,
     FactorNotAllowed,
     Forbidden,
+    IdempotencyConflict,
     IdvError,
     InvalidCode,
     InvalidRequest,
+    JwksUnavailable,
     NotFound,
     NotPending,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     ServerError,
+    ServiceUnavailable,
     StepUpRequired,
     TransportError,
     Unauthorized,
     UnknownAction,
     WeakSecret,
+    parse_retry_after,
 )
 from idv_client.models import (
     CarrierEventResult,
@@ -31,37 +39,64 @@ from idv_client.models import (
     Subject,
     Verification,
 )
+from idv_client.types import (
+    Acr,
+    AssertionFailure,
+    AttestationMethod,
+    CarrierEventType,
+    DeviceAlg,
+    FactorState,
+    FactorType,
+    Reason,
+    VerificationStatus,
+)
 from idv_client.verifier import AssertionVerifier, MemoryReplayStore, RedisReplayStore
 
 __all__ = [
+    "Acr",
+    "AssertionFailure",
     "AssertionInvalid",
     "AssertionVerifier",
+    "AsyncIdvClient",
+    "AttestationMethod",
     "CarrierEventResult",
+    "CarrierEventType",
     "Challenge",
     "ClientInfo",
+    "Conflict",
+    "DeviceAlg",
     "EnrolledFactor",
     "Factor",
     "FactorNotAllowed",
+    "FactorState",
     "FactorStatus",
+    "FactorType",
     "Forbidden",
+    "IdempotencyConflict",
     "IdvClient",
     "IdvError",
     "InvalidCode",
     "InvalidRequest",
+    "JwksUnavailable",
     "MemoryReplayStore",
     "NotFound",
     "NotPending",
     "PayloadTooLarge",
     "ProofResult",
     "RateLimited",
+    "Reason",
     "RedisReplayStore",
+    "RequestTimeout",
     "ServerError",
+    "ServiceUnavailable",
     "StepUpRequired",
     "Subject",
     "TransportError",
     "Unauthorized",
     "UnknownAction",
     "Verification",
+    "VerificationStatus",
     "WeakSecret",
+    "parse_retry_after",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -147,8 +147,10 @@ def create_app(
         }
         return redirect(url_for("verify"))
 
-    def parse_time(value: str | None) -> datetime | None:
+    def parse_time(value: datetime | str | None) -> datetime | None:
         """An RFC 3339 time from idv (``held_until``); None if absent or unreadable."""
+        if isinstance(value, datetime):  # idv_client >= 0.2 parses times itself
+            return value
         try:
             moment = datetime.fromisoformat(value) if value else None
         except ValueError:

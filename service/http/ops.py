@@ -20,6 +20,10 @@ from service.http.errors import error_response
 from service.storage.db import ping
 
 bp = Blueprint("ops", __name__)
+# How long relying parties may cache the JWKS (RFC 9111 §5.2.2.1 max-age). A signing key dropped
+# from the key ring (say, after a compromise) stays trusted by them at most this long, which is
+# no longer than one assertion lives (API.md: exp at most 5 minutes after iat).
+JWKS_MAX_AGE = 300
 access = logging.getLogger("idv.access")
 
 
@@ -45,7 +49,7 @@ def readyz() -> Response:
 def jwks() -> Response:
     """Public keys that verify idv's assertions (RFC 7517)."""
     response = jsonify(assertions.jwks(ctx().keys))
-    response.headers["Cache-Control"] = "public, max-age=300"
+    response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE}"
     return response
 
 

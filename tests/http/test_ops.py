@@ -47,6 +47,16 @@ def test_openapi_covers_every_route(app, http):
             assert (path, method) in documented, (path, method)
 
 
+def test_jwks_may_be_cached_only_as_long_as_an_assertion_lives(http):
+    # Relying parties cache the key set for max-age (idv_client honours it): a key idv drops must
+    # stop verifying within one assertion lifetime (API.md: exp at most 5 minutes after iat).
+    r = http.get("/.well-known/jwks.json")
+    directives = [d.strip() for d in r.headers["Cache-Control"].split(",")]
+    assert "public" in directives and "no-store" not in directives
+    max_age = int(next(d for d in directives if d.startswith("max-age=")).split("=")[1])
+    assert 0 < max_age <= 300
+
+
 def test_jwks_publishes_signing_key(http, ctx):
     keys = http.get("/.well-known/jwks.json").json["keys"]
     assert [k["kid"] for k in keys] == [k.kid for k in ctx.keys.signing_keys]

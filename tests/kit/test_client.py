@@ -203,8 +203,8 @@ def test_factors_verifications_and_carrier_events(idv_server, idv, carrier, phon
     held = idv.start_verification("alice", "payment_password_reset")
     assert held.status == "denied" and held.options == [] and "recent_sim_change" in held.reasons
     # held_until: the end of the 7-day hold after the swap (policies/default.toml), on GET too.
-    until = datetime.fromisoformat(held.held_until.replace("Z", "+00:00"))
-    assert abs(until - (at + timedelta(days=7))) < timedelta(seconds=5)
+    assert isinstance(held.held_until, datetime)
+    assert abs(held.held_until - (at + timedelta(days=7))) < timedelta(seconds=5)
     assert idv.get_verification(held.verification_id).held_until == held.held_until
     assert login.held_until is None  # SMS ruled out, but login itself is not held
     with pytest.raises(NotPending):
@@ -241,9 +241,11 @@ def test_transport_error_when_idv_is_down():
 
 def test_retries_get_and_unsent_requests_only():
     calls: list[str] = []
+    keys: list[str | None] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request.method)
+        keys.append(request.headers.get("Idempotency-Key"))
         if request.method == "PUT" and len(calls) == 1:
             raise httpx.ConnectError("refused", request=request)
         return httpx.Response(503, json={"error": "service_unavailable", "message": "db"})
@@ -253,13 +255,18 @@ def test_retries_get_and_unsent_requests_only():
         c.get_verification("vf_1")
     assert calls == ["GET", "GET", "GET"]  # GET: retried on 503
     calls.clear()
+    keys.clear()
     with pytest.raises(idv_client.ServerError):
         c.prove("vf_1", "totp", code="123456")
-    assert calls == ["POST"]  # a POST that reached idv is never sent twice
+    # A POST is retried only with its Idempotency-Key, the same on every attempt (API.md), so
+    # idv answers a repeat with the first answer and does nothing twice.
+    assert calls == ["POST", "POST", "POST"] and keys[0] and len(set(keys)) == 1
     calls.clear()
+    keys.clear()
     with pytest.raises(idv_client.ServerError):
         c.put_subject("a", "+8613800138000")
-    assert calls == ["PUT", "PUT"]  # connect error: nothing was sent, so once more
+    assert calls == ["PUT", "PUT"]  # connect error: nothing was sent, so once more (not on 503)
+    assert keys == [None, None]  # only POSTs carry an Idempotency-Key
 
 
 # -- the verifier ----------------------------------------------------------------------------------
@@ -316,8 +323,9 @@ def test_verifier_accepts_and_refuses(idv_server, idv, phone):
     )
     assert reason(forged) == "bad_signature"
 
-    # Expired: the test process travels past exp (time-machine moves this process's clock only).
-    with time_machine.travel(datetime.fromtimestamp(claims["exp"] + 1, UTC)):
+    # Expired: the test process travels past exp and the default 30 s leeway (time-machine moves
+    # this process's clock only).
+    with time_machine.travel(datetime.fromtimestamp(claims["exp"] + 31, UTC)):
         assert reason(token) == "expired"
 
     # Single use.
@@ -383,7 +391,7 @@ def test_require_step_up_decorator(idv_server, idv, phone):
     init_app(app, AssertionVerifier(idv_server.url, idv.whoami().client_id))
 
     @app.post("/users/<uid>/loan")
-    @require_step_up("login", subject="uid")
+    @require_step_up("login", subject="uid", acr="aal1")  # one factor yields aal1 (API.md)
     def loan(uid: str):
         return {"ok": True, "amr": flask.g.idv_assertion["amr"]}
 
@@ -392,7 +400,7 @@ def test_require_step_up_decorator(idv_server, idv, phone):
     assert r.status_code == 401 and r.json["action"] == "login"
     challenge = r.headers["WWW-Authenticate"]
     assert challenge.startswith('Bearer error="insufficient_user_authentication"')
-    assert 'acr_values="aal2"' in challenge
+    assert 'acr_values="aal1"' in challenge
 
     token = device_step_up(idv, dev, "alice", "login")
     assert http.post("/users/bob/loan", headers={"X-Idv-Assertion": token}).status_code == 401
