@@ -155,7 +155,8 @@ def _put_subject(
                 ip=ip,
             )
             return SubjectView(subject_id, mask_phone(e164), created=True)
-        if existing.phone_hash == phone_hash:
+        # The same phone under any profile's keyed hash (GB/T 39786 profile switch) is no change.
+        if existing.phone_hash in ctx.keys.lookup_hashes("phone", e164):
             return SubjectView(subject_id, mask_phone(e164))
         strong = require_step_up(ctx, conn, client, existing, "change_phone", assertion, now)
         ct = ctx.keys.encrypt(e164, phone_context(client.id, subject_id))
