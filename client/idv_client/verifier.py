@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import httpx
 import jwt
 
+from idv_client import sm2
 from idv_client.errors import AssertionInvalid
 
 TYP = "idv-assertion+jwt"
@@ -84,7 +85,7 @@ class AssertionVerifier:
         base_url: str,
         audience: str,
         *,
-        algorithms: Iterable[str] = ("ES256", "EdDSA"),
+        algorithms: Iterable[str] = ("ES256", "EdDSA", *((sm2.ALG,) if sm2.AVAILABLE else ())),
         issuer: str = "idv",
         leeway: float = 0,
         replay_store: ReplayStore | str | None = None,
@@ -123,7 +124,9 @@ class AssertionVerifier:
             try:
                 key = jwt.PyJWK(entry)
             except jwt.PyJWTError:
-                continue  # a key type this PyJWT cannot use: never the one that signs for us
+                key = sm2.key_from_jwk(entry)  # type: ignore[assignment]  # gm extra
+                if key is None:
+                    continue  # a key type we cannot use: never the one that signs for us
             if entry.get("kid"):
                 keys[entry["kid"]] = key
         return keys
@@ -165,8 +168,9 @@ class AssertionVerifier:
         key = self._key(kid)
         if key.algorithm_name != alg:  # the key decides the algorithm, not the token
             raise AssertionInvalid("bad_algorithm", "alg does not match the key")
+        decode = sm2.decode if alg == sm2.ALG else jwt.decode  # SM2: the gm profile
         try:
-            claims = jwt.decode(
+            claims = decode(
                 token,
                 key.key,
                 algorithms=[alg],

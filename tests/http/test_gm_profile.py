@@ -1,0 +1,178 @@
+"""A whole step-up under ``IDV_CRYPTO_PROFILE=gm`` through the real stack (API.md,
+"Commercial-cryptography profile"; GB/T 39786-2021 §8.4: identity authentication, and the
+confidentiality and integrity of important data and logs).
+
+Signatures are checked with ``gmalg``, a pure-Python SM2 that shares no code with the library
+idv signs with, against the JWKS idv publishes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import gmalg
+import httpx
+import pytest
+from sqlalchemy import String, Text, select
+
+from idv_client import AssertionVerifier
+from service.crypto import profile, sm2
+from service.crypto.keyring import KeyRing, write_key_file
+from service.settings import Settings
+from service.storage import audit
+from service.storage.tables import clients, metadata
+from tests.http.flow import PHONE, User
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def verify_with_gmalg(token: str, jwks: dict) -> dict:
+    """Check an SM2 assertion the way an independent relying party would; return its claims."""
+    header_b64, payload_b64, signature_b64 = token.split(".")
+    header = json.loads(_unb64(header_b64))
+    assert header == {"alg": "SM2", "kid": header["kid"], "typ": "idv-assertion+jwt"}
+    [jwk] = [k for k in jwks["keys"] if k["kid"] == header["kid"]]
+    assert jwk == {
+        "kty": "EC",
+        "crv": "SM2",
+        "x": jwk["x"],
+        "y": jwk["y"],
+        "kid": header["kid"],
+        "alg": "SM2",
+        "use": "sig",
+    }
+    public = b"\x04" + _unb64(jwk["x"]) + _unb64(jwk["y"])
+    signature = _unb64(signature_b64)
+    assert len(signature) == 64  # raw r ‖ s
+    checker = gmalg.SM2(pk=public, uid=b"1234567812345678")
+    signed = f"{header_b64}.{payload_b64}".encode()
+    assert checker.verify(signed, signature[:32], signature[32:])
+    return json.loads(_unb64(payload_b64))
+
+
+@dataclass
+class SM2Device:
+    """A phone whose secure element holds an SM2 key (signed with the independent gmalg)."""
+
+    secret: bytes
+    public: bytes
+    alg: str = "SM2"
+    factor_id: str = ""
+
+    @classmethod
+    def new(cls) -> SM2Device:
+        secret, public = gmalg.SM2().generate_keypair()
+        return cls(secret, public[-64:])
+
+    def public_pem(self) -> str:
+        return sm2.public_pem(self.public)
+
+    def sign(self, challenge: str) -> str:
+        r, s = gmalg.SM2(sk=self.secret, uid=b"1234567812345678").sign(challenge.encode())
+        return base64.urlsafe_b64encode(r + s).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A key ring generated under the gm profile (SM4 data key, SM2 signing key)."""
+    path = tmp_path_factory.mktemp("gmkeys") / "keys.json"
+    write_key_file(path, KeyRing.generate(profile.GM))
+    return path
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return replace(settings, crypto_profile=profile.GM)
+
+
+def test_step_up_under_gm_yields_an_sm2_assertion_an_independent_sm2_verifies(
+    user: User, http, auth, ctx
+) -> None:
+    user.add_totp()
+    user.add_pin(assertion=user.step_up("enroll_factor", ["totp"]))
+    assertion = user.step_up("payment_password_reset", ["totp", "knowledge"])
+    jwks = http.get("/.well-known/jwks.json").json
+    claims = verify_with_gmalg(assertion, jwks)
+    client_id = http.get("/v1/client", headers=auth).json["client_id"]
+    assert claims["sub"] == "alice" and claims["aud"] == client_id
+    assert claims["action"] == "payment_password_reset" and claims["acr"] == "aal2"
+    assert claims["amr"] == ["otp", "pin", "mfa"]
+    assert claims["exp"] - claims["iat"] <= 300
+    # idv_client (gm extra) checks it with the same claim checks as ES256.
+    transport = httpx.WSGITransport(app=http.application)
+    rp = AssertionVerifier("http://idv", client_id, http=httpx.Client(transport=transport))
+    assert rp.verify(assertion, subject="alice", action="payment_password_reset")["sub"] == "alice"
+    with pytest.raises(Exception, match="wrong_subject|another subject"):
+        rp.verify(assertion, subject="bob", action="payment_password_reset")
+    forged = assertion[:-4] + ("AAAA" if not assertion.endswith("AAAA") else "BBBB")
+    with pytest.raises(Exception, match="signature"):
+        rp.verify(forged, subject="alice", action="payment_password_reset")
+    # idv consumes its own SM2 assertions (here as the enrolment gate of a new device).
+    device = SM2Device.new()
+    body = {"type": "device", "public_key": device.public_pem(), "alg": "SM2", "label": "SE"}
+    assert user.enroll(body).status_code == 403  # no assertion: step_up_required
+    enrol = user.step_up("enroll_factor", ["totp", "knowledge"])
+    r = user.enroll({**body, "assertion": enrol})
+    assert r.status_code == 201, r.json
+    assert user.enroll({**body, "assertion": enrol}).status_code == 403  # accepted once
+
+
+def test_sm2_device_binding_login(user: User) -> None:
+    device = SM2Device.new()
+    r = user.enroll({"type": "device", "public_key": device.public_pem(), "alg": "SM2"})
+    assert r.status_code == 201, r.json
+    device.factor_id = r.json["factor_id"]
+    user.device = device  # type: ignore[assignment]
+    vid = user.start("login").json["verification_id"]
+    challenge = user.challenge(vid, "device").json["challenge"]
+    wrong = SM2Device.new().sign(challenge)
+    bad = user.prove(vid, {"factor": "device", "factor_id": device.factor_id, "signature": wrong})
+    assert bad.status_code == 200 and bad.json["accepted"] is False
+    vid = user.start("login").json["verification_id"]
+    result = user.prove_factor(vid, "device")
+    assert result.json["accepted"] and result.json["status"] == "satisfied", result.json
+
+
+@pytest.mark.parametrize(
+    "pem",
+    [
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        sm2.public_pem(bytes(64)),  # not a point of the curve
+    ],
+)
+def test_sm2_device_key_that_is_not_an_sm2_point_is_a_400(user: User, pem: str) -> None:
+    r = user.enroll({"type": "device", "public_key": pem, "alg": "SM2"})
+    assert r.status_code == 400 and r.json["error"] == "invalid_request"
+
+
+def test_database_dump_holds_no_clear_phone_and_gm_hashes(user: User, http, auth, ctx) -> None:
+    user.add_totp()
+    user.add_pin(assertion=user.step_up("enroll_factor", ["totp"]))
+    national = PHONE[3:]  # 13800138000
+    found = []
+    with ctx.engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            columns = [c for c in table.c if isinstance(c.type, String | Text)]
+            for row in conn.execute(select(*columns)) if columns else ():
+                for column, value in zip(columns, row, strict=True):
+                    if value and national in str(value):
+                        found.append(f"{table.name}.{column.name}")
+        key_hashes = set(conn.execute(select(clients.c.key_hash)).scalars())
+        # GB/T 39786 §8.4: the audit trail verifies, and its entries are SM3 / HMAC-SM3.
+        assert audit.verify_chain(conn, ctx.keys.derived_keys("audit-mac")) == []
+        entries = audit.entries(conn)
+    assert found == []
+    assert entries and all(audit.entry_hash(e, profile.GM) == e["hash"] for e in entries)
+    api_key = auth["Authorization"].split()[1]
+    assert profile.sm3(api_key.encode()).hex() in key_hashes  # issued under gm: SM3
+
+
+def test_jwks_lists_only_the_sm2_key_of_a_gm_key_ring(http) -> None:
+    [key] = http.get("/.well-known/jwks.json").json["keys"]
+    assert key["crv"] == "SM2" and key["alg"] == "SM2" and key["kty"] == "EC"
+    assert len(_unb64(key["x"])) == len(_unb64(key["y"])) == 32
