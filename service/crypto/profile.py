@@ -5,7 +5,7 @@ SHA-256 for the audit chain and API-key hashes, ES256 assertion keys.
 
 ``gm`` (``IDV_CRYPTO_PROFILE=gm``): SM4-GCM data keys (GB/T 32907), HMAC-SM3 keyed lookups and
 audit MACs, SM3 for the audit chain and API-key hashes (GB/T 32905), SM2 assertion keys
-(GB/T 32918). SM3 and SM4 come from pyca/cryptography; SM2 from ``gmssl-fast`` (the ``gm``
+(GB/T 32918). SM3 and SM4 come from pyca/cryptography; SM2 from ``gmalglib`` (the ``gm``
 extra), which :func:`require_library` checks at start.
 
 Every stored value names its key id or is tried under each profile, so values written under
@@ -42,10 +42,10 @@ def require_library(profile: str) -> None:
     if profile != GM:
         return
     try:
-        import gmssl_fast  # noqa: F401
+        import gmalglib  # noqa: F401
     except ImportError:
         raise ProfileUnavailable(
-            "the gm profile needs the SM2 library: pip install 'idv[gm]' (gmssl-fast)"
+            "the gm profile needs the SM2 library: pip install 'idv[gm]' (gmalglib)"
         ) from None
 
 
