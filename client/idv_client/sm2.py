@@ -64,10 +64,11 @@ def decode(token: str, key: Any, **kwargs: Any) -> dict[str, Any]:
         raise jwt.InvalidKeyError("not an SM2 key")
     try:
         signing_input, _, signature = token.rpartition(".")
+        message = signing_input.encode("ascii")
         sig = _b64url_decode(signature)
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error):  # UnicodeEncodeError is a ValueError
         raise jwt.DecodeError("malformed signature") from None
-    if len(sig) != 64 or not key.verify(signing_input.encode("ascii"), sig):
+    if len(sig) != 64 or not key.verify(message, sig):
         raise jwt.InvalidSignatureError("Signature verification failed")
     options = {
         "verify_signature": False,  # done above; every claim check stays on

@@ -325,6 +325,11 @@ def adopt_profile(path: Path, inline_json: str | None, profile: str) -> list[str
     starting together on one host add one set of keys, not one each. Keys from ``IDV_KEYS``
     cannot be written: they must already hold the profile's keys."""
     ring = load_key_ring(path, inline_json, create=True, profile=profile)
+    if any(k.alg == sm2.ALG for k in ring.signing_keys):
+        try:  # SM2 keys are signed with and published whatever the profile
+            cp.require_library(cp.GM)
+        except cp.ProfileUnavailable as exc:
+            raise KeyRingError(f"the key ring holds SM2 signing keys, and {exc}") from None
     if not KeyRing.from_json(ring.to_json(), profile).adopt_profile():
         return []
     if inline_json:

@@ -89,12 +89,13 @@ def _decode_sm2(key: SigningKey, token: str) -> dict[str, Any]:
     otherwise (claims are then checked like any other assertion's)."""
     try:
         signing_input, _, signature = token.rpartition(".")
+        message = signing_input.encode("ascii")
         payload = signing_input.split(".")[1]
         sig = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, IndexError):
+    except (ValueError, IndexError):  # binascii.Error and UnicodeError are ValueErrors
         raise jwt.InvalidTokenError("malformed SM2 assertion") from None
-    if not sm2.verify(key.sm2_signer().public, signing_input.encode("ascii"), sig):
+    if not sm2.verify(key.sm2_signer().public, message, sig):
         raise jwt.InvalidSignatureError("SM2 signature does not verify")
     if not isinstance(claims, dict):
         raise jwt.InvalidTokenError("claims are not an object")

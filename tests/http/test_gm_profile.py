@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import String, Text, select
 
 from idv_client import AssertionVerifier
+from idv_client.errors import AssertionInvalid
 from service.crypto import profile, sm2
 from service.crypto.keyring import KeyRing, write_key_file
 from service.settings import Settings
@@ -176,3 +177,27 @@ def test_jwks_lists_only_the_sm2_key_of_a_gm_key_ring(http) -> None:
     [key] = http.get("/.well-known/jwks.json").json["keys"]
     assert key["crv"] == "SM2" and key["alg"] == "SM2" and key["kty"] == "EC"
     assert len(_unb64(key["x"])) == len(_unb64(key["y"])) == 32
+
+
+def test_malformed_sm2_assertions_are_refused_never_a_500(user: User, http, auth) -> None:
+    user.add_totp()
+    good = user.step_up("enroll_factor", ["totp"])
+    head, payload, signature = good.split(".")
+    client_id = http.get("/v1/client", headers=auth).json["client_id"]
+    transport = httpx.WSGITransport(app=http.application)
+    rp = AssertionVerifier("http://idv", client_id, http=httpx.Client(transport=transport))
+    for bad in (
+        f"{head}.{payload}.{signature}é",
+        f"{head}.{payload}é.{signature}",
+        f"{head}.{payload}.{signature[:-2]}",
+        f"{head}.{payload}.!!!!",
+        f"{head}..{signature}",
+        f"{head}.{signature}",
+    ):
+        r = user.enroll({"type": "knowledge", "secret": "739184", "assertion": bad})
+        assert r.status_code == 403 and r.json["error"] == "step_up_required", (bad, r.json)
+        with pytest.raises(AssertionInvalid):
+            rp.verify(bad, subject="alice", action="enroll_factor")
+    assert (
+        user.enroll({"type": "knowledge", "secret": "739184", "assertion": good}).status_code == 201
+    )
