@@ -13,15 +13,16 @@ from pathlib import Path
 import jwt
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from service.app import create_app
 from service.cli import cli
 from service.context import ServiceContext
 from service.crypto import profile
 from service.crypto.keyring import KeyRing, adopt_profile, write_key_file
+from service.storage import audit
 from service.storage.db import dispose
-from service.storage.tables import carrier_events, factors, subjects
+from service.storage.tables import audit_log, carrier_events, factors, subjects
 from service.usecases.clients import create_client
 from tests.http.flow import PHONE, User, carrier_event, now_rfc3339
 from tests.http.test_gm_profile import verify_with_gmalg
@@ -55,14 +56,14 @@ class Restarted:
         dispose(self.ctx.engine)
 
 
-def rotate(settings, crypto: str) -> str:  # type: ignore[no-untyped-def]
+def idv(settings, crypto: str, *args: str) -> str:  # type: ignore[no-untyped-def]
     env = {
         "IDV_DATA_DIR": str(settings.data_dir),
         "IDV_DATABASE_URL": settings.database_url,
         "IDV_KEY_FILE": str(settings.key_file),
         "IDV_CRYPTO_PROFILE": crypto,
     }
-    result = CliRunner().invoke(cli, ["keys", "rotate"], env=env, catch_exceptions=False)
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -119,7 +120,7 @@ def test_intl_values_stay_usable_under_gm_and_rotate_moves_them_over(
     finally:
         gm.close()
 
-    output = rotate(settings, profile.GM)
+    output = idv(settings, profile.GM, "keys", "rotate")
     assert "rewrote 1 keyed lookup(s)" in output  # alice; bob was written under gm
 
     again = Restarted(settings, profile.GM, clock)
@@ -143,5 +144,15 @@ def test_intl_values_stay_usable_under_gm_and_rotate_moves_them_over(
         assert alice.step_up("login", ["totp"])
         # ... and the old API key still authenticates (hashes stay until a key is reissued).
         assert again.http.get("/v1/client", headers=auth).status_code == 200
+        # The audit trail holds SHA-256 and SM3 entries; both verify, and an edit shows.
+        assert "audit chain OK" in idv(settings, profile.GM, "audit", "verify")
+        with again.ctx.engine.begin() as conn:
+            rows = audit.entries(conn)
+            kinds = {audit.entry_hash(e, profile.GM) == e["hash"] for e in rows}
+            assert kinds == {True, False}
+            assert audit.verify_chain(conn, ring.derived_keys("audit-mac")) == []
+            last = rows[-1]["id"]
+            conn.execute(update(audit_log).where(audit_log.c.id == last).values(outcome="x"))
+            assert "hash mismatch" in audit.verify_chain(conn, ring.derived_keys("audit-mac"))[0]
     finally:
         again.close()
