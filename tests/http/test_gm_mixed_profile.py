@@ -151,8 +151,10 @@ def test_intl_values_stay_usable_under_gm_and_rotate_moves_them_over(
             kinds = {audit.entry_hash(e, profile.GM) == e["hash"] for e in rows}
             assert kinds == {True, False}
             assert audit.verify_chain(conn, ring.derived_keys("audit-mac")) == []
+        with again.ctx.engine.begin() as conn:
             last = rows[-1]["id"]
             conn.execute(update(audit_log).where(audit_log.c.id == last).values(outcome="x"))
+        with again.ctx.engine.begin() as conn:
             assert "hash mismatch" in audit.verify_chain(conn, ring.derived_keys("audit-mac"))[0]
     finally:
         again.close()
