@@ -158,3 +158,18 @@ def test_intl_values_stay_usable_under_gm_and_rotate_moves_them_over(
             assert "hash mismatch" in audit.verify_chain(conn, ring.derived_keys("audit-mac"))[0]
     finally:
         again.close()
+
+
+def test_rotate_signing_to_sm2_under_intl(user: User, settings, auth, clock) -> None:
+    es256 = user.step_up("login", ["sms"])
+    output = idv(settings, profile.INTL, "keys", "rotate-signing", "--alg", "SM2")
+    assert "(SM2)" in output
+    restarted = Restarted(settings, profile.INTL, clock)
+    try:
+        jwks = restarted.http.get("/.well-known/jwks.json").json
+        assert [k["alg"] for k in jwks["keys"]] == ["ES256", "SM2"]
+        assert jwt.get_unverified_header(es256)["kid"] == jwks["keys"][0]["kid"]
+        token = restarted.user(auth).step_up("login", ["sms"])
+        assert verify_with_gmalg(token, jwks)["action"] == "login"
+    finally:
+        restarted.close()
