@@ -4,6 +4,7 @@ A profile whose library is missing stops the start with one line (exit 2)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -81,3 +82,28 @@ def test_gm_profile_without_its_library_is_one_line_exit_2(tmp_path: Path) -> No
         [sys.executable, "-m", "service.cli", "serve"], env=env, capture_output=True, text=True
     )
     assert out.returncode == 2 and "IDV_CRYPTO_PROFILE: must be intl or gm" in out.stderr
+
+
+def test_restart_of_an_intl_deployment_under_gm(tmp_path: Path, database_url: str) -> None:
+    """The first start under gm adds SM4 and SM2 keys to the key file, says so in one line,
+    keeps the ES256 key published and the old API key working."""
+    with running(tmp_path, database_url) as srv:
+        auth = {"Authorization": f"Bearer {srv.api_key()}"}
+        r = httpx.put(srv.url + "/v1/subjects/alice", json={"phone": PHONE}, headers=auth)
+        assert r.status_code == 201
+        [old] = httpx.get(srv.url + "/.well-known/jwks.json").json()["keys"]
+    with running(tmp_path, database_url, {"IDV_CRYPTO_PROFILE": "gm"}) as srv:
+        log = (tmp_path / "serve.log").read_text()
+        assert "key ring ready for the gm profile: added data key dk-" in log
+        api = httpx.Client(base_url=srv.url, headers=auth, timeout=10)
+        assert api.put("/v1/subjects/alice", json={"phone": PHONE}).status_code == 200
+        vid = api.post("/v1/verifications", json={"subject_id": "alice", "action": "login"})
+        vid = vid.json()["verification_id"]
+        assert api.post(f"/v1/verifications/{vid}/challenges", json={"factor": "sms"}).is_success
+        sms = (tmp_path / "sms.jsonl").read_text().strip().splitlines()
+        code = json.loads(sms[-1])["code"]
+        answer = api.post(f"/v1/verifications/{vid}/proofs", json={"factor": "sms", "code": code})
+        assert answer.json()["status"] == "satisfied", answer.json()
+        jwks = httpx.get(srv.url + "/.well-known/jwks.json").json()
+        assert [k["alg"] for k in jwks["keys"]] == ["ES256", "SM2"] and jwks["keys"][0] == old
+        assert verify_with_gmalg(answer.json()["assertion"], jwks)["sub"] == "alice"
