@@ -124,3 +124,14 @@ def test_keyed_lookups_are_hmac_sm3_under_gm_and_cover_every_written_profile() -
     intl_hash = ring.lookup_hash("phone", "+8613800138000", profile.INTL)
     assert intl_hash != gm_hash
     assert ring.lookup_hashes("phone", "+8613800138000") == [gm_hash, intl_hash]
+
+
+def test_sms_code_digests_are_hmac_sm3_under_gm() -> None:
+    from service.factors import sms
+
+    key = bytes(range(32))
+    digest = sms.code_digest(key, "vf_1", "123456", profile.GM)
+    assert digest == profile.hmac_sm3(key, b"idv-sms-code-v1\x00vf_1\x00123456").hex()
+    assert digest != sms.code_digest(key, "vf_1", "123456")
+    assert sms.code_matches(key, "vf_1", "123456", digest, profile.GM)
+    assert not sms.code_matches(key, "vf_1", "123456", digest)
