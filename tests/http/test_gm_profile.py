@@ -9,13 +9,19 @@ idv signs with, against the JWKS idv publishes.
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gmalg
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from sqlalchemy import String, Text, select
 
 from idv_client import AssertionVerifier
@@ -201,3 +207,51 @@ def test_malformed_sm2_assertions_are_refused_never_a_500(user: User, http, auth
     assert (
         user.enroll({"type": "knowledge", "secret": "739184", "assertion": good}).status_code == 201
     )
+
+
+def _openssl_sm2() -> bool:
+    try:
+        out = subprocess.run(
+            ["openssl", "genpkey", "-algorithm", "SM2"], capture_output=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0
+
+
+@pytest.mark.skipif(not _openssl_sm2(), reason="no openssl with SM2")
+def test_openssl_sm2_device_and_assertion_interoperate(user: User, http, tmp_path: Path) -> None:
+    """OpenSSL (a third SM2 implementation) as the phone and as the relying party."""
+    key = tmp_path / "sm2.pem"
+    run = functools.partial(subprocess.run, check=True, capture_output=True, timeout=30)
+    run(["openssl", "genpkey", "-algorithm", "SM2", "-out", str(key)])
+    pem = run(["openssl", "pkey", "-in", str(key), "-pubout"]).stdout.decode()
+    r = user.enroll({"type": "device", "public_key": pem, "alg": "SM2"})
+    assert r.status_code == 201, r.json
+    vid = user.start("login").json["verification_id"]
+    challenge = user.challenge(vid, "device").json["challenge"]
+    (tmp_path / "challenge").write_text(challenge)
+    der = run(
+        ["openssl", "dgst", "-sm3", "-sign", str(key), "-sigopt", "distid:1234567812345678",
+         str(tmp_path / "challenge")]
+    ).stdout  # fmt: skip
+    rs = b"".join(n.to_bytes(32, "big") for n in decode_dss_signature(der))
+    signature = base64.urlsafe_b64encode(rs).rstrip(b"=").decode()
+    proof = {"factor": "device", "factor_id": r.json["factor_id"], "signature": signature}
+    result = user.prove(vid, proof).json
+    assert result["accepted"] and result["status"] == "satisfied", result
+    # ... and OpenSSL verifies the SM2 assertion against the JWKS key.
+    head, payload, sig = result["assertion"].split(".")
+    jwk = next(k for k in http.get("/.well-known/jwks.json").json["keys"] if k["alg"] == "SM2")
+    (tmp_path / "idv.pem").write_text(sm2.public_pem(_unb64(jwk["x"]) + _unb64(jwk["y"])))
+    (tmp_path / "signed").write_text(f"{head}.{payload}")
+    raw = _unb64(sig)
+    r_s = (int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    (tmp_path / "sig.der").write_bytes(encode_dss_signature(*r_s))
+    check = subprocess.run(
+        ["openssl", "dgst", "-sm3", "-verify", str(tmp_path / "idv.pem"), "-sigopt",
+         "distid:1234567812345678", "-signature", str(tmp_path / "sig.der"),
+         str(tmp_path / "signed")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert check.returncode == 0 and "Verified OK" in check.stdout, check.stdout + check.stderr
