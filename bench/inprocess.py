@@ -3,6 +3,7 @@
     python bench/inprocess.py                    # SQLite, TOTP / device proofs, create, healthz
     python bench/inprocess.py --db postgresql+psycopg://postgres@127.0.0.1:5432/idv_bench
     python bench/inprocess.py --profile totp     # cProfile of the TOTP proofs, top functions
+    python bench/inprocess.py --crypto intl,gm   # both crypto profiles side by side, same run
 
 Prints the median microseconds of Python per request and the number of SQL statements and
 commits each request runs. This is where the server's per-request CPU goes (one gthread worker
@@ -122,10 +123,51 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["healthz", "create", "totp", "device"], help="time one request kind"
     )
+    parser.add_argument(
+        "--crypto",
+        default="intl",
+        help="IDV_CRYPTO_PROFILE(s) to run, comma-separated: intl, gm or intl,gm (side by side)",
+    )
     args = parser.parse_args()
+    crypto = args.crypto.split(",")
+    results = {name: run(args, name) for name in crypto}
+    if len(crypto) > 1:
+        side_by_side(results)
 
+
+def side_by_side(results: dict[str, dict[str, tuple[float, float]]]) -> None:
+    """The profiles next to each other; a login is a verification create plus a TOTP proof."""
+    print("\nside by side, median us (CPU us); login = verification create + TOTP proof")
+    names = list(results)
+    print(f"{'request':<24}" + "".join(f"{n:>16}" for n in names))
+    for row in results[names[0]]:
+        cells = (results[n].get(row, (0.0, 0.0)) for n in names)
+        print(f"{row:<24}" + "".join(f"{f'{us:.0f} ({cpu:.0f})':>16}" for us, cpu in cells))
+
+
+def sign_cost(ctx, n: int = 2000) -> float:  # type: ignore[no-untyped-def]
+    """Median us of signing one assertion with the active key (parsed once, as in a proof)."""
+    from datetime import UTC, datetime
+
+    from service.domain import assertions
+
+    now = datetime.now(UTC)
+    times = []
+    for i in range(n):
+        start = time.perf_counter()
+        assertions.issue(
+            ctx.keys, issuer="idv", audience="cl_x", subject="s", action="login", acr="aal1",
+            factors=["totp"], auth_time=now, now=now, ttl=300, jti=f"v{i}",
+        )  # fmt: skip
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+def run(args: argparse.Namespace, crypto: str) -> dict[str, tuple[float, float]]:
+    """Every scenario under one crypto profile; returns the median (wall, CPU) us of each."""
     tmp = tempfile.mkdtemp(prefix="idv-inproc-")
     env = {**os.environ, "IDV_DATA_DIR": tmp, "IDV_LOG_LEVEL": "WARNING"}
+    env["IDV_CRYPTO_PROFILE"] = crypto
     env.pop("IDV_REDIS_URL", None)
     env.pop("IDV_SMS_SENDER", None)
     if args.db != "sqlite":
@@ -190,14 +232,16 @@ def main() -> None:
         ("TOTP proof", totp_envs, 200),
         ("device proof", device_envs, 200),
     ]
-    print(f"in-process, {args.db.split(':')[0]}, {n} requests each (median)")
+    print(f"in-process, {args.db.split(':')[0]}, {crypto}, {n} requests each (median)")
     print(f"{'request':<22}{'median us':>10}{'CPU us':>8}{'statements':>12}{'commits':>9}")
     want = {"TOTP proof": "totp", "device proof": "device", "verification create": "create"}
     if args.only:
         rows = [row for row in rows if want.get(row[0], row[0]) == args.only]
+    medians: dict[str, tuple[float, float]] = {}
     for name, envs, expect in rows:
         prof = args.profile == want.get(name)
         us, cpu, stmts, commits, p = measure(app, counter, envs, expect, prof)
+        medians[name] = (us, cpu)
         print(f"{name:<22}{us:>10.0f}{cpu:>8.0f}{stmts:>12.1f}{commits:>9.1f}")
         if p is not None:
             out = io.StringIO()
@@ -206,6 +250,14 @@ def main() -> None:
             profile_text = out.getvalue() + by_package(stats)
     if args.profile != "none":
         print(profile_text)
+    if "TOTP proof" in medians and "verification create" in medians:
+        create, proof = medians["verification create"], medians["TOTP proof"]
+        medians["login (create + TOTP)"] = (create[0] + proof[0], create[1] + proof[1])
+    alg = ctx.keys.active_signing_key.alg
+    signing = sign_cost(ctx)
+    medians["assertion signature"] = (signing, signing)
+    print(f"assertion signature ({alg}, key parsed once): {signing:.0f} us")
+    return medians
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import click
 
-from service.crypto.keyring import KeyRingError, load_key_ring
+from service.crypto.keyring import KeyRingError, adopt_profile
 from service.domain.errors import ConfigError, IdvError, PolicyError
 from service.settings import Settings
 
@@ -29,7 +29,13 @@ def prepare(settings: Settings) -> None:
     from service.storage.db import alembic_config, make_engine, upgrade
 
     load_policy(settings.policy_file)
-    load_key_ring(settings.key_file, settings.keys_json, create=True)
+    changed = adopt_profile(settings.key_file, settings.keys_json, settings.crypto_profile)
+    if changed:  # e.g. the first start under IDV_CRYPTO_PROFILE=gm: SM4 and SM2 keys added
+        click.echo(
+            f"idv: key ring ready for the {settings.crypto_profile} profile: added "
+            f"{', '.join(changed)}",
+            err=True,
+        )
     engine = make_engine(settings.database_url)
     try:
         if settings.is_sqlite:
@@ -258,8 +264,13 @@ def keys() -> None:
 
 
 @keys.command("rotate-signing")
-@click.option("--alg", type=click.Choice(["ES256", "EdDSA"]), default="ES256", show_default=True)
-def keys_rotate_signing(alg: str) -> None:
+@click.option(
+    "--alg",
+    type=click.Choice(["ES256", "EdDSA", "SM2"]),
+    default=None,
+    help="Default: ES256, or SM2 under IDV_CRYPTO_PROFILE=gm.",
+)
+def keys_rotate_signing(alg: str | None) -> None:
     """Add a signing key and sign with it from now on; older keys stay published in the JWKS
     (RFC 7517) so assertions they signed verify until they expire. Restart instances after."""
     from service.crypto.keyring import load_key_ring, new_signing_key, write_key_file
@@ -267,7 +278,10 @@ def keys_rotate_signing(alg: str) -> None:
     settings = _settings()
     if settings.keys_json:
         raise click.ClickException("keys come from IDV_KEYS: rotate them in your secret store")
-    ring = load_key_ring(settings.key_file, None, create=True)
+    alg = alg or ("SM2" if settings.crypto_profile == "gm" else "ES256")
+    if alg == "SM2":
+        _require_gm_library()
+    ring = load_key_ring(settings.key_file, None, create=True, profile=settings.crypto_profile)
     key = new_signing_key(alg)
     ring.signing_keys.append(key)
     # Keys older than the previous one have outlived every assertion they signed (<= 5 min).
@@ -281,23 +295,41 @@ def keys_rotate_signing(alg: str) -> None:
 
 @keys.command("rotate")
 def keys_rotate() -> None:
-    """Add a data key, make it active and re-encrypt stored secrets with it in batches.
-    Old keys stay in the key ring, so values not yet rewritten keep working."""
+    """Add a data key (SM4-GCM under IDV_CRYPTO_PROFILE=gm), make it active and re-encrypt
+    stored secrets with it in batches; rewrite keyed lookups under the profile. Old keys stay
+    in the key ring, so values not yet rewritten keep working."""
     from service.crypto.keyring import load_key_ring, write_key_file
-    from service.usecases.keys import reencrypt
+    from service.usecases.keys import reencrypt, rewrite_lookups
 
     settings = _settings()
     if settings.keys_json:
         raise click.ClickException("keys come from IDV_KEYS: rotate them in your secret store")
     ctx = _context()
-    ring = load_key_ring(settings.key_file, None, create=False)
+    ring = load_key_ring(settings.key_file, None, create=False, profile=settings.crypto_profile)
     kid = ring.add_data_key()
+    if settings.crypto_profile not in ring.lookup_profiles:
+        ring.lookup_profiles.insert(0, settings.crypto_profile)
     write_key_file(settings.key_file, ring)  # saved first: nothing is ever encrypted under
     count = reencrypt(ctx, ring)  # a key that is not on disk
+    lookups = rewrite_lookups(ctx, ring)
+    if ring.lookup_profiles != [settings.crypto_profile]:
+        # Every keyed lookup is now under this profile: lookups stop trying the others.
+        ring = load_key_ring(settings.key_file, None, create=False, profile=ring.profile)
+        ring.lookup_profiles[:] = [settings.crypto_profile]
+        write_key_file(settings.key_file, ring)
     click.echo(
-        f"new data key {kid}; re-encrypted {count} value(s). Restart instances to "
-        "encrypt new values with it."
+        f"new data key {kid}; re-encrypted {count} value(s), rewrote {lookups} keyed "
+        "lookup(s). Restart instances to encrypt new values with it."
     )
+
+
+def _require_gm_library() -> None:
+    from service.crypto import profile
+
+    try:
+        profile.require_library(profile.GM)
+    except profile.ProfileUnavailable as exc:
+        raise ConfigError("--alg SM2", str(exc)) from None
 
 
 @cli.group()

@@ -28,7 +28,7 @@ def audit_verify() -> None:
             # One snapshot: heads and entries read at the same moment while others append.
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn:
-            problems = verify_chain(conn, ctx.keys.derived_key(AUDIT_MAC_PURPOSE))
+            problems = verify_chain(conn, ctx.keys.derived_keys(AUDIT_MAC_PURPOSE))
             count, chains = stats(conn)
             conn.rollback()
     finally:

@@ -151,8 +151,13 @@ class ServiceContext:
     @classmethod
     def build(cls, settings: Settings, *, create_keys: bool = True) -> ServiceContext:
         """Wire everything from settings: engine, key ring, policy, hasher, SMS sender."""
-        keys = load_key_ring(settings.key_file, settings.keys_json, create=create_keys)
-        audit.configure(keys.derived_key("audit-mac"))
+        keys = load_key_ring(
+            settings.key_file,
+            settings.keys_json,
+            create=create_keys,
+            profile=settings.crypto_profile,
+        )
+        audit.configure(keys.derived_keys("audit-mac"), settings.crypto_profile)
         return cls(
             settings=settings,
             engine=make_engine(settings.database_url),

@@ -101,6 +101,21 @@ def _default_region(env: Mapping[str, str]) -> str | None:
     return raw.upper()
 
 
+def _crypto_profile(env: Mapping[str, str]) -> str:
+    """``IDV_CRYPTO_PROFILE``: ``intl`` (default) or ``gm``; a profile whose library is not
+    installed stops the start with one line (GB/T 39786 profile, API.md)."""
+    from service.crypto import profile
+
+    raw = (env.get("IDV_CRYPTO_PROFILE") or profile.INTL).strip().lower()
+    if raw not in profile.PROFILES:
+        raise ConfigError("IDV_CRYPTO_PROFILE", f"must be intl or gm, got {raw!r}")
+    try:
+        profile.require_library(raw)
+    except profile.ProfileUnavailable as exc:
+        raise ConfigError("IDV_CRYPTO_PROFILE", str(exc)) from None
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment."""
@@ -129,6 +144,7 @@ class Settings:
     carrier_client_id: str | None = None
     carrier_client_secret: str | None = None
     default_region: str | None = None  # ISO 3166, e.g. "CN": national phone numbers allowed
+    crypto_profile: str = "intl"  # IDV_CRYPTO_PROFILE: intl | gm (service.crypto.profile)
 
     @property
     def is_sqlite(self) -> bool:
@@ -186,6 +202,7 @@ class Settings:
             value = carrier[name]
             if value and not value.startswith(("https://", "http://")):
                 raise ConfigError(f"IDV_CARRIER_{name.upper()}", "must be an http(s) URL")
+        crypto_profile = _crypto_profile(env)
         return cls(
             default_region=_default_region(env),
             data_dir=data_dir,
@@ -217,4 +234,5 @@ class Settings:
             carrier_token_url=carrier["token_url"],
             carrier_client_id=carrier["client_id"],
             carrier_client_secret=carrier["client_secret"],
+            crypto_profile=crypto_profile,
         )

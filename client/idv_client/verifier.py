@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import httpx
 import jwt
 
+from idv_client import sm2
 from idv_client.errors import AssertionInvalid, JwksUnavailable
 from idv_client.types import ACR_ORDER, Acr
 
@@ -123,7 +124,7 @@ class AssertionVerifier:
         base_url: str,
         audience: str,
         *,
-        algorithms: Iterable[str] = ("ES256", "EdDSA"),
+        algorithms: Iterable[str] = ("ES256", "EdDSA", *((sm2.ALG,) if sm2.AVAILABLE else ())),
         issuer: str = "idv",
         leeway: float = LEEWAY,
         replay_store: ReplayStore | str | None = None,
@@ -188,7 +189,9 @@ class AssertionVerifier:
             try:
                 key = jwt.PyJWK(entry)
             except jwt.PyJWTError:
-                continue  # a key type this PyJWT cannot use: never the one that signs for us
+                key = sm2.key_from_jwk(entry)  # type: ignore[assignment]  # gm extra
+                if key is None:
+                    continue  # a key type we cannot use: never the one that signs for us
             if isinstance(entry, dict) and entry.get("kid"):
                 keys[entry["kid"]] = key
         return keys
@@ -261,8 +264,9 @@ class AssertionVerifier:
 
     def _decode(self, token: str, key: jwt.PyJWK, alg: str) -> dict[str, Any]:
         """Signature, ``iss``, ``aud`` and required claims (times are ``_check_times``)."""
+        decode = sm2.decode if alg == sm2.ALG else jwt.decode  # SM2: the gm profile
         try:
-            return jwt.decode(
+            return decode(
                 token,
                 key.key,
                 algorithms=[alg],

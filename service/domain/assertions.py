@@ -7,6 +7,7 @@ previous public keys.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -16,11 +17,12 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
+from service.crypto import sm2
 from service.crypto.keyring import KeyRing, SigningKey
 from service.domain.errors import StepUpRequired
 
 TYP = "idv-assertion+jwt"
-ALGORITHMS = ("ES256", "EdDSA")
+ALGORITHMS = ("ES256", "EdDSA", sm2.ALG)
 # RFC 8176 §2: sms, otp (TOTP, and a recovery code: a look-up secret is a one-time password),
 # swk (a key held in software by the user's app), pin. An attestation adds the value of its
 # method where RFC 8176 registers one (``ATTESTED_AMR``), and nothing otherwise.
@@ -67,13 +69,50 @@ def issue(
         "exp": iat + min(ttl, 300),
         "jti": jti,
     }
+    if key.alg == sm2.ALG:
+        return _encode_sm2(key, claims)
     return jwt.encode(
         claims, key.private_key(), algorithm=key.alg, headers={"kid": key.kid, "typ": TYP}
     )
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _encode_sm2(key: SigningKey, claims: dict[str, Any]) -> str:
+    """A JWS compact serialisation signed with SM2 (API.md: header ``alg: "SM2"``; no JOSE
+    name is registered): SM2-with-SM3, default user ID, raw ``r ‖ s`` (GM/T 0009)."""
+    header = {"alg": sm2.ALG, "kid": key.kid, "typ": TYP}
+    signing_input = ".".join(
+        _b64url(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
+    )
+    signature = key.sm2_signer().sign(signing_input.encode("ascii"))
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+def _decode_sm2(key: SigningKey, token: str) -> dict[str, Any]:
+    """The claims of an SM2 assertion whose signature verifies; ``jwt.InvalidTokenError``
+    otherwise (claims are then checked like any other assertion's)."""
+    try:
+        signing_input, _, signature = token.rpartition(".")
+        message = signing_input.encode("ascii")
+        payload = signing_input.split(".")[1]
+        sig = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, IndexError):  # binascii.Error and UnicodeError are ValueErrors
+        raise jwt.InvalidTokenError("malformed SM2 assertion") from None
+    if not sm2.verify(key.sm2_signer().public, message, sig):
+        raise jwt.InvalidSignatureError("SM2 signature does not verify")
+    if not isinstance(claims, dict):
+        raise jwt.InvalidTokenError("claims are not an object")
+    return claims
+
+
 def public_jwk(key: SigningKey) -> dict[str, Any]:
     """The public JWK of a signing key, with ``kid``, ``alg`` and ``use``."""
+    if key.alg == sm2.ALG:  # API.md: {"kty": "EC", "crv": "SM2", "x", "y", "kid", "alg", "use"}
+        return {**sm2.jwk(key.sm2_signer().public), "kid": key.kid, "alg": key.alg, "use": "sig"}
     public = key.private_key().public_key()
     if isinstance(public, ec.EllipticCurvePublicKey):
         jwk = json.loads(ECAlgorithm.to_jwk(public))
@@ -111,16 +150,26 @@ def verify(
     key = by_kid.get(header.get("kid", ""))
     if key is None or header.get("typ") != TYP or header.get("alg") != key.alg:
         raise StepUpRequired(f"a valid {action} assertion is required")
+    required = ["exp", "iat", "jti", "sub", "aud", "iss"]
     try:
-        claims = jwt.decode(
-            token,
-            key.private_key().public_key(),
-            algorithms=[key.alg],
-            audience=audience,
-            issuer=issuer,
-            options={"require": ["exp", "iat", "jti", "sub", "aud", "iss"], "verify_iat": False},
-            leeway=0,
-        )
+        if key.alg == sm2.ALG:
+            claims = _decode_sm2(key, token)
+            if any(claims.get(name) is None for name in required):
+                raise jwt.MissingRequiredClaimError("a required claim")
+            if claims["iss"] != issuer or claims["aud"] != audience:
+                raise jwt.InvalidTokenError("wrong iss or aud")
+            if not isinstance(claims["exp"], int):
+                raise jwt.InvalidTokenError("exp is not a number")
+        else:
+            claims = jwt.decode(
+                token,
+                key.private_key().public_key(),
+                algorithms=[key.alg],
+                audience=audience,
+                issuer=issuer,
+                options={"require": required, "verify_iat": False},
+                leeway=0,
+            )
     except jwt.PyJWTError:
         raise StepUpRequired(f"a valid, unexpired {action} assertion is required") from None
     if claims["exp"] <= now.timestamp():

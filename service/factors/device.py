@@ -1,4 +1,8 @@
-"""Device-bound key factor: public keys (ES256, EdDSA) and signed one-time challenges.
+"""Device-bound key factor: public keys (ES256, EdDSA, SM2) and signed one-time challenges.
+
+SM2 keys (many phones sold in China hold them in their secure element) are SubjectPublicKeyInfo
+on the SM2 curve (OID 1.2.156.10197.1.301) and sign with SM2-with-SM3 and the default user ID
+``1234567812345678`` (GB/T 32918, GM/T 0009), raw ``r ‖ s`` (API.md, commercial cryptography).
 
 The challenge binds the verification, the action, an expiry and a 256-bit server nonce, the
 way an RFC 9449 DPoP proof binds its nonce, purpose and time; the caller accepts it once.
@@ -18,14 +22,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from service.crypto import profile as crypto_profile
+from service.crypto import sm2
 from service.domain.errors import InvalidRequest
 
-ALGORITHMS = ("ES256", "EdDSA")  # RFC 7518 §3.4 and RFC 8037 §3.1 names
+ALGORITHMS = ("ES256", "EdDSA", sm2.ALG)  # RFC 7518 §3.4, RFC 8037 §3.1 and API.md names
 NONCE_BYTES = 32  # ASVS 6.7.2 asks for at least 64 bits; idv uses 256
 CHALLENGE_PREFIX = "idv-dc1."
 MAX_PEM_CHARS = 4096  # an SPKI PEM for P-256 or Ed25519 is well under 200 characters
 
-PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | bytes  # bytes: SM2 X ‖ Y
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
@@ -61,6 +67,8 @@ def load_public_key(pem: str, alg: str) -> PublicKey:
         raise InvalidRequest("public_key is not a PEM public key")
     if len(data) > MAX_PEM_CHARS:
         raise InvalidRequest("public_key is too long")
+    if alg == sm2.ALG:
+        return _load_sm2(data)
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -73,9 +81,26 @@ def load_public_key(pem: str, alg: str) -> PublicKey:
     return key
 
 
+def _load_sm2(data: bytes) -> bytes:
+    """``X ‖ Y`` of an SM2 SubjectPublicKeyInfo PEM whose point is on the curve."""
+    try:
+        crypto_profile.require_library(crypto_profile.GM)
+    except crypto_profile.ProfileUnavailable:
+        raise InvalidRequest("SM2 device keys need the gm extra on the server") from None
+    try:
+        public = sm2.public_from_pem(data.decode("ascii"))
+    except (sm2.SM2KeyError, UnicodeDecodeError):
+        raise InvalidRequest("SM2 needs an SM2 SubjectPublicKeyInfo PEM public key") from None
+    if not sm2.is_valid_public(public):
+        raise InvalidRequest("the SM2 public key is not a point of the SM2 curve")
+    return public
+
+
 def normalize_pem(pem: str, alg: str) -> str:
     """Return ``pem`` re-serialised as canonical PEM SubjectPublicKeyInfo; InvalidRequest if bad."""
     key = load_public_key(pem, alg)
+    if isinstance(key, bytes):
+        return sm2.public_pem(key)
     encoded = key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -142,13 +167,16 @@ def verify_signature(public_key_pem: str, alg: str, challenge: str, signature_b6
     """Return whether ``signature_b64url`` is the device's signature of ``challenge``.
 
     The signed message is the UTF-8 bytes of the challenge string. The signature is base64url,
-    padded or not: DER ECDSA with SHA-256 for ES256, raw 64 bytes for EdDSA (RFC 8032 §5.1.6).
+    padded or not: DER ECDSA with SHA-256 for ES256, raw 64 bytes for EdDSA (RFC 8032 §5.1.6),
+    raw ``r ‖ s`` of SM2-with-SM3 with the default user ID for SM2 (GM/T 0009).
     Any bad key, encoding, length or signature is False; this never raises.
     """
     try:
         key = _parsed_key(public_key_pem, alg)
         signature = _b64url_decode(signature_b64url)
         message = challenge.encode("utf-8")
+        if isinstance(key, bytes):
+            return sm2.verify(key, message, signature)
         if isinstance(key, ed25519.Ed25519PublicKey):
             if len(signature) != 64:
                 return False

@@ -7,7 +7,6 @@ exception message or a log line.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from service import outbound
+from service.crypto.profile import INTL, keyed_hash
 
 CODE_DIGITS = 6  # NIST SP 800-63B §3.1.3.1 (out-of-band): at least 6 digits
 CODE_TTL_SECONDS = 300  # NIST SP 800-63B: at most 10 minutes; ASVS 6.5.5
@@ -37,25 +37,28 @@ def _is_well_formed(code: object) -> bool:
     return isinstance(code, str) and len(code) == CODE_DIGITS and code.isascii() and code.isdigit()
 
 
-def code_digest(key: bytes, verification_id: str, code: str) -> str:
-    """Return the hex HMAC-SHA256 of ``code`` bound to ``verification_id``.
+def code_digest(key: bytes, verification_id: str, code: str, profile: str = INTL) -> str:
+    """Return the hex HMAC-SHA256 (HMAC-SM3 under the ``gm`` profile) of ``code`` bound to
+    ``verification_id``.
 
     ASVS 6.5.2: a code of under 112 bits is stored hashed; ASVS 6.6.2: it is bound to the
     request it was issued for, so a code for one verification never proves another.
     """
     # The code has a fixed length and comes last, so the concatenation is unambiguous.
     message = _DIGEST_CONTEXT + verification_id.encode("utf-8") + b"\x00" + code.encode("utf-8")
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return keyed_hash(profile, key, message).hex()
 
 
-def code_matches(key: bytes, verification_id: str, code: str, digest: str) -> bool:
+def code_matches(
+    key: bytes, verification_id: str, code: str, digest: str, profile: str = INTL
+) -> bool:
     """Return whether ``code`` is the one ``digest`` was made from, in constant time.
 
     Malformed codes (not exactly six ASCII digits) and malformed digests are simply False.
     """
     if not _is_well_formed(code) or not isinstance(digest, str) or not digest.isascii():
         return False
-    expected = code_digest(key, verification_id, code)
+    expected = code_digest(key, verification_id, code, profile)
     return hmac.compare_digest(expected.encode("ascii"), digest.encode("ascii"))
 
 

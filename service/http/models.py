@@ -44,7 +44,7 @@ class EnrollFactor(Request):
     type: Literal["totp", "knowledge", "device", "recovery_code"]
     secret: str | None = Field(default=None, max_length=1024)
     public_key: str | None = Field(default=None, max_length=4096)
-    alg: Literal["ES256", "EdDSA"] | None = None
+    alg: Literal["ES256", "EdDSA", "SM2"] | None = None
     label: str | None = Field(
         default=None,
         max_length=200,

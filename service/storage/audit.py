@@ -38,18 +38,18 @@ The row ``id`` is a surrogate key, not evidence: order within a chain is ``seq``
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
 
+from service.crypto import profile as crypto_profile
 from service.domain.clock import as_utc
 from service.storage.lean import Lean
 from service.storage.tables import audit_heads, audit_log
@@ -61,14 +61,25 @@ FORBIDDEN_DETAIL_KEYS = frozenset(
 )
 
 _MAC_KEY: bytes | None = None
+# IDV_CRYPTO_PROFILE: "gm" hashes new entries with SM3 and seals them with HMAC-SM3 (GB/T 39786
+# §8.4 log integrity); entries of either profile verify, so a chain may hold both.
+_PROFILE = crypto_profile.INTL
 
 
-def configure(mac_key: bytes) -> None:
-    """Set the key entries are sealed with: ``ctx.keys.derived_key("audit-mac")``."""
-    global _MAC_KEY
-    if len(mac_key) < 32:
+def configure(mac_key: bytes | Mapping[str, bytes], profile: str = crypto_profile.INTL) -> None:
+    """Set the key entries are sealed with: ``ctx.keys.derived_keys("audit-mac")`` (one key
+    per profile) or one key for every profile, and the profile new entries are written under."""
+    global _MAC_KEY, _PROFILE
+    keys = _keys_by_profile(mac_key)
+    if any(len(k) < 32 for k in keys.values()):
         raise ValueError("the audit MAC key must be at least 32 bytes")
-    _MAC_KEY = mac_key
+    _MAC_KEY, _PROFILE = keys[profile], profile
+
+
+def _keys_by_profile(mac_key: bytes | Mapping[str, bytes]) -> dict[str, bytes]:
+    if isinstance(mac_key, bytes):
+        return dict.fromkeys(crypto_profile.PROFILES, mac_key)
+    return dict(mac_key)
 
 
 # -- canonical form ---------------------------------------------------------------------
@@ -82,8 +93,9 @@ def canonical_detail(detail: dict[str, Any] | None) -> str:
     return json.dumps(detail or {}, sort_keys=True, separators=(",", ":"))
 
 
-def entry_hash(entry: dict[str, Any]) -> str:
-    """SHA-256 (hex) over a canonical serialisation of every field of an entry but its id."""
+def entry_hash(entry: dict[str, Any], profile: str | None = None) -> str:
+    """SHA-256 (SM3 under ``gm``), hex, over a canonical serialisation of every field of an
+    entry but its id."""
     fields = [
         HASH_VERSION,
         entry["writer"],
@@ -99,18 +111,25 @@ def entry_hash(entry: dict[str, Any]) -> str:
         entry["ip"],
     ]
     data = json.dumps(fields, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(data.encode()).hexdigest()
+    return crypto_profile.plain_hash(profile or _PROFILE, data.encode())
 
 
-def entry_mac(key: bytes, hash_hex: str) -> str:
-    """HMAC-SHA256 of an entry's hash."""
-    return hmac.new(key, f"entry\x00{hash_hex}".encode(), hashlib.sha256).hexdigest()
+def entry_mac(key: bytes, hash_hex: str, profile: str | None = None) -> str:
+    """HMAC-SHA256 (HMAC-SM3 under ``gm``) of an entry's hash."""
+    msg = f"entry\x00{hash_hex}".encode()
+    return crypto_profile.keyed_hash(profile or _PROFILE, key, msg).hex()
 
 
-def head_mac(key: bytes, writer: str, seq: int, hash_hex: str) -> str:
-    """HMAC-SHA256 of a chain head (domain-separated from entry MACs)."""
-    msg = f"head\x00{writer}\x00{int(seq)}\x00{hash_hex}"
-    return hmac.new(key, msg.encode(), hashlib.sha256).hexdigest()
+def head_mac(key: bytes, writer: str, seq: int, hash_hex: str, profile: str | None = None) -> str:
+    """HMAC-SHA256 (HMAC-SM3 under ``gm``) of a chain head (domain-separated from entries)."""
+    msg = f"head\x00{writer}\x00{int(seq)}\x00{hash_hex}".encode()
+    return crypto_profile.keyed_hash(profile or _PROFILE, key, msg).hex()
+
+
+def _profile_of(entry: dict[str, Any]) -> str | None:
+    """The profile an entry was hashed under (the configured one is tried first)."""
+    order = sorted(crypto_profile.PROFILES, key=lambda p: p != _PROFILE)
+    return next((p for p in order if entry_hash(entry, p) == entry["hash"]), None)
 
 
 # -- writing ----------------------------------------------------------------------------
@@ -249,12 +268,13 @@ def _label(row: Any) -> str:
     return f"entry {row.id} (writer {row.writer}, seq {row.seq})"
 
 
-def verify_chain(conn: Connection, mac_key: bytes) -> list[str]:
+def verify_chain(conn: Connection, mac_key: bytes | Mapping[str, bytes]) -> list[str]:
     """Walk every chain; return the problems found, first entry first (empty: intact).
 
     Run it in one snapshot (the CLI uses REPEATABLE READ on PostgreSQL; a SQLite transaction
     is one) so heads and entries are read at the same moment.
     """
+    keys = _keys_by_profile(mac_key)
     heads = {h.writer: h for h in conn.execute(select(audit_heads))}
     problems: list[tuple[int, str]] = []
     seen: set[str] = set()
@@ -291,11 +311,12 @@ def verify_chain(conn: Connection, mac_key: bytes) -> list[str]:
             writer, expected_seq, prev_hash, last = row.writer, 1, GENESIS, None
             seen.add(writer)
         label = _label(row)
-        if entry_hash(dict(row._mapping)) != row.hash:
+        profile = _profile_of(dict(row._mapping))
+        if profile is None:
             problems.append((row.id, f"{label}: hash mismatch (edited or moved)"))
         elif not row.mac:
             problems.append((row.id, f"{label}: not sealed (written before the audit chain)"))
-        elif not hmac.compare_digest(entry_mac(mac_key, row.hash), row.mac):
+        elif not hmac.compare_digest(entry_mac(keys[profile], row.hash, profile), row.mac):
             problems.append((row.id, f"{label}: MAC mismatch (forged, or another key)"))
         if row.seq != expected_seq:
             what = "at the start" if expected_seq == 1 else f"after seq {expected_seq - 1}"
@@ -308,7 +329,10 @@ def verify_chain(conn: Connection, mac_key: bytes) -> list[str]:
     close_chain()
 
     for name, head in heads.items():
-        if not hmac.compare_digest(head_mac(mac_key, name, head.seq, head.hash), head.mac):
+        if not any(
+            hmac.compare_digest(head_mac(keys[p], name, head.seq, head.hash, p), head.mac)
+            for p in crypto_profile.PROFILES
+        ):
             problems.append((-1, f"writer {name}: head MAC mismatch (forged head)"))
         if name not in seen:
             problems.append((-1, f"writer {name}: head records seq {head.seq}, no entries left"))

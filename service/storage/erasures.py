@@ -8,6 +8,7 @@ rows older than ``KEPT`` are ignored and deleted whenever a phone is erased or a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, insert, select
@@ -26,13 +27,16 @@ def remember(conn: Connection, client_id: str, phone_hash: str | None, now: date
         )
 
 
-def recently_erased(conn: Connection, client_id: str, phone_hash: str, now: datetime) -> bool:
-    """Whether this tenant erased a subject with this phone less than 30 days ago."""
+def recently_erased(
+    conn: Connection, client_id: str, phone_hashes: Sequence[str], now: datetime
+) -> bool:
+    """Whether this tenant erased a subject with this phone less than 30 days ago
+    (``phone_hashes``: the phone's keyed hash under every crypto profile in use)."""
     row = conn.execute(
         select(erased_phones.c.id)
         .where(
             erased_phones.c.client_id == client_id,
-            erased_phones.c.phone_hash == phone_hash,
+            erased_phones.c.phone_hash.in_(list(phone_hashes)),
             erased_phones.c.erased_at > now - KEPT,
         )
         .limit(1)

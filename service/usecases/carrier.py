@@ -32,19 +32,24 @@ def record_event(
     now = ctx.clock()
     if at > now + FUTURE_SKEW:
         raise InvalidRequest("occurred_at is in the future")
-    phone_hash = ctx.keys.lookup_hash("phone", e164)
+    # One row per keyed hash the phone may be stored under: subjects written under another
+    # crypto profile, not yet rewritten by `idv keys rotate`, still see the SIM swap (T1).
+    phone_hash, *older = ctx.keys.lookup_hashes("phone", e164)
     with ctx.engine.begin() as conn:
-        inserted = replay.insert_once(
-            conn,
-            carrier_events,
-            phone_hash=phone_hash,
-            type=kind,
-            occurred_at=at,
-            received_at=now,
-            client_id=client.id,
-        )
+        inserted = False
+        for each_hash in (phone_hash, *older):
+            if replay.insert_once(
+                conn,
+                carrier_events,
+                phone_hash=each_hash,
+                type=kind,
+                occurred_at=at,
+                received_at=now,
+                client_id=client.id,
+            ):
+                inserted = True
+                notify.carrier_event(conn, each_hash, kind, at, now)
         if inserted:
-            notify.carrier_event(conn, phone_hash, kind, at, now)
             audit.append(
                 conn,
                 event="carrier.event",

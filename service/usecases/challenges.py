@@ -91,7 +91,7 @@ def _sms_challenge(
     ctx.limits.hit("sms_sends_daily", subject.phone_hash, action_limits=rules)
     code = sms.new_code()
     expires = now + timedelta(seconds=sms.CODE_TTL_SECONDS)
-    digest = sms.code_digest(ctx.keys.derived_key("sms-code"), record.id, code)
+    digest = sms.code_digest(ctx.keys.derived_key("sms-code"), record.id, code, ctx.keys.profile)
     replay.add_challenge(
         conn, verification_id=record.id, factor="sms", digest=digest, now=now, expires_at=expires
     )

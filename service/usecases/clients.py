@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import datetime
 
 from service.context import ServiceContext
+from service.crypto import profile as crypto_profile
 from service.domain.errors import InvalidRequest, Unauthorized
 from service.storage import clients as store
 from service.storage.clients import ClientRecord
@@ -16,10 +16,10 @@ SCOPES = ("verify", "carrier", "admin")
 KEY_PREFIX = "idv_"
 
 
-def hash_api_key(key: str) -> str:
-    """SHA-256 of an API key. Keys carry 256 random bits, so a fast hash is enough
-    (ASVS 11.4: slow hashing is for low-entropy secrets)."""
-    return hashlib.sha256(key.encode()).hexdigest()
+def hash_api_key(key: str, profile: str = crypto_profile.INTL) -> str:
+    """SHA-256 of an API key (SM3 under the ``gm`` profile). Keys carry 256 random bits, so a
+    fast hash is enough (ASVS 11.4: slow hashing is for low-entropy secrets)."""
+    return crypto_profile.plain_hash(profile, key.encode())
 
 
 def check_issuer(issuer: str) -> str:
@@ -56,7 +56,7 @@ def create_client(
             conn,
             client_id=client_id,
             name=name,
-            key_hash=hash_api_key(key),
+            key_hash=hash_api_key(key, ctx.settings.crypto_profile),
             scopes=scopes,
             now=now,
             expires_at=expires_at,
@@ -80,8 +80,14 @@ def authenticate(ctx: ServiceContext, authorization: str | None) -> ClientRecord
         raise Unauthorized("invalid API key")
     now = ctx.clock()
     # One autocommit read per request: no BEGIN/COMMIT round trips on the hot path.
+    # A key is found under the hash of the profile it was issued under (API.md: API-key hashes
+    # stay as they were until a key is reissued); the running profile's is tried first.
+    mine = ctx.settings.crypto_profile
     with read_only(ctx.engine) as conn:
-        client = store.by_key_hash(conn, hash_api_key(key))
+        for profile in (mine, *(p for p in crypto_profile.PROFILES if p != mine)):
+            client = store.by_key_hash(conn, hash_api_key(key, profile))
+            if client is not None:
+                break
     if client is None or client.revoked_at is not None:
         raise Unauthorized("invalid API key")
     if client.expires_at is not None and client.expires_at <= now:

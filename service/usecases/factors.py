@@ -72,7 +72,9 @@ def enroll(
     elif kind == "device":
         pem, alg = body.get("public_key"), body.get("alg")
         if not isinstance(pem, str) or alg not in device.ALGORITHMS:
-            raise InvalidRequest("a device factor needs 'public_key' (PEM) and 'alg' ES256|EdDSA")
+            raise InvalidRequest(
+                "a device factor needs 'public_key' (PEM) and 'alg' ES256|EdDSA|SM2"
+            )
         secret_plain = device.normalize_pem(pem, alg)
     elif kind == "recovery_code":
         # The codes live only as keyed hashes in recovery_codes; the factor row holds no secret.

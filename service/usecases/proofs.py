@@ -345,7 +345,7 @@ def _verify(
     if factor == "sms":
         key = ctx.keys.derived_key("sms-code")
         for challenge_id, digest in live:
-            if sms.code_matches(key, record.id, proof["code"], digest):
+            if sms.code_matches(key, record.id, proof["code"], digest, ctx.keys.profile):
                 return _Check(True, lambda c, cid=challenge_id: replay.use_challenge(c, cid, now))
         return _Check(False)
     if factor == "knowledge":

@@ -188,7 +188,9 @@ def _put_subject(
                 phone_hash=phone_hash,
                 now=now,
             )
-            if erasures.recently_erased(conn, client.id, phone_hash, now):
+            if erasures.recently_erased(
+                conn, client.id, ctx.keys.lookup_hashes("phone", e164), now
+            ):
                 # Issue 19, hole 2: erase-and-re-create must not buy the onboarding exemption.
                 store.record_event(conn, pk, ONBOARDING_WAIVED, now)
             audit.append(
@@ -201,7 +203,10 @@ def _put_subject(
                 ip=ip,
             )
             return SubjectView(subject_id, mask_phone(e164), created=True)
-        if existing.phone_hash == phone_hash and not _sms_suspended(conn, existing):
+        # The same phone under any profile's keyed hash (GB/T 39786 profile switch) is no change,
+        # unless a recovery suspended SMS: setting it again is how it comes back (API.md).
+        same = existing.phone_hash in ctx.keys.lookup_hashes("phone", e164)
+        if same and not _sms_suspended(conn, existing):
             return SubjectView(subject_id, mask_phone(e164))
         strong = require_step_up(ctx, conn, client, existing, "change_phone", assertion, now)
         ct = ctx.keys.encrypt(e164, phone_context(client.id, subject_id))
