@@ -327,12 +327,14 @@ def _register_security(app: Flask) -> None:
     def security_device() -> Any:
         """JSON from the page: the SPKI PEM of a non-extractable WebCrypto P-256 key."""
         subject_id = login_required()
-        body = request.get_json(force=True)
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("public_key"), str):
+            return jsonify({"error": "invalid_request", "message": t("failed")}), 400
         enrolled = portal().idv.enroll_device(
             subject_id,
             body["public_key"],
             "ES256",
-            label=(body.get("label") or "browser")[:100],
+            label=str(body.get("label") or "browser")[:100],
             assertion=change_assertion(subject_id),
         )
         changed("browser_bound")

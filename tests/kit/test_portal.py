@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import idv_client
 from idv_client import ProofResult
 from idv_client import messages as idv_text
 
@@ -259,3 +260,75 @@ def test_the_sms_limit_per_phone_is_not_a_busy_service(visitor):
         follow_redirects=True,
     )
     assert "发送到该号码的验证码次数过多" in " ".join(flashes(body(zh)))
+
+
+def test_a_device_binding_without_a_key_is_a_400_not_a_500(visitor):
+    visitor.post("/signup", {"phone": visitor.phone})
+    visitor.prove_sms()
+    for body in ({}, {"public_key": 5}, [1, 2]):
+        answer = visitor.http.post("/security/device", json=body)
+        assert answer.status_code == 400, (body, answer.status_code)
+        assert answer.get_json()["error"] == "invalid_request"
+
+
+def test_idv_down_reads_as_try_later_never_a_500_or_a_raw_code(visitor, idv_server):
+    visitor.post("/signup", {"phone": visitor.phone})
+    visitor.prove_sms()
+    idv_server.stop()
+    page = visitor.get("/security")
+    assert page.status_code == 200 and page.request.path == "/"
+    said = flashes(body(page))
+    assert said == ["We cannot check your identity right now. Try again in a few minutes."], said
+    zh = visitor.http.get("/security", headers={"Accept-Language": "zh-CN"}, follow_redirects=True)
+    assert flashes(body(zh)) == ["暂时无法验证身份，请几分钟后再试。"]
+
+
+@pytest.mark.parametrize(
+    ("cookie", "zone"),
+    [
+        ("Europe/Berlin", "Europe/Berlin"),
+        ("America/Argentina/Buenos_Aires", "America/Argentina/Buenos_Aires"),
+        (None, "Asia/Shanghai"),
+        ("", "Asia/Shanghai"),
+        ("Mars/Olympus", "Asia/Shanghai"),
+        ("../../etc/passwd", "Asia/Shanghai"),
+        ("/etc/localtime", "Asia/Shanghai"),
+        ("Europe/" + "x" * 300, "Asia/Shanghai"),
+        ("Europe/Berlin\x00", "Asia/Shanghai"),
+    ],
+)
+def test_the_time_zone_cookie_is_a_real_zone_or_beijing(cookie, zone):
+    from examples.loan_portal.forms import time_zone
+
+    assert time_zone(cookie) == zone
+
+
+@pytest.mark.parametrize(
+    ("raw", "amount"),
+    [
+        ("20000", 20000),
+        ("20,000", 20000),
+        ("２００００", 20000),
+        ("¥1000", 1000),
+        (" 50000 ", 50000),
+    ],
+)
+def test_loan_amounts_people_type(raw, amount):
+    from examples.loan_portal.forms import loan_amount
+
+    assert loan_amount(raw) == amount
+
+
+def test_a_totp_set_up_is_forgotten_after_its_time():
+    from examples.loan_portal.accounts import PendingTotp
+
+    now = [1000.0]
+    pending = PendingTotp(ttl=900, clock=lambda: now[0])
+    enrolled = idv_client.EnrolledFactor(
+        factor_id="fa_1", type="totp", status="pending", secret="S"
+    )
+    pending.put("u_1", enrolled)
+    now[0] += 899
+    assert pending.get("u_1") is enrolled
+    now[0] += 1
+    assert pending.get("u_1") is None
