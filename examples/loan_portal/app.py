@@ -5,12 +5,11 @@ authenticator app with its QR code, browser binding, removal behind a step-up), 
 actions, "reset payment password" and "apply for a loan", guarded by
 ``idv_client.flask.require_step_up``. When idv holds or denies an action the page says why
 (``idv_client.messages``), and when it opens again in the person's local time. The step-up flows
-are in ``flows.py``; form checks in ``forms.py``.
+are in ``flows.py``, security settings in ``security.py``, form checks in ``forms.py``.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import secrets
@@ -36,14 +35,11 @@ from idv_client import (
     AssertionVerifier,
     IdvClient,
     IdvError,
-    InvalidCode,
     InvalidRequest,
-    NotFound,
     RateLimited,
     ServerError,
     StepUpRequired,
     TransportError,
-    WeakSecret,
 )
 from idv_client import messages as idv_text
 from idv_client.flask import init_app, require_step_up
@@ -51,8 +47,9 @@ from idv_client.flask import init_app, require_step_up
 from . import forms
 from .accounts import PendingTotp, Portal, Users
 from .flows import bp as flows_bp
-from .flows import portal, start_flow
+from .flows import login_required, portal, start_flow
 from .i18n import MESSAGES, locale, t
+from .security import register as register_security
 
 log = logging.getLogger("lendly")
 ACTIONS = {"payment_password_reset": "pay_reset", "loan_application": "loan"}
@@ -85,7 +82,7 @@ def create_app(
     app.register_blueprint(flows_bp)
     _register_setup(app)
     _register_accounts(app)
-    _register_security(app)
+    register_security(app)
     _register_actions(app)
     return app
 
@@ -151,13 +148,6 @@ def _inbox() -> list[dict[str, Any]]:
     return list(reversed(lines[-5:]))
 
 
-def login_required() -> str:
-    """The signed-in subject id, or a redirect to the login page."""
-    if not g.subject or not g.user:
-        abort(redirect(url_for("login")))
-    return str(g.subject)
-
-
 # -- accounts -----------------------------------------------------------------------------------
 def _register_accounts(app: Flask) -> None:
     @app.get("/")
@@ -210,141 +200,6 @@ def _register_accounts(app: Flask) -> None:
         carrier.report_carrier_event(phone, "sim_swap", datetime.now(UTC) - timedelta(seconds=5))
         flash(t("dev_sim_done", phone=phone), "ok")
         return redirect(request.referrer or url_for("home"))
-
-
-# -- security settings --------------------------------------------------------------------------
-def _strong_factors(subject_id: str) -> list[Any]:
-    factors = portal().idv.list_factors(subject_id)
-    return [f for f in factors if f.type != "sms" and f.status == "active"]
-
-
-def change_assertion(subject_id: str) -> str | None:
-    """The ``enroll_factor`` assertion for one change (none before the first strong factor).
-    It stays in the session until a change succeeds: a weak PIN refused by idv spends nothing."""
-    if not _strong_factors(subject_id):
-        return None
-    token = session.get("enroll_assertion")
-    if not token:
-        raise StepUpRequired("unlock first")
-    return str(token)
-
-
-def changed(message_key: str = "saved") -> Any:
-    """A change went through: the unlock is spent; back to the settings."""
-    session.pop("enroll_assertion", None)
-    flash(t(message_key), "ok")
-    return redirect(url_for("security"))
-
-
-def _register_security(app: Flask) -> None:
-    @app.get("/security")
-    def security() -> Any:
-        subject_id = login_required()
-        factors = portal().idv.list_factors(subject_id)
-        strong = [f for f in factors if f.type != "sms" and f.status == "active"]
-        return render_template(
-            "security.html",
-            factors=[f for f in factors if f.status == "active"],
-            unlocked=not strong or "enroll_assertion" in session,
-            types={f.type for f in strong},
-            subject=subject_id,
-            totp_pending=portal().pending_totp.get(subject_id) is not None,
-        )
-
-    @app.post("/security/unlock")
-    def security_unlock() -> Any:
-        subject_id = login_required()
-        return start_flow(subject_id, "enroll_factor", "enroll", url_for("security"))
-
-    @app.post("/security/totp")
-    def security_totp() -> Any:
-        subject_id = login_required()
-        enrolled = portal().idv.enroll_totp(subject_id, assertion=change_assertion(subject_id))
-        session.pop("enroll_assertion", None)  # idv spent it on this set-up
-        portal().pending_totp.put(subject_id, enrolled)
-        return redirect(url_for("security_totp_page"))
-
-    @app.get("/security/totp")
-    def security_totp_page() -> Any:
-        """The set-up in progress: the same QR code and secret until a code activates it."""
-        subject_id = login_required()
-        enrolled = portal().pending_totp.get(subject_id)
-        if enrolled is None:
-            return redirect(url_for("security"))
-        qr = base64.b64encode(enrolled.qr_svg.encode()).decode() if enrolled.qr_svg else None
-        return render_template("totp.html", enrolled=enrolled, qr=qr)
-
-    @app.post("/security/totp/activate")
-    def security_totp_activate() -> Any:
-        subject_id = login_required()
-        pending = portal().pending_totp
-        enrolled = pending.get(subject_id)
-        if enrolled is None:
-            flash(t("totp_gone"), "error")
-            return redirect(url_for("security"))
-        retry = redirect(url_for("security_totp_page"))
-        try:
-            code = forms.one_time_code(request.form.get("code"))
-            portal().idv.activate_factor(subject_id, enrolled.factor_id, code)
-        except forms.FormError as exc:
-            flash(t(exc.key), "error")
-            return retry
-        except InvalidCode:
-            # RFC 6238: the next 30-s step brings a new code; the set-up stays on screen.
-            flash(idv_text.failed_proof("totp", None, locale()), "error")
-            return retry
-        except RateLimited as exc:
-            flash(idv_text.rate_limited(exc.retry_after, "proofs", locale()), "error")
-            return retry
-        except (NotFound, InvalidRequest):  # voided by a newer set-up, or already active
-            pending.drop(subject_id)
-            flash(t("totp_gone"), "error")
-            return redirect(url_for("security"))
-        pending.drop(subject_id)
-        flash(t("saved"), "ok")
-        return redirect(url_for("security"))
-
-    @app.post("/security/pin")
-    def security_pin() -> Any:
-        subject_id = login_required()
-        try:
-            pin = forms.new_secret(
-                request.form.get("pin"),
-                request.form.get("pin_confirm"),
-                digits=(forms.PIN_MIN, forms.PIN_MAX),
-                key="pin",
-            )
-            portal().idv.enroll_knowledge(subject_id, pin, assertion=change_assertion(subject_id))
-        except forms.FormError as exc:
-            flash(t(exc.key), "error")
-            return redirect(url_for("security"))
-        except WeakSecret:
-            flash(t("weak_pin"), "error")
-            return redirect(url_for("security"))
-        return changed()
-
-    @app.post("/security/device")
-    def security_device() -> Any:
-        """JSON from the page: the SPKI PEM of a non-extractable WebCrypto P-256 key."""
-        subject_id = login_required()
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict) or not isinstance(body.get("public_key"), str):
-            return jsonify({"error": "invalid_request", "message": t("failed")}), 400
-        enrolled = portal().idv.enroll_device(
-            subject_id,
-            body["public_key"],
-            "ES256",
-            label=str(body.get("label") or "browser")[:100],
-            assertion=change_assertion(subject_id),
-        )
-        changed("browser_bound")
-        return jsonify({"factor_id": enrolled.factor_id})
-
-    @app.post("/security/remove/<factor_id>")
-    def security_remove(factor_id: str) -> Any:
-        subject_id = login_required()
-        portal().idv.remove_factor(subject_id, factor_id, assertion=change_assertion(subject_id))
-        return changed()
 
 
 # -- the sensitive actions ----------------------------------------------------------------------

@@ -41,13 +41,29 @@ from .i18n import locale, t
 bp = Blueprint("flows", __name__)
 
 # Reasons that hold an action whatever factors the subject has (service/domain/policy.py
-# ``_holds``); without one of these, a denial means the subject lacks a usable factor.
-HOLDS = frozenset({"subject_locked", "recent_sim_change", "sim_lost", "cooling_off"})
+# ``_holds``, and a recovery under way); without one, a denial means a usable factor is missing.
+HOLDS = frozenset(
+    {
+        "subject_locked",
+        "recent_sim_change",
+        "sim_lost",
+        "cooling_off",
+        "signal_unavailable",
+        "recovery_pending",
+    }
+)
 
 
 def portal() -> Portal:
     """The portal's state (``create_app`` puts it in ``app.extensions``)."""
     return current_app.extensions["lendly"]  # type: ignore[no-any-return]
+
+
+def login_required() -> str:
+    """The signed-in subject id, or a redirect to the login page."""
+    if not g.subject or not g.user:
+        abort(redirect(url_for("login")))
+    return str(g.subject)
 
 
 def start_flow(subject_id: str, action: str, purpose: str, after: str) -> Any:
