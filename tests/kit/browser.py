@@ -85,3 +85,25 @@ def assert_lines_hold_text(page, selector: str, per_line: int = 15) -> None:  # 
     narrow strip wraps Chinese one character per line (issue 21); a 390-px phone holds ~20."""
     chars, lines = page.locator(selector).first.evaluate(_TEXT_LINES)
     assert lines <= max(1, -(-chars // per_line)), (selector, chars, lines)
+
+
+_FORM_FIELDS = """() => [...document.querySelectorAll("input:not([type=hidden])")].map((el) => ({
+  id: el.id,
+  name: el.name,
+  labelled: !!(el.id && document.querySelector(`label[for="${el.id}"]`)),
+  inputmode: el.getAttribute("inputmode"),
+  autocomplete: el.getAttribute("autocomplete"),
+  maxlength: el.getAttribute("maxlength"),
+  pattern: el.getAttribute("pattern"),
+}))"""
+
+
+def assert_fields_labelled(page) -> None:  # type: ignore[no-untyped-def]
+    """Every input has a ``<label for>``; one-time-code fields say so to the phone's keyboard
+    and autofill (``inputmode=numeric``, ``autocomplete=one-time-code``) and bound their input."""
+    for field in page.evaluate(_FORM_FIELDS):
+        assert field["labelled"], field
+        if field["name"] == "code":
+            assert field["inputmode"] == "numeric", field
+            assert field["autocomplete"] == "one-time-code", field
+            assert field["maxlength"] == "6" and field["pattern"] == "[0-9]{6}", field

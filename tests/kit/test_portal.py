@@ -141,6 +141,7 @@ def test_a_mistyped_totp_activation_code_keeps_the_set_up_and_the_next_code_work
     assert page.request.path == "/security/totp"
     assert secret in body(page) and 'id="qr"' in body(page) and 'id="activate-code"' in body(page)
     assert idv_text.failed_proof("totp", None, "en") in flashes(body(page))
+    assert 'id="totp-continue"' in body(visitor.get("/security"))  # a way back to it
 
     page = visitor.post("/security/totp/activate", {"code": "12 34"})  # malformed: not sent to idv
     assert page.request.path == "/security/totp"

@@ -34,6 +34,7 @@ from tests.e2e.conftest import free_port
 from tests.kit.browser import (
     DESKTOP,
     PHONE,
+    assert_fields_labelled,
     assert_fits,
     assert_lines_hold_text,
     latin_words,
@@ -255,7 +256,9 @@ def test_chinese_on_a_phone_no_english_and_a_mistyped_totp_code_keeps_the_set_up
         page.wait_for_load_state("load")
         assert latin_words(page) <= ZH_ALLOWED, (name, latin_words(page))
         assert_fits(page, PHONE["width"])
+        assert_fields_labelled(page)
         seen.append(name)
+        walk.shot(f"zh-phone-{len(seen):02d}-{name}")
 
     walk.goto("/")
     check("home")
