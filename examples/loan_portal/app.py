@@ -37,9 +37,7 @@ from idv_client import (
     IdvError,
     InvalidRequest,
     RateLimited,
-    ServerError,
     StepUpRequired,
-    TransportError,
 )
 from idv_client import messages as idv_text
 from idv_client.flask import init_app, require_step_up
@@ -131,7 +129,7 @@ def _register_setup(app: Flask) -> None:
     def _idv(exc: IdvError) -> Any:
         # Never the raw code or idv's English message on the page: log it, say what to do.
         log.warning("idv answered %s (%s): %s", exc.code, exc.status, exc.message)
-        down = isinstance(exc, ServerError | TransportError)
+        down = exc.status is None or exc.status >= 500  # unreachable, 5xx, JWKS unavailable
         message = t("unavailable") if down else t("failed")
         if request.is_json:
             return jsonify({"error": "failed", "message": message}), 503 if down else 400

@@ -333,3 +333,16 @@ def test_a_totp_set_up_is_forgotten_after_its_time():
     assert pending.get("u_1") is enrolled
     now[0] += 1
     assert pending.get("u_1") is None
+
+
+def test_the_failure_that_locks_the_check_says_so_and_ends_the_flow(visitor):
+    visitor.sign_up_with_pin()
+    visitor.bind_device()
+    visitor.post("/step-up/loan_application")
+    for _ in range(4):
+        page = visitor.prove_pin("000000")
+        assert page.request.path == "/verify"
+    page = visitor.prove_pin("000000")  # policies/default.toml failure_limit = 5
+    assert page.request.path == "/"
+    assert flashes(body(page)) == [idv_text.failed_proof("knowledge", 0, "en", status="locked")]
+    assert visitor.get("/verify").request.path == "/"  # the flow is over
