@@ -346,3 +346,16 @@ def test_the_failure_that_locks_the_check_says_so_and_ends_the_flow(visitor):
     assert page.request.path == "/"
     assert flashes(body(page)) == [idv_text.failed_proof("knowledge", 0, "en", status="locked")]
     assert visitor.get("/verify").request.path == "/"  # the flow is over
+
+
+def test_every_chinese_string_of_the_portal_is_chinese_and_none_is_missing():
+    """The browser walk sees most zh pages; this sees every string, those of pages it skips."""
+    from examples.loan_portal.i18n import MESSAGES
+
+    assert MESSAGES["zh"].keys() == MESSAGES["en"].keys()
+    for key, text in MESSAGES["zh"].items():
+        if key == "switch_lang":  # "English", shown in English (lang="en")
+            continue
+        words = re.sub(r"\{[a-z_]+\}", "", text)  # placeholders such as {phone}
+        assert set(re.findall(r"[A-Za-z]+", words)) <= {"SIM"}, (key, text)
+        assert "idv" not in text.lower()
