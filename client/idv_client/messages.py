@@ -10,7 +10,7 @@ itself (a person cannot act on ``cooling_off``). Times are shown in the person's
 
     from idv_client.messages import explain
     explain(v.reasons, v.held_until, locale="zh-CN")
-    # '为了您的安全，SIM 卡更换后一段时间内暂停此操作。... 此操作将于 2026年12月14日 19:56（北京时间）恢复。'
+    # '您的 SIM 卡近期发生了更换。……此操作将于 2026年12月14日 19:56（北京时间）恢复。'
 
 The wording follows NIST SP 800-63B-4 (tell the person the risk of SMS and why it was ruled out)
 and OWASP ASVS 5.0 6.3.8 (a failed proof names the factor the person typed, nothing about
