@@ -3,16 +3,16 @@
 Pages: sign up and log in (SMS, TOTP or this browser as a device key), security settings (PIN,
 authenticator app with its QR code, browser binding, removal behind a step-up), and two sensitive
 actions, "reset payment password" and "apply for a loan", guarded by
-``idv_client.flask.require_step_up``. When idv holds or denies an action the page says why.
+``idv_client.flask.require_step_up``. When idv holds or denies an action the page says why
+(``idv_client.messages``), and when it opens again in the person's local time. The step-up flows
+are in ``flows.py``, security settings in ``security.py``, form checks in ``forms.py``.
 """
 
 from __future__ import annotations
 
-import base64
 import json
+import logging
 import secrets
-import threading
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,44 +35,22 @@ from idv_client import (
     AssertionVerifier,
     IdvClient,
     IdvError,
-    InvalidCode,
     InvalidRequest,
-    NotPending,
     RateLimited,
     StepUpRequired,
-    Verification,
-    WeakSecret,
 )
+from idv_client import messages as idv_text
 from idv_client.flask import init_app, require_step_up
 
-from .i18n import MESSAGES, translate
+from . import forms
+from .accounts import PendingTotp, Portal, Users
+from .flows import bp as flows_bp
+from .flows import login_required, portal, start_flow
+from .i18n import MESSAGES, locale, t
+from .security import register as register_security
 
+log = logging.getLogger("lendly")
 ACTIONS = {"payment_password_reset": "pay_reset", "loan_application": "loan"}
-
-
-@dataclass
-class Users:
-    """The portal's own accounts: phone → subject id (idv holds the factors)."""
-
-    path: Path | None = None
-    by_phone: dict[str, dict[str, Any]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        if self.path and self.path.exists():
-            self.by_phone = json.loads(self.path.read_text())
-
-    def get(self, phone: str) -> dict[str, Any] | None:
-        return self.by_phone.get(phone)
-
-    def by_subject(self, subject_id: str) -> dict[str, Any] | None:
-        return next((u for u in self.by_phone.values() if u["subject_id"] == subject_id), None)
-
-    def save(self, phone: str, record: dict[str, Any]) -> None:
-        with self.lock:
-            self.by_phone[phone] = record
-            if self.path:
-                self.path.write_text(json.dumps(self.by_phone))
 
 
 def create_app(
@@ -91,178 +69,85 @@ def create_app(
     app.secret_key = secret_key or secrets.token_hex(32)
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     idv = IdvClient(idv_url, api_key)
-    carrier = IdvClient(idv_url, carrier_key) if carrier_key else None
+    app.extensions["lendly"] = Portal(
+        idv=idv,
+        carrier=IdvClient(idv_url, carrier_key) if carrier_key else None,
+        users=Users(Path(data_file) if data_file else None),
+        pending_totp=PendingTotp(),
+        sms_path=Path(sms_file) if sms_file else None,
+    )
     init_app(app, AssertionVerifier(idv_url, idv.whoami().client_id))
-    users = Users(Path(data_file) if data_file else None)
-    sms_path = Path(sms_file) if sms_file else None
+    app.register_blueprint(flows_bp)
+    _register_setup(app)
+    _register_accounts(app)
+    register_security(app)
+    _register_actions(app)
+    return app
 
-    # -- language, helpers ----------------------------------------------------------------------
+
+# -- language, time zone, errors ----------------------------------------------------------------
+def _register_setup(app: Flask) -> None:
     @app.before_request
-    def _language() -> None:
+    def _request_setup() -> None:
         if request.args.get("lang") in MESSAGES:
             session["lang"] = request.args["lang"]
         g.lang = session.get("lang") or request.accept_languages.best_match(["en", "zh"]) or "en"
+        g.tz = forms.time_zone(request.cookies.get("tz"))  # set by portal.js from the browser
         g.subject = session.get("subject")
-        g.user = users.by_subject(g.subject) if g.subject else None
-
-    def t(key: str, **values: object) -> str:
-        return translate(g.lang, key, **values)
-
-    def fmt_date(moment: datetime) -> str:
-        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        g.user = portal().users.by_subject(g.subject) if g.subject else None
 
     @app.context_processor
     def _helpers() -> dict[str, Any]:
-        return {"t": t, "lang": g.lang, "user": g.user, "inbox": inbox(), "dev": carrier}
-
-    def inbox() -> list[dict[str, Any]]:
-        if not sms_path or not sms_path.exists():
-            return []
-        lines = [json.loads(x) for x in sms_path.read_text().splitlines() if x.strip()]
-        return list(reversed(lines[-5:]))
-
-    def login_required() -> str:
-        if not g.subject or not g.user:
-            abort(redirect(url_for("login")))
-        return g.subject
+        return {
+            "t": t,
+            "lang": g.lang,
+            "user": g.user,
+            "inbox": _inbox(),
+            "dev": portal().carrier,
+            "limits": {"low": f"{forms.LOAN_MIN:,}", "high": f"{forms.LOAN_MAX:,}"},
+        }
 
     @app.errorhandler(RateLimited)
-    def _busy(exc: RateLimited) -> Any:
-        flash(t("try_later", seconds=exc.retry_after), "error")
-        return redirect(request.referrer or url_for("home"))
+    def _rate_limited(exc: RateLimited) -> Any:
+        flash(idv_text.rate_limited(exc.retry_after, "other", locale()), "error")
+        return redirect(url_for("home"))
 
-    # -- verification flows ---------------------------------------------------------------------
-    def start_flow(subject_id: str, action: str, purpose: str, after: str) -> Any:
-        """Start a step-up; a held or denied one shows its reasons, else the verify page."""
-        context = {"ip": request.remote_addr, "user_agent": request.user_agent.string[:200]}
-        v = idv.start_verification(subject_id, action, context=context)
-        if v.status == "denied":
-            return held_page(subject_id, v)
-        session["flow"] = {
-            "vid": v.verification_id,
-            "subject": subject_id,
-            "action": action,
-            "purpose": purpose,
-            "after": after,
-        }
-        return redirect(url_for("verify"))
-
-    def parse_time(value: datetime | str | None) -> datetime | None:
-        """An RFC 3339 time from idv (``held_until``); None if absent or unreadable."""
-        if isinstance(value, datetime):  # idv_client >= 0.2 parses times itself
-            return value
-        try:
-            moment = datetime.fromisoformat(value) if value else None
-        except ValueError:
-            return None
-        return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
-
-    def held_page(subject_id: str, v: Verification) -> Any:
-        """Why idv held or denied ``v``, in words, and when it opens again: idv's ``held_until``
-        is the end of the latest hold (SIM change, cooling-off, lockout), so one date for all."""
-        user = users.by_subject(subject_id) or {}
-        lines = []
-        for code in v.reasons:
-            if code == "recent_sim_change" and user.get("sim_changed_at"):
-                # The portal knows when the SIM changes it was told about happened (the
-                # developer button below); idv says when the hold ends.
-                at = datetime.fromisoformat(user["sim_changed_at"])
-                days = max(0, (datetime.now(UTC) - at).days)
-                since = (
-                    (f" {days} 天前" if days else "今天")
-                    if g.lang == "zh"
-                    else (f" {days} days ago" if days else " today")
-                )
-                lines.append(t("r_recent_sim_change", since=since))
-            elif code == "recent_sim_change":
-                lines.append(t("r_recent_sim_change_nodate"))
-            elif "r_" + code in MESSAGES["en"]:
-                lines.append(t("r_" + code))
-            else:
-                lines.append(t("r_other", code=code))
-        until = parse_time(v.held_until)
-        return render_template(
-            "held.html",
-            action=t("a_" + v.action),
-            reasons=lines,
-            codes=v.reasons,
-            until=t("held_until", until=fmt_date(until)) if until else None,
-        ), 403
-
-    def finish(flow: dict[str, Any], assertion: str) -> Any:
-        session.pop("flow", None)
-        if flow["purpose"] in ("login", "signup"):
-            # The portal is its own relying party: check the login assertion before trusting it.
-            app.extensions["idv_verifier"].verify(
-                assertion, subject=flow["subject"], action="login", consume=True
-            )
-            session["subject"] = flow["subject"]
-        elif flow["purpose"] == "enroll":
-            session["enroll_assertion"] = assertion
-            flash(t("unlocked"), "ok")
-        else:
-            session["assertion:" + flow["action"]] = assertion
-        return redirect(flow["after"])
-
-    @app.get("/verify")
-    def verify() -> Any:
-        flow = session.get("flow")
-        if not flow:
-            return redirect(url_for("home"))
-        v = idv.get_verification(flow["vid"])
-        if v.status != "pending":
-            flash(t("locked" if v.status == "locked" else "expired"), "error")
-            session.pop("flow", None)
-            return redirect(url_for("home"))
-        notes = [t("r_recent_sim_change_login")] if "recent_sim_change" in v.reasons else []
-        user = users.by_subject(flow["subject"]) or {}
-        return render_template(
-            "verify.html",
-            v=v,
-            action=t("a_" + flow["action"]),
-            subject=flow["subject"],
-            masked=user.get("masked", ""),
-            notes=notes,
-            sent_to=session.get("sent_to"),
-        )
-
-    @app.post("/verify/challenge")
-    def verify_challenge() -> Any:
-        flow = session.get("flow") or abort(400)
-        factor = (request.get_json(silent=True) or request.form).get("factor", "")
-        try:
-            ch = idv.send_challenge(flow["vid"], factor)
-        except NotPending:
-            return redirect(url_for("home"))
+    @app.errorhandler(StepUpRequired)
+    def _step_up(exc: StepUpRequired) -> Any:
+        session.pop("enroll_assertion", None)  # spent or expired: the next change unlocks again
         if request.is_json:
-            return jsonify({"challenge": ch.challenge, "expires_at": ch.expires_at})
-        session["sent_to"] = ch.sent_to
-        flash(t("sms_sent", to=ch.sent_to), "ok")
-        return redirect(url_for("verify"))
+            return jsonify({"error": "step_up_required", "message": t("step_up_needed")}), 403
+        flash(t("step_up_needed"), "error")
+        return redirect(url_for("security"))
 
-    @app.post("/verify/prove")
-    def verify_prove() -> Any:
-        flow = session.get("flow") or abort(400)
-        body = request.get_json(silent=True) or request.form
-        factor = body.get("factor", "")
-        fields = {k: body[k] for k in ("code", "secret", "factor_id", "signature") if body.get(k)}
-        try:
-            proof = idv.prove(flow["vid"], factor, **fields)
-        except (NotPending, InvalidRequest):
-            proof = None
-        if proof is not None and proof.status == "satisfied" and proof.assertion:
-            session.pop("sent_to", None)
-            target = finish(flow, proof.assertion)
-            return jsonify({"redirect": target.location}) if request.is_json else target
-        if proof is None or not proof.accepted:
-            flash(t("not_accepted"), "error")
-        return (
-            jsonify({"redirect": url_for("verify")})
-            if request.is_json
-            else redirect(url_for("verify"))
-        )
+    @app.errorhandler(AssertionInvalid)
+    def _assertion(exc: AssertionInvalid) -> Any:
+        flash(idv_text.status_text("expired", locale()), "error")
+        return redirect(url_for("home"))
 
-    # -- accounts -------------------------------------------------------------------------------
+    @app.errorhandler(IdvError)
+    def _idv(exc: IdvError) -> Any:
+        # Never the raw code or idv's English message on the page: log it, say what to do.
+        log.warning("idv answered %s (%s): %s", exc.code, exc.status, exc.message)
+        down = exc.status is None or exc.status >= 500  # unreachable, 5xx, JWKS unavailable
+        message = t("unavailable") if down else t("failed")
+        if request.is_json:
+            return jsonify({"error": "failed", "message": message}), 503 if down else 400
+        flash(message, "error")
+        return redirect(url_for("home"))
+
+
+def _inbox() -> list[dict[str, Any]]:
+    """The last five messages of idv's SMS file sink (the developer inbox), newest first."""
+    path = portal().sms_path
+    if not path or not path.exists():
+        return []
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return list(reversed(lines[-5:]))
+
+
+# -- accounts -----------------------------------------------------------------------------------
+def _register_accounts(app: Flask) -> None:
     @app.get("/")
     def home() -> Any:
         return render_template("home.html")
@@ -271,12 +156,13 @@ def create_app(
     def signup() -> Any:
         if request.method == "POST":
             phone = request.form.get("phone", "").replace(" ", "")
+            users = portal().users
             if users.get(phone):
                 flash(t("exists"), "error")
                 return redirect(url_for("login"))
             subject_id = "u_" + secrets.token_hex(8)
             try:
-                subject = idv.put_subject(subject_id, phone)
+                subject = portal().idv.put_subject(subject_id, phone)
             except InvalidRequest:
                 flash(t("bad_phone"), "error")
                 return render_template("phone.html", mode="signup"), 400
@@ -288,7 +174,7 @@ def create_app(
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Any:
         if request.method == "POST":
-            user = users.get(request.form.get("phone", "").replace(" ", ""))
+            user = portal().users.get(request.form.get("phone", "").replace(" ", ""))
             if not user:
                 flash(t("no_account"), "error")
                 return render_template("phone.html", mode="login"), 404
@@ -303,158 +189,85 @@ def create_app(
             session["lang"] = lang
         return redirect(url_for("home"))
 
-    # -- security settings ----------------------------------------------------------------------
-    def strong_factors(subject_id: str) -> list[Any]:
-        return [f for f in idv.list_factors(subject_id) if f.type != "sms" and f.status == "active"]
+    @app.post("/dev/sim-swap")
+    def dev_sim_swap() -> Any:
+        carrier = portal().carrier
+        if carrier is None:
+            abort(404)
+        phone = (g.user or {}).get("phone") or request.form.get("phone", "")
+        carrier.report_carrier_event(phone, "sim_swap", datetime.now(UTC) - timedelta(seconds=5))
+        flash(t("dev_sim_done", phone=phone), "ok")
+        return redirect(request.referrer or url_for("home"))
 
-    def change_assertion(subject_id: str) -> str | None:
-        """The one-use ``enroll_factor`` assertion (none needed before the first strong factor)."""
-        if not strong_factors(subject_id):
-            return None
-        token = session.pop("enroll_assertion", None)
-        if not token:
-            raise StepUpRequired("unlock first")
-        return token
 
-    @app.get("/security")
-    def security() -> Any:
-        subject_id = login_required()
-        factors = idv.list_factors(subject_id)
-        strong = [f for f in factors if f.type != "sms" and f.status == "active"]
-        types = {f.type for f in strong}
-        return render_template(
-            "security.html",
-            factors=[f for f in factors if f.status == "active"],
-            unlocked=not strong or "enroll_assertion" in session,
-            types=types,
-            subject=subject_id,
-        )
+# -- the sensitive actions ----------------------------------------------------------------------
+def _action_page(action: str, error: str | None = None, assertion: str | None = None) -> Any:
+    subject_id = login_required()
+    token = assertion or session.pop("assertion:" + action, None)
+    return render_template(
+        "action.html",
+        action=action,
+        key=ACTIONS[action],
+        assertion=token,
+        subject=subject_id,
+        error=error,
+        values=request.form if error else {},
+    ), (400 if error else 200)
 
-    @app.post("/security/unlock")
-    def security_unlock() -> Any:
-        subject_id = login_required()
-        return start_flow(subject_id, "enroll_factor", "enroll", url_for("security"))
 
-    @app.errorhandler(StepUpRequired)
-    def _step_up(exc: StepUpRequired) -> Any:
-        if request.is_json:
-            return jsonify({"error": "step_up_required", "message": t("step_up_needed")}), 403
-        flash(t("step_up_needed"), "error")
-        return redirect(url_for("security"))
+def _checked_form(action: str, check: Any) -> Any:
+    """Check the form before ``require_step_up`` spends the assertion: a mistyped amount or
+    password shows the form again with the same, still unspent, assertion."""
+    try:
+        check(request.form)
+    except forms.FormError as exc:
+        return _action_page(action, t(exc.key, **exc.values), request.form.get("idv_assertion"))
+    return None
 
-    @app.post("/security/totp")
-    def security_totp() -> Any:
-        subject_id = login_required()
-        enrolled = idv.enroll_totp(subject_id, assertion=change_assertion(subject_id))
-        qr = base64.b64encode(enrolled.qr_svg.encode()).decode() if enrolled.qr_svg else None
-        return render_template("totp.html", enrolled=enrolled, qr=qr)
 
-    @app.post("/security/totp/activate")
-    def security_totp_activate() -> Any:
-        subject_id = login_required()
-        try:
-            idv.activate_factor(subject_id, request.form["factor_id"], request.form["code"].strip())
-        except InvalidCode:
-            flash(t("bad_code"), "error")
-            return redirect(url_for("security"))
-        flash(t("saved"), "ok")
-        return redirect(url_for("security"))
+def _pay_pw(form: Any) -> str:
+    digits = (forms.PAY_PW_DIGITS, forms.PAY_PW_DIGITS)
+    return forms.new_secret(
+        form.get("payment_password"),
+        form.get("payment_password_confirm"),
+        digits=digits,
+        key="pay_pw",
+    )
 
-    @app.post("/security/pin")
-    def security_pin() -> Any:
-        subject_id = login_required()
-        try:
-            idv.enroll_knowledge(
-                subject_id, request.form["pin"], assertion=change_assertion(subject_id)
-            )
-        except WeakSecret:
-            flash(t("weak_pin"), "error")
-            return redirect(url_for("security"))
-        flash(t("saved"), "ok")
-        return redirect(url_for("security"))
 
-    @app.post("/security/device")
-    def security_device() -> Any:
-        """JSON from the page: the SPKI PEM of a non-extractable WebCrypto P-256 key."""
-        subject_id = login_required()
-        body = request.get_json(force=True)
-        enrolled = idv.enroll_device(
-            subject_id,
-            body["public_key"],
-            "ES256",
-            label=(body.get("label") or "browser")[:100],
-            assertion=change_assertion(subject_id),
-        )
-        flash(t("browser_bound"), "ok")
-        return jsonify({"factor_id": enrolled.factor_id})
-
-    @app.post("/security/remove/<factor_id>")
-    def security_remove(factor_id: str) -> Any:
-        subject_id = login_required()
-        idv.remove_factor(subject_id, factor_id, assertion=change_assertion(subject_id))
-        flash(t("saved"), "ok")
-        return redirect(url_for("security"))
-
-    # -- the sensitive actions ------------------------------------------------------------------
-    def action_page(action: str) -> Any:
-        subject_id = login_required()
-        token = session.pop("assertion:" + action, None)
-        return render_template(
-            "action.html", action=action, key=ACTIONS[action], assertion=token, subject=subject_id
-        )
-
-    def step_up(action: str) -> Any:
-        subject_id = login_required()
-        return start_flow(subject_id, action, "action", url_for(ACTIONS[action]))
-
+def _register_actions(app: Flask) -> None:
     @app.get("/payment-password")
     def pay_reset() -> Any:
-        return action_page("payment_password_reset")
+        return _action_page("payment_password_reset")
 
     @app.get("/loan")
     def loan() -> Any:
-        return action_page("loan_application")
+        return _action_page("loan_application")
 
     @app.post("/step-up/<action>")
     def step_up_for(action: str) -> Any:
         if action not in ACTIONS:
             abort(404)
-        return step_up(action)
+        subject_id = login_required()
+        return start_flow(subject_id, action, "action", url_for(ACTIONS[action]))
 
     # RFC 9470 via idv_client: the assertion comes in the form's idv_assertion field.
-    @app.post("/payment-password")
     @require_step_up("payment_password_reset", subject=lambda **_: session.get("subject"))
-    def pay_reset_submit() -> Any:
+    def pay_reset_done() -> Any:
         return render_template("done.html", message=t("pay_reset_done"))
 
-    @app.post("/loan")
     @require_step_up("loan_application", subject=lambda **_: session.get("subject"))
+    def loan_done() -> Any:
+        amount = forms.loan_amount(request.form.get("amount"))
+        return render_template("done.html", message=t("loan_done", amount=f"{amount:,}"))
+
+    @app.post("/payment-password")
+    def pay_reset_submit() -> Any:
+        login_required()
+        return _checked_form("payment_password_reset", _pay_pw) or pay_reset_done()
+
+    @app.post("/loan")
     def loan_submit() -> Any:
-        amount = request.form.get("amount", "0")
-        return render_template("done.html", message=t("loan_done", amount=amount))
-
-    # -- developer panel ------------------------------------------------------------------------
-    @app.post("/dev/sim-swap")
-    def dev_sim_swap() -> Any:
-        if carrier is None:
-            abort(404)
-        phone = (g.user or {}).get("phone") or request.form.get("phone", "")
-        user = users.get(phone)
-        at = datetime.now(UTC) - timedelta(seconds=5)
-        carrier.report_carrier_event(phone, "sim_swap", at)
-        if user:
-            users.save(phone, {**user, "sim_changed_at": at.isoformat()})
-        flash(t("dev_sim_done", phone=phone), "ok")
-        return redirect(request.referrer or url_for("home"))
-
-    @app.errorhandler(AssertionInvalid)
-    def _assertion(exc: AssertionInvalid) -> Any:
-        flash(t("expired"), "error")
-        return redirect(url_for("home"))
-
-    @app.errorhandler(IdvError)
-    def _idv(exc: IdvError) -> Any:
-        flash(f"{exc.code}: {exc.message}", "error")
-        return redirect(url_for("home"))
-
-    return app
+        login_required()
+        form_error = _checked_form("loan_application", lambda f: forms.loan_amount(f.get("amount")))
+        return form_error or loan_done()

@@ -1,11 +1,18 @@
 # ruff: noqa: E501 - translation strings; CJK characters count double
-"""English and Chinese text, chosen by the browser's Accept-Language (``?lang=`` overrides)."""
+"""The portal's own English and Chinese text, chosen by the browser's Accept-Language (``?lang=``
+overrides). What idv answers (reasons, holds, failed proofs, rate limits) is worded by
+``idv_client.messages``, not here. A Chinese page carries no English, no error code and no
+vendor name (``tests/kit/test_portal_browser.py`` walks them)."""
 
 from __future__ import annotations
 
+from flask import g
+
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
+        "brand": "Lendly",
         "title": "Lendly: loans in minutes",
+        "tagline": "loans in minutes",
         "home": "Home",
         "signup": "Sign up",
         "login": "Log in",
@@ -19,9 +26,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "pay_reset": "Reset payment password",
         "loan": "Apply for a loan",
         "pay_reset_intro": "Choose a new 6-digit payment password. We first check it is really you.",
-        "loan_intro": "Borrow up to ¥50,000. We first check it is really you.",
+        "loan_intro": "Borrow ¥{low} to ¥{high}. We first check it is really you.",
         "amount": "Amount (¥)",
+        "amount_hint": "Whole yuan, ¥{low} to ¥{high}",
+        "amount_invalid": "Enter an amount in whole yuan between ¥{low} and ¥{high}.",
         "new_pay_pw": "New payment password",
+        "new_pay_pw_confirm": "Type it again",
+        "pay_pw_format": "A payment password is exactly 6 digits.",
+        "pay_pw_mismatch": "The two payment passwords differ. Type the same one twice.",
         "check_me": "Check it's me",
         "verified_now": "Verified. Finish within 5 minutes.",
         "submit": "Submit",
@@ -29,19 +41,17 @@ MESSAGES: dict[str, dict[str, str]] = {
         "loan_done": "Your loan application for ¥{amount} has been submitted.",
         "verify_title": "Confirm it's you",
         "verify_for": "To {action}, confirm it's you with one of these:",
-        "or": "or",
         "done_mark": "done",
         "send_code": "Send code",
-        "sms_code": "SMS code",
+        "sms_code": "Code from the SMS",
         "sms_sent": "Code sent to {to}",
         "totp_code": "Authenticator app code",
-        "pin": "PIN",
+        "pin": "Enter your PIN",
         "use_browser": "Use this browser",
         "browser_not_bound": "This browser is not bound to your account.",
         "confirm": "Confirm",
-        "not_accepted": "That did not match. Try again.",
-        "locked": "Too many wrong attempts: this check is locked. Try again later.",
-        "expired": "This check expired. Start again.",
+        "code_format": "Enter the 6-digit code.",
+        "pin_empty": "Enter your PIN.",
         "f_sms": "SMS code",
         "f_totp": "authenticator app",
         "f_device": "this browser",
@@ -52,25 +62,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "a_loan_application": "apply for a loan",
         "held_title": "We held this for your safety",
         "held_intro": "We could not let you {action} right now:",
-        "r_recent_sim_change": "Your SIM card was changed{since}. Right after a SIM change, thieves "
-        "who took a phone try exactly this, so this action stays closed for a while.",
-        "r_recent_sim_change_nodate": "Your SIM card was changed recently. Right after a SIM "
-        "change, thieves who took a phone try exactly this, so this action stays closed for a "
-        "while.",
-        "held_until": "This action opens again on {until}.",
-        "r_recent_sim_change_login": "Your SIM card was changed recently, so SMS codes are not "
-        "accepted for a while. Use your authenticator app or a bound browser.",
-        "r_sim_lost": "Your SIM card was reported lost. SMS codes to it are not accepted.",
-        "r_number_recycled": "Your phone number was given to someone else by the carrier. "
-        "Please confirm with another factor and update your number.",
-        "r_cooling_off": "You changed your security settings recently. This action waits a "
-        "little after such a change, in case it was not you.",
-        "r_signal_unavailable": "We could not check your SIM card with the carrier just now. "
-        "Please try again in a few minutes.",
-        "r_subject_locked": "Too many wrong attempts. Your account is locked for a while.",
-        "r_no_eligible_factors": "You have no security factor that can confirm this. "
-        "Add an authenticator app and a PIN in Security settings.",
-        "r_other": "Reason: {code}",
+        "no_factor_title": "Add a way to confirm it's you",
+        "no_factor_for": "To {action} you need your PIN and an authenticator app or this browser. Add one below.",
         "factors": "Your sign-in methods",
         "added": "added {date}",
         "remove": "Remove",
@@ -78,15 +71,22 @@ MESSAGES: dict[str, dict[str, str]] = {
         "unlock_intro": "Changing sign-in methods needs a security check first.",
         "unlocked": "Changes unlocked: you may make one change now.",
         "add_totp": "Add an authenticator app",
-        "totp_scan": "Scan this QR code with your authenticator app, or type the secret:",
+        "totp_continue": "Finish setting up your authenticator app",
+        "totp_scan": "Scan this QR code with your authenticator app, or type the secret key:",
+        "totp_type_code": "Code the app shows now",
+        "totp_next_hint": "The app shows a new code every 30 seconds. If one is refused, wait for the next.",
+        "totp_gone": "That set-up expired. Start again.",
         "activate": "Activate",
         "bind_browser": "Bind this browser",
         "browser_bound": "This browser is bound to your account.",
         "set_pin": "Set a PIN",
-        "pin_hint": "6 or more digits, not your birthday or 123456",
+        "new_pin": "New PIN",
+        "new_pin_confirm": "Type it again",
+        "pin_hint": "6 to 12 digits, not your birthday or 123456",
+        "pin_format": "A PIN is 6 to 12 digits.",
+        "pin_mismatch": "The two PINs differ. Type the same one twice.",
         "saved": "Saved.",
         "weak_pin": "That PIN is too easy to guess. Choose another.",
-        "bad_code": "That code is not right. Wait for the next one and try again.",
         "no_account": "No account with this number. Sign up first.",
         "exists": "This number already has an account. Log in.",
         "bad_phone": "Enter a mobile number in international form, e.g. +8613800138000.",
@@ -95,10 +95,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "dev_sim": "Simulate SIM swap",
         "dev_sim_done": "Carrier reported a SIM swap for {phone}.",
         "step_up_needed": "A security check is needed first.",
-        "try_later": "idv is busy. Try again in {seconds} s.",
+        "unavailable": "We cannot check your identity right now. Try again in a few minutes.",
+        "failed": "That did not work. Please start again.",
+        "switch_lang": "中文",
     },
     "zh": {
+        "brand": "速借",
         "title": "速借：几分钟放款",
+        "tagline": "几分钟放款",
         "home": "首页",
         "signup": "注册",
         "login": "登录",
@@ -112,9 +116,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "pay_reset": "重置支付密码",
         "loan": "申请贷款",
         "pay_reset_intro": "设置新的 6 位支付密码。我们先确认是您本人。",
-        "loan_intro": "最高可借 ¥50,000。我们先确认是您本人。",
+        "loan_intro": "可借 ¥{low} 至 ¥{high}。我们先确认是您本人。",
         "amount": "金额（元）",
+        "amount_hint": "整数金额，¥{low} 至 ¥{high}",
+        "amount_invalid": "请输入 ¥{low} 至 ¥{high} 之间的整数金额。",
         "new_pay_pw": "新支付密码",
+        "new_pay_pw_confirm": "再输入一次",
+        "pay_pw_format": "支付密码须为 6 位数字。",
+        "pay_pw_mismatch": "两次输入的支付密码不一致，请重新输入。",
         "check_me": "验证身份",
         "verified_now": "验证通过，请在 5 分钟内完成。",
         "submit": "提交",
@@ -122,43 +131,29 @@ MESSAGES: dict[str, dict[str, str]] = {
         "loan_done": "¥{amount} 的贷款申请已提交。",
         "verify_title": "确认是您本人",
         "verify_for": "为了{action}，请用以下任一方式确认身份：",
-        "or": "或",
         "done_mark": "已完成",
         "send_code": "发送验证码",
-        "sms_code": "短信验证码",
+        "sms_code": "短信中的验证码",
         "sms_sent": "验证码已发送至 {to}",
         "totp_code": "验证器应用中的动态码",
-        "pin": "安全 PIN",
+        "pin": "输入安全密码",
         "use_browser": "使用本浏览器",
         "browser_not_bound": "本浏览器尚未绑定您的账号。",
         "confirm": "确认",
-        "not_accepted": "验证未通过，请重试。",
-        "locked": "错误次数过多，本次验证已锁定，请稍后再试。",
-        "expired": "本次验证已过期，请重新开始。",
+        "code_format": "请输入 6 位数字验证码。",
+        "pin_empty": "请输入安全密码。",
         "f_sms": "短信验证码",
         "f_totp": "验证器应用",
         "f_device": "本浏览器",
-        "f_knowledge": "安全 PIN",
+        "f_knowledge": "安全密码",
         "a_login": "登录",
         "a_enroll_factor": "修改安全设置",
         "a_payment_password_reset": "重置支付密码",
         "a_loan_application": "申请贷款",
         "held_title": "为了您的资金安全，此操作暂缓",
         "held_intro": "您暂时无法{action}：",
-        "r_recent_sim_change": "您的 SIM 卡{since}发生了更换。手机被盗后，不法分子常在换卡后立即尝试"
-        "此类操作，因此换卡后一段时间内暂停此操作。",
-        "r_recent_sim_change_nodate": "您的 SIM 卡近期发生了更换。手机被盗后，不法分子常在换卡后立即尝试"
-        "此类操作，因此换卡后一段时间内暂停此操作。",
-        "held_until": "此操作将于 {until} 恢复。",
-        "r_recent_sim_change_login": "您的 SIM 卡近期更换过，暂不接受短信验证码。"
-        "请使用验证器应用或已绑定的浏览器。",
-        "r_sim_lost": "您的 SIM 卡已挂失，发往该号码的验证码暂不可用。",
-        "r_number_recycled": "运营商已将您的手机号分配给他人。请用其他方式验证并更换手机号。",
-        "r_cooling_off": "您近期修改过安全设置。为防止并非您本人操作，修改后此操作需暂缓一段时间。",
-        "r_signal_unavailable": "暂时无法向运营商核实 SIM 卡状态，请几分钟后再试。",
-        "r_subject_locked": "错误次数过多，账号已暂时锁定。",
-        "r_no_eligible_factors": "您没有可用于此操作的验证方式。请在安全设置中添加验证器应用和安全 PIN。",
-        "r_other": "原因：{code}",
+        "no_factor_title": "请添加验证方式",
+        "no_factor_for": "{action}需要安全密码，以及验证器应用或本浏览器之一。请在下方添加。",
         "factors": "您的验证方式",
         "added": "添加于 {date}",
         "remove": "移除",
@@ -166,15 +161,22 @@ MESSAGES: dict[str, dict[str, str]] = {
         "unlock_intro": "修改验证方式前需要先验证身份。",
         "unlocked": "已解锁：现在可以进行一项修改。",
         "add_totp": "添加验证器应用",
+        "totp_continue": "继续设置验证器应用",
         "totp_scan": "用验证器应用扫描二维码，或手动输入密钥：",
+        "totp_type_code": "应用当前显示的动态码",
+        "totp_next_hint": "应用每 30 秒显示一个新动态码。如果未通过，请等下一个动态码再试。",
+        "totp_gone": "本次设置已过期，请重新开始。",
         "activate": "启用",
         "bind_browser": "绑定本浏览器",
         "browser_bound": "本浏览器已绑定您的账号。",
-        "set_pin": "设置安全 PIN",
-        "pin_hint": "至少 6 位，不要用生日或 123456",
+        "set_pin": "设置安全密码",
+        "new_pin": "新安全密码",
+        "new_pin_confirm": "再输入一次",
+        "pin_hint": "6 至 12 位数字，不要用生日或 123456",
+        "pin_format": "安全密码须为 6 至 12 位数字。",
+        "pin_mismatch": "两次输入的安全密码不一致，请重新输入。",
         "saved": "已保存。",
-        "weak_pin": "该 PIN 太容易被猜到，请换一个。",
-        "bad_code": "动态码不正确，请等下一个动态码再试。",
+        "weak_pin": "该安全密码太容易被猜到，请换一个。",
         "no_account": "该号码尚未注册，请先注册。",
         "exists": "该号码已注册，请直接登录。",
         "bad_phone": "请输入国际格式的手机号，例如 +8613800138000。",
@@ -183,11 +185,24 @@ MESSAGES: dict[str, dict[str, str]] = {
         "dev_sim": "模拟换卡",
         "dev_sim_done": "运营商已上报 {phone} 换卡。",
         "step_up_needed": "需要先验证身份。",
-        "try_later": "服务繁忙，请 {seconds} 秒后再试。",
+        "unavailable": "暂时无法验证身份，请几分钟后再试。",
+        "failed": "操作未完成，请重新开始。",
+        "switch_lang": "English",
     },
 }
 
 
 def translate(lang: str, key: str, **values: object) -> str:
+    """``key`` in ``lang`` (English if missing), with ``values`` filled in."""
     text = MESSAGES.get(lang, MESSAGES["en"]).get(key) or MESSAGES["en"].get(key, key)
     return text.format(**values) if values else text
+
+
+def t(key: str, **values: object) -> str:
+    """``key`` in the current request's language (``g.lang``)."""
+    return translate(g.lang, key, **values)
+
+
+def locale() -> str:
+    """The current request's language as ``idv_client.messages`` names it."""
+    return "zh-CN" if g.lang == "zh" else "en"

@@ -91,7 +91,7 @@ async function bindBrowser(subject) {
   const spki = await crypto.subtle.exportKey("spki", pair.publicKey); // public keys always export
   const label = (navigator.userAgentData && navigator.userAgentData.brands.length
     ? navigator.userAgentData.brands[navigator.userAgentData.brands.length - 1].brand
-    : "browser") + " on " + (navigator.platform || "?");
+    : "browser") + " · " + (navigator.platform || "?");
   const { factor_id } = await postJson("/security/device", { public_key: spkiPem(spki), label });
   await saveKey(subject, { privateKey: pair.privateKey, factorId: factor_id });
   location.reload();
@@ -108,13 +108,29 @@ async function signWithBrowser(subject) {
   location.href = redirect;
 }
 
+// The person's time zone, so the server words hold ends in local time (idv_client.messages).
+function rememberTimeZone() {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (zone && /^[A-Za-z][A-Za-z0-9_+\-/]{0,60}$/.test(zone)) {
+    document.cookie = "tz=" + zone + "; path=/; max-age=31536000; SameSite=Lax";
+  }
+}
+
+// A failure shown on the page (the server's message, already in the page's language).
+function showError(err) {
+  const box = document.getElementById("js-error");
+  box.textContent = err && err.message ? err.message : String(err);
+  box.hidden = false;
+}
+
 async function wire() {
+  rememberTimeZone();
   for (const el of document.querySelectorAll("[data-device-sign]")) {
     const subject = el.dataset.deviceSign;
     const record = await loadKey(subject);
     if (record) {
       el.hidden = false;
-      el.addEventListener("click", () => { el.disabled = true; signWithBrowser(subject).catch(alert); });
+      el.addEventListener("click", () => { el.disabled = true; signWithBrowser(subject).catch((e) => { el.disabled = false; showError(e); }); });
     } else {
       document.querySelector(`[data-device-missing="${subject}"]`).hidden = false;
     }
@@ -127,7 +143,7 @@ async function wire() {
     if (await loadKey(subject)) continue;
     const button = el.querySelector("#bind-browser");
     el.hidden = false;
-    button.addEventListener("click", () => { button.disabled = true; bindBrowser(subject).catch(alert); });
+    button.addEventListener("click", () => { button.disabled = true; bindBrowser(subject).catch((e) => { button.disabled = false; showError(e); }); });
   }
   document.body.dataset.ready = "1";
 }

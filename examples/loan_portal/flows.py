@@ -1,0 +1,243 @@
+"""Step-up flows: start a verification, show why idv held it or what it offers, send challenges,
+submit proofs, and hand the assertion to the page that asked for it.
+
+Every sentence about idv's answer (reasons, ``held_until``, a failed proof with the tries left, a
+rate limit) comes from ``idv_client.messages``, in the page's language and the person's time
+zone (``g.tz``). OWASP ASVS 5.0 6.3.8: a failed proof names the factor the person just used and
+nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from idv_client import (
+    InvalidRequest,
+    NotPending,
+    ProofResult,
+    RateLimited,
+    Verification,
+)
+from idv_client import messages as idv_text
+
+from .accounts import Portal
+from .forms import FormError, one_time_code
+from .i18n import locale, t
+
+bp = Blueprint("flows", __name__)
+
+# Reasons that hold an action whatever factors the subject has (service/domain/policy.py
+# ``_holds``, and a recovery under way); without one, a denial means a usable factor is missing.
+HOLDS = frozenset(
+    {
+        "subject_locked",
+        "recent_sim_change",
+        "sim_lost",
+        "cooling_off",
+        "signal_unavailable",
+        "recovery_pending",
+    }
+)
+
+
+def portal() -> Portal:
+    """The portal's state (``create_app`` puts it in ``app.extensions``)."""
+    return current_app.extensions["lendly"]  # type: ignore[no-any-return]
+
+
+def login_required() -> str:
+    """The signed-in subject id, or a redirect to the login page."""
+    if not g.subject or not g.user:
+        abort(redirect(url_for("login")))
+    return str(g.subject)
+
+
+def start_flow(subject_id: str, action: str, purpose: str, after: str) -> Any:
+    """Start a step-up for ``action``; a held or denied one explains itself, else the verify page.
+
+    ``purpose``: ``signup``/``login`` (the assertion logs in), ``enroll`` (unlocks one change
+    in security settings) or ``action`` (a sensitive action; ``after`` is its page).
+    """
+    context = {"ip": request.remote_addr, "user_agent": request.user_agent.string[:200]}
+    try:
+        v = portal().idv.start_verification(subject_id, action, context=context)
+    except RateLimited as exc:
+        # Too many starts from this address or tenant (a locked subject is a denial instead).
+        flash(idv_text.rate_limited(exc.retry_after, "other", locale()), "error")
+        return redirect(request.referrer or url_for("home"))
+    if v.status == "denied":
+        if (
+            purpose == "action"
+            and "no_eligible_factors" in v.reasons
+            and not HOLDS & set(v.reasons)
+        ):
+            # Nothing holds the action: the person lacks a factor it needs, and can add one.
+            flash(t("no_factor_for", action=t("a_" + action)), "warn")
+            return redirect(url_for("security"))
+        return held_page(v)
+    session["flow"] = {
+        "vid": v.verification_id,
+        "subject": subject_id,
+        "action": action,
+        "purpose": purpose,
+        "after": after,
+    }
+    return redirect(url_for("flows.verify"))
+
+
+def held_page(v: Verification) -> Any:
+    """Why idv held or denied ``v`` and when it opens again, in the person's words and time.
+    idv's ``held_until`` is the end of the latest hold, so one date for all reasons."""
+    lines = [(code, idv_text.reason_text(code, locale(), status="denied")) for code in v.reasons]
+    until = idv_text.hold_end(v.held_until, locale(), g.tz)
+    held = bool(HOLDS & set(v.reasons)) or until is not None
+    return render_template(
+        "held.html",
+        title=t("held_title") if held else t("no_factor_title"),
+        action=t("a_" + v.action),
+        reasons=lines,
+        until=until,
+    ), 403
+
+
+def finish(flow: dict[str, Any], assertion: str) -> Any:
+    """The flow is satisfied: log in, unlock one change, or keep the assertion for the action."""
+    session.pop("flow", None)
+    session.pop("sent_to", None)
+    if flow["purpose"] in ("login", "signup"):
+        # The portal is its own relying party: check the login assertion before trusting it.
+        current_app.extensions["idv_verifier"].verify(
+            assertion, subject=flow["subject"], action="login", consume=True
+        )
+        session["subject"] = flow["subject"]
+    elif flow["purpose"] == "enroll":
+        session["enroll_assertion"] = assertion
+        flash(t("unlocked"), "ok")
+    else:
+        session["assertion:" + flow["action"]] = assertion
+    return redirect(flow["after"])
+
+
+def leave(flow: dict[str, Any], message: str) -> Any:
+    """End a flow that can no longer succeed (locked, expired) with ``message``."""
+    session.pop("flow", None)
+    flash(message, "error")
+    return redirect(url_for("home") if flow["purpose"] != "enroll" else url_for("security"))
+
+
+@bp.get("/verify")
+def verify() -> Any:
+    """The options of the current step-up, each factor with its form."""
+    flow = session.get("flow")
+    if not flow:
+        return redirect(url_for("home"))
+    v = portal().idv.get_verification(flow["vid"])
+    if v.status != "pending":
+        return leave(flow, idv_text.status_text(v.status, locale()))
+    user = portal().users.by_subject(flow["subject"]) or {}
+    notes = [(code, idv_text.reason_text(code, locale(), status="pending")) for code in v.reasons]
+    return render_template(
+        "verify.html",
+        v=v,
+        action=t("a_" + flow["action"]),
+        subject=flow["subject"],
+        masked=user.get("masked", ""),
+        notes=notes,
+        sent_to=session.get("sent_to"),
+    )
+
+
+@bp.post("/verify/challenge")
+def verify_challenge() -> Any:
+    """Send an SMS code, or fetch a device challenge (JSON, for portal.js)."""
+    flow = session.get("flow") or abort(400)
+    factor = str((request.get_json(silent=True) or request.form).get("factor", ""))
+    try:
+        ch = portal().idv.send_challenge(flow["vid"], factor)
+    except NotPending:
+        return leave(flow, idv_text.status_text("expired", locale()))
+    except RateLimited as exc:
+        # The per-phone SMS budget (ASVS 6.6.3) is about this number, not a busy service; a
+        # subject lockout answers 429 here too (its message is the only hint: API.md has no
+        # machine-readable name for the limit).
+        kind = "proofs" if "locked" in exc.message else factor
+        message = idv_text.rate_limited(exc.retry_after, kind, locale())
+        if request.is_json:
+            return jsonify({"error": "rate_limited", "message": message}), 429
+        flash(message, "error")
+        return redirect(url_for("flows.verify"))
+    if request.is_json:
+        return jsonify({"challenge": ch.challenge, "expires_at": ch.expires_at})
+    session["sent_to"] = ch.sent_to
+    flash(t("sms_sent", to=ch.sent_to), "ok")
+    return redirect(url_for("flows.verify"))
+
+
+def attempts_left(proof: ProofResult) -> int | None:
+    """The proof answer's ``attempts_left`` (API.md), or None from an idv that does not send it."""
+    value = getattr(proof, "attempts_left", None)
+    if value is None:
+        value = proof.raw.get("attempts_left")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def proof_fields(factor: str, body: Any) -> dict[str, str]:
+    """The fields of one proof, checked as far as the portal can (``FormError`` otherwise)."""
+    if factor in ("sms", "totp"):
+        return {"code": one_time_code(body.get("code"))}
+    if factor == "knowledge":
+        secret = str(body.get("secret") or "")
+        if not secret:
+            raise FormError("pin_empty")
+        return {"secret": secret}
+    return {k: str(body[k]) for k in ("factor_id", "signature") if body.get(k)}
+
+
+@bp.post("/verify/prove")
+def verify_prove() -> Any:
+    """Submit one proof; say which factor failed and how many tries remain."""
+    flow = session.get("flow") or abort(400)
+    body = request.get_json(silent=True) or request.form
+    factor = str(body.get("factor", ""))
+    back = url_for("flows.verify")
+    try:
+        proof = portal().idv.prove(flow["vid"], factor, **proof_fields(factor, body))
+    except FormError as exc:
+        flash(t(exc.key), "error")
+        proof = None
+    except RateLimited as exc:
+        flash(idv_text.rate_limited(exc.retry_after, "proofs", locale()), "error")
+        proof = None
+    except NotPending:
+        v = portal().idv.get_verification(flow["vid"])
+        return _answer(leave(flow, idv_text.status_text(v.status, locale())))
+    except InvalidRequest:
+        flash(idv_text.failed_proof(factor, None, locale()), "error")
+        proof = None
+    if proof is not None and proof.status == "satisfied" and proof.assertion:
+        return _answer(finish(flow, proof.assertion))
+    if proof is not None and not proof.accepted:
+        message = idv_text.failed_proof(factor, attempts_left(proof), locale(), status=proof.status)
+        if proof.status == "locked":
+            return _answer(leave(flow, message))
+        flash(message, "error")
+    return _answer(redirect(back))
+
+
+def _answer(response: Any) -> Any:
+    """A redirect as it is for a form post, as ``{"redirect"}`` for portal.js's fetch."""
+    return jsonify({"redirect": response.location}) if request.is_json else response
