@@ -295,6 +295,8 @@ def subjects_unlock(client_id: str, subject_id: str, operator: str) -> None:
         if subject is None:
             raise click.ClickException("no such subject for that client")
         store.unlock(conn, subject.pk)
+        # The lockout counts failures from this moment on (``verifications.failures_since``).
+        store.record_event(conn, subject.pk, "unlocked", now)
         audit.append(
             conn,
             event="subject.unlocked",

@@ -2,7 +2,7 @@
 
 RFC 4226 §7.3 and NIST SP 800-63B ("no more than 100 consecutive failed attempts") require
 failed attempts to be throttled; OWASP ASVS 6.6.3 requires codes to be rate limited. idv is much
-stricter than NIST: see ``DEFAULTS`` and ``guessing_budget``.
+stricter than NIST: see ``DEFAULTS`` and ``service.guessing``.
 
 Storage is ``memory://`` (one process; the embedded default and tests) or ``redis://`` (shared by
 every instance: production with more than one process needs it, or each process keeps its own
@@ -28,25 +28,25 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import limits
 from limits.errors import ConfigurationError, StorageError
 from limits.storage import MemoryStorage, MovingWindowSupport, Storage, storage_from_string
+from limits.storage.memory import Entry
 
 from service.domain.errors import RateLimited, ServiceUnavailable
 
 log = logging.getLogger("idv.ratelimit")
 
 DEFAULTS: Mapping[str, str] = {
-    # Per subject+factor. NIST SP 800-63B caps at 100 consecutive failures; idv is far stricter.
-    # Against a 6-digit TOTP this leaves an attacker 960 guesses a day: expected ~347 days to
-    # succeed, P(success within 30 days) ~ 8.3% before the per-subject limit and lockout below
-    # cut it further (exact figures: ``guessing_budget()``, asserted in tests).
+    # Per subject+factor. NIST SP 800-63B-4 caps at 100 consecutive failures; idv is far
+    # stricter: with ``subject_failures`` and the subject lockout (``service.guessing``) an
+    # attacker gets 45 guesses a day (``guessing_budget()``, asserted against README in tests).
     "failed_proofs": "10/15minutes",
     "sms_sends": "5/10minutes",  # per phone (keyed hash); ASVS 6.6.3
     "sms_sends_daily": "20/day",  # per phone (keyed hash)
@@ -69,11 +69,6 @@ REDIS_RETRIES = 1  # one retry covers a pooled connection that Redis closed; no 
 
 _MEMORY_URL = "memory://"
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+unix", "unix"})
-
-# Lockout: "subject lockout with growing back-off".
-LOCKOUT_THRESHOLD = 3
-LOCKOUT_BASE = timedelta(minutes=15)
-LOCKOUT_CAP = timedelta(hours=24)
 
 
 @lru_cache(maxsize=256)
@@ -127,6 +122,11 @@ class RateLimits:
         self.storage_url = storage_url or _MEMORY_URL
         self._storage = _make_storage(self.storage_url)
         self._moving = cast(MovingWindowSupport, self._storage)
+        self._tokens: _Tokens = (
+            self._storage
+            if isinstance(self._storage, _MemoryStorage)
+            else _RedisTokens(self._storage)
+        )
 
     @property
     def shared(self) -> bool:
@@ -154,10 +154,45 @@ class RateLimits:
         self, kind: str, *key_parts: str, action_limits: Mapping[str, str] | None = None
     ) -> None:
         """Consume one event; ``RateLimited`` (and nothing consumed) if already exhausted."""
+        self.take(kind, *key_parts, action_limits=action_limits)
+
+    def take(
+        self, kind: str, *key_parts: str, action_limits: Mapping[str, str] | None = None
+    ) -> Taken:
+        """Count one event now, in the same atomic step as the check (one Lua script on Redis,
+        one lock in memory): ``RateLimited``, and nothing counted, if the window is full.
+
+        Counting an attempt *before* the work it guards is what keeps parallel requests from
+        overshooting a limit (a check before and a count after let 10 allowed guesses become
+        15-17); ``give_back`` returns the event where that is safe, e.g. a proof that passed.
+        """
         item, key = self._resolve(kind, key_parts, action_limits)
-        if not self._acquire(item, key):
+        token = self._call(self._tokens.acquire, key, item.amount, item.get_expiry())
+        if token is None:
             start, _ = self._window(item, key)
             raise self._limited(kind, item, start)
+        return Taken(key, token)
+
+    def take_all(
+        self,
+        wanted: Sequence[tuple[str, tuple[str, ...]]],
+        action_limits: Mapping[str, str] | None = None,
+    ) -> list[Taken]:
+        """``take`` each ``(kind, key_parts)`` in order; at the first full one, give back those
+        already taken and raise its ``RateLimited``: all counted, or none."""
+        taken: list[Taken] = []
+        try:
+            for kind, key_parts in wanted:
+                taken.append(self.take(kind, *key_parts, action_limits=action_limits))
+        except BaseException:
+            self.give_back(taken)
+            raise
+        return taken
+
+    def give_back(self, taken: Sequence[Taken]) -> None:
+        """Uncount events ``take`` counted (their windows free one place each at once)."""
+        for event in taken:
+            self._call(self._tokens.release, event.key, event.token)
 
     def record(
         self, kind: str, *key_parts: str, action_limits: Mapping[str, str] | None = None
@@ -257,6 +292,65 @@ class RateLimits:
             raise ServiceUnavailable("the rate limit store is unavailable") from exc
 
 
+@dataclass(frozen=True)
+class Taken:
+    """One event ``RateLimits.take`` counted, so that it can be given back."""
+
+    key: str
+    token: Any
+
+
+class _Tokens(Protocol):
+    """A moving window whose entries can be returned one by one."""
+
+    def acquire(self, key: str, limit: int, expiry: int) -> Any | None: ...
+
+    def release(self, key: str, token: Any) -> None: ...
+
+
+class _RedisTokens:
+    """``take``/``give_back`` on Redis: the moving window of ``limits`` (a list of timestamps,
+    newest first, trimmed to the limit), with the pushed entry returned as the token. Same
+    check as ``limits``' own script, in one script, so two instances can never both take the
+    last place; ``LREM`` of that exact entry gives it back."""
+
+    ACQUIRE = """
+local limit = tonumber(ARGV[2])
+local expiry = tonumber(ARGV[3])
+local entry = redis.call('lindex', KEYS[1], limit - 1)
+if entry and tonumber(entry) >= tonumber(ARGV[1]) - expiry then
+    return false
+end
+redis.call('lpush', KEYS[1], ARGV[1])
+redis.call('ltrim', KEYS[1], 0, limit - 1)
+redis.call('expire', KEYS[1], expiry)
+return ARGV[1]
+"""
+    RELEASE = "return redis.call('lrem', KEYS[1], 1, ARGV[1])"
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        connection = storage.get_connection()
+        self._acquire = connection.register_script(self.ACQUIRE)
+        self._release = connection.register_script(self.RELEASE)
+
+    def acquire(self, key: str, limit: int, expiry: int) -> Any | None:
+        stamp = repr(time.time())
+        done = self._run(self._acquire, key, [stamp, limit, expiry])
+        return stamp if done else None
+
+    def release(self, key: str, token: Any) -> None:
+        self._run(self._release, key, [token])
+
+    def _run(self, script: Any, key: str, args: list[Any]) -> Any:
+        from redis.exceptions import RedisError
+
+        try:
+            return script([self._storage.prefixed_key(key)], args)
+        except RedisError as exc:
+            raise StorageError(exc) from exc
+
+
 class _MemoryStorage(MemoryStorage):
     """``limits``' memory storage with its clean-up pass at most once a second.
 
@@ -272,6 +366,26 @@ class _MemoryStorage(MemoryStorage):
     def __init__(self, uri: str | None = None, **options: Any) -> None:
         self._next_cleanup = 0.0
         super().__init__(uri, **options)
+
+    def acquire(self, key: str, limit: int, expiry: int) -> Entry | None:
+        """``acquire_entry`` that returns the entry it added (``_Tokens``)."""
+        self._MemoryStorage__schedule_expiry()
+        with self.locks[key]:
+            events = self.events.setdefault(key, [])
+            entry = Entry(expiry)
+            if len(events) >= limit and events[limit - 1].atime >= entry.atime - expiry:
+                return None
+            events.insert(0, entry)
+            return entry
+
+    def release(self, key: str, token: Any) -> None:
+        """Remove the entry ``acquire`` returned, if it is still there."""
+        with self.locks[key]:
+            events = self.events.get(key, [])
+            for i, entry in enumerate(events):
+                if entry is token:
+                    del events[i]
+                    return
 
     def _MemoryStorage__schedule_expiry(self) -> None:
         now = time.monotonic()
@@ -334,76 +448,3 @@ def _window_text(seconds: int) -> str:
             count = seconds // size
             return unit if count == 1 else f"{count} {unit}s"
     return f"{seconds} s"
-
-
-def lockout_for(failed_verifications: int) -> timedelta | None:
-    """How long a subject stays locked after ``failed_verifications`` failed verifications.
-
-    Growing back-off: no lockout below 3; at 3 it is 15 minutes, and it doubles with every
-    further failed verification, capped at 24 hours::
-
-        lockout(n) = min(15 min * 2 ** (n - 3), 24 h)     for n >= 3
-
-        n = 3: 15 min   4: 30 min   5: 1 h   6: 2 h   7: 4 h   8: 8 h   9: 16 h   10+: 24 h
-
-    (15 min * 2**7 = 32 h is the first value over the cap, so every n >= 10 gives 24 h.)
-    Pure: the caller counts the subject's failed verifications and stores the lock.
-    """
-    if failed_verifications < LOCKOUT_THRESHOLD:
-        return None
-    # Capping the exponent keeps the arithmetic small for absurd counts.
-    doublings = min(failed_verifications - LOCKOUT_THRESHOLD, 16)
-    return min(LOCKOUT_BASE * 2**doublings, LOCKOUT_CAP)
-
-
-def guessing_budget(
-    limit: str = DEFAULTS["failed_proofs"],
-    code_space: int = 10**6,
-    drift_window: int = 3,
-    days: int = 30,
-    changing_code: bool = True,
-) -> dict[str, float]:
-    """What a throttle leaves an online guesser: the figures README quotes, computed exactly.
-
-    With the default ``10/15minutes`` per subject+factor the attacker makes at most
-    10 * (86400 / 900) = **960 guesses a day**. A 6-digit TOTP accepts ``drift_window`` = 3 of
-    the 10**6 codes at any moment (current step ±1, RFC 6238 §5.2), so each guess succeeds with
-    p = 3 / 10**6 = 3e-6. Codes change every 30 s, so guesses are independent trials:
-
-    - expected guesses 1 / p = 333,333, i.e. 333,333 / 960 = **~347 days**;
-    - P(success within 30 days) = 1 - (1 - p) ** (960 * 30) = 1 - (1 - 3e-6) ** 28,800
-      = **~8.28%**.
-
-    For a fixed secret (``changing_code=False``: a 6-digit PIN, ``drift_window=1``) the attacker
-    never repeats a wrong guess, so P = min(1, guesses / code_space): 28,800 / 10**6 = 2.88% in
-    30 days, and the expected count is (code_space + 1) / 2.
-
-    These are upper bounds for one subject+factor: the per-subject limit
-    (``subject_failures``, 20/hour across factors) and ``lockout_for`` cut them further.
-    Returns ``guesses_per_day``, ``p_per_guess``, ``expected_guesses``, ``expected_days``,
-    ``guesses_in_period``, ``p_success_in_period`` and ``days``.
-    """
-    item = parse_limit(limit)
-    if code_space < 1 or not 1 <= drift_window <= code_space or days < 1:
-        raise ValueError("need code_space >= drift_window >= 1 and days >= 1")
-    guesses_per_day = item.amount * 86400 / item.get_expiry()
-    guesses = guesses_per_day * days
-    p = drift_window / code_space
-    if changing_code:
-        expected = 1 / p
-        # 1 - (1 - p) ** n, computed without losing digits when p is tiny
-        p_success = -math.expm1(guesses * math.log1p(-p)) if p < 1 else 1.0
-    else:
-        # Sampling without replacement among code_space / drift_window candidates.
-        candidates = code_space / drift_window
-        expected = (candidates + 1) / 2
-        p_success = min(1.0, guesses / candidates)
-    return {
-        "guesses_per_day": guesses_per_day,
-        "p_per_guess": p,
-        "expected_guesses": expected,
-        "expected_days": expected / guesses_per_day,
-        "days": float(days),
-        "guesses_in_period": guesses,
-        "p_success_in_period": p_success,
-    }

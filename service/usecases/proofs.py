@@ -20,6 +20,7 @@ from service.domain.errors import (
 )
 from service.domain.policy import ActionPolicy, Decision
 from service.factors import device, sms, totp
+from service.ratelimit import Taken
 from service.storage import audit, replay
 from service.storage import factors as factor_store
 from service.storage import subjects as subject_store
@@ -129,8 +130,8 @@ def prove(
                 attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=False)
                 conn.commit()
             if attempt.options:
-                rules = _throttle(ctx, client, attempt, factor)
-                check = _verify(ctx, factor, proof, attempt, now)
+                rules, taken = _throttle(ctx, client, attempt, factor)
+                check = _verify_counted(ctx, taken, factor, proof, attempt, now)
                 with ctx.engine.begin() as conn:
                     attempt.record = pending(conn, client, verification_id, now, for_update=True)
                     outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
@@ -138,26 +139,45 @@ def prove(
         with ctx.engine.begin() as conn:
             attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=True)
             if attempt.options:
-                rules = _throttle(ctx, client, attempt, factor)
-                check = _verify(ctx, factor, proof, attempt, now)
+                rules, taken = _throttle(ctx, client, attempt, factor)
+                check = _verify_counted(ctx, taken, factor, proof, attempt, now)
                 outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
     if outcome is None:  # a signal arrived since the start: the policy no longer allows it
         raise deny(ctx, attempt.record, attempt.decision, now)
-    if not outcome.accepted:
-        # Counted after the commit so that a rolled-back attempt is never charged twice.
-        ctx.limits.record("failed_proofs", attempt.ref, factor, action_limits=rules.limits)
-        ctx.limits.record("subject_failures", attempt.ref, action_limits=rules.limits)
+    if outcome.accepted:
+        ctx.limits.give_back(taken)  # only failures use up the budget
     return outcome
 
 
 def _throttle(
     ctx: ServiceContext, client: ClientRecord, attempt: _Attempt, factor: str
-) -> ActionPolicy:
-    """Rate limits, before any verifier work (RFC 4226 §7.3, NIST SP 800-63B throttling)."""
+) -> tuple[ActionPolicy, list[Taken]]:
+    """Rate limits, before any verifier work (RFC 4226 §7.3, NIST SP 800-63B-4 throttling).
+
+    The attempt is counted as a failure here, in the same atomic step as the check, and given
+    back once it passed: checking before and counting after let parallel guesses through
+    together (10 allowed wrong PINs became 15-17 on PostgreSQL + Redis).
+    """
     rules = ctx.policy.action(attempt.record.action)
-    ctx.limits.check("failed_proofs", attempt.ref, factor, action_limits=rules.limits)
-    ctx.limits.check("subject_failures", attempt.ref, action_limits=rules.limits)
-    return rules
+    wanted = [("failed_proofs", (attempt.ref, factor)), ("subject_failures", (attempt.ref,))]
+    return rules, ctx.limits.take_all(wanted, action_limits=rules.limits)
+
+
+def _verify_counted(
+    ctx: ServiceContext,
+    taken: list[Taken],
+    factor: str,
+    proof: dict[str, Any],
+    attempt: _Attempt,
+    now: datetime,
+) -> _Check:
+    """``_verify``; an attempt that never got a verdict (a full argon2 gate, a fault) is given
+    back. Once the verifier answered, a failure stays counted whatever happens next."""
+    try:
+        return _verify(ctx, factor, proof, attempt, now)
+    except BaseException:
+        ctx.limits.give_back(taken)
+        raise
 
 
 def _settle(
@@ -188,8 +208,7 @@ def _settle(
         )
         return ProofOutcome(record.id, status, True, satisfied, token)
     failures, status = store.count_failure(conn, record.id, rules.failure_limit, now)
-    if status == "locked":
-        lock_subject_if_repeated(ctx, conn, subject, now)
+    lock_subject_if_repeated(ctx, conn, subject, now)  # every failure counts, not only locks
     if record.satisfied or status == "locked":
         # ASVS 6.3.4: one factor passed and another failed, or the attempt was locked.
         notify.event(
