@@ -21,7 +21,7 @@ from service import affinity
 from service.carrier.provider import CarrierProvider
 from service.crypto.keyring import KeyRing, load_key_ring
 from service.domain.clock import utcnow
-from service.domain.errors import RateLimited
+from service.domain.errors import ConfigError, RateLimited
 from service.domain.policy import Policy, load_policy
 from service.factors.knowledge import KnowledgeHasher
 from service.factors.sms import SmsSender, sender_from_spec
@@ -153,18 +153,25 @@ class ServiceContext:
         """Wire everything from settings: engine, key ring, policy, hasher, SMS sender."""
         keys = load_key_ring(settings.key_file, settings.keys_json, create=create_keys)
         audit.configure(keys.derived_key("audit-mac"))
+        policy = load_policy(settings.policy_file)
+        limits = RateLimits(settings.redis_url, dict(settings.rate_limits))
+        for name, rules in policy.actions.items():  # an action's own sms_sends, too
+            try:
+                limits.check_sms_share(rules.limits)
+            except ValueError as exc:
+                raise ConfigError("IDV_POLICY_FILE", f"actions.{name}.limits: {exc}") from None
         return cls(
             settings=settings,
             engine=make_engine(settings.database_url),
             keys=keys,
-            policy=load_policy(settings.policy_file),
+            policy=policy,
             hasher=KnowledgeHasher(
                 time_cost=settings.argon2_time_cost,
                 memory_cost_kib=settings.argon2_memory_kib,
                 parallelism=settings.argon2_parallelism,
             ),
             sms=sender_from_spec(settings.sms_sender),
-            limits=RateLimits(settings.redis_url, dict(settings.rate_limits)),
+            limits=limits,
             carrier=carrier_from_settings(settings),
             argon2_slots=Argon2Gate(settings.argon2_concurrency, nice=settings.argon2_nice),
         )

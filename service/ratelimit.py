@@ -56,6 +56,19 @@ DEFAULTS: Mapping[str, str] = {
     "ip": "120/minute",  # per source IP (context.ip): creations (carrier-grade NAT shares IPs)
     "client": "6000/minute",  # per client, every request
     "subject_failures": "20/hour",  # per subject, failed proofs across factors (drives lockout)
+    # SMS (issue 20 items 3, 4): ``sms_sends``/``sms_sends_daily`` above are per tenant and
+    # phone; these are per phone across tenants, a toll-fraud ceiling no tenant reaches alone
+    # (checked at start: it must exceed what one tenant's own budget lets through) ...
+    "sms_phone": "15/10minutes",
+    "sms_phone_daily": "60/day",
+    # ... per tenant, against SMS pumping (a real tenant's peak fits: raise them for a big one) ...
+    "sms_client": "120/minute",
+    "sms_client_daily": "20000/day",
+    # ... per tenant and calling code, for a tenant with no ``sms-regions`` set ...
+    "sms_calling_code": "30/minute",
+    # ... and an ``operator.alert`` when a tenant's sends in this window pass this many and
+    # three times its average over the previous hour.
+    "sms_surge": "20/minute",
     # T3: a support-desk operator reads at most this many subject records an hour ...
     "operator_reads": "60/hour",
     # ... and an alert fires (audit + webhook) as soon as one reads more than this many.
@@ -116,6 +129,7 @@ class RateLimits:
                 parse_limit(text)
             except ValueError as exc:
                 raise ValueError(f"rate limit {kind}: {exc}") from None
+        self.check_sms_share()
         if not key_prefix or ":" in key_prefix:
             raise ValueError(f"key_prefix must be non-empty and contain no ':': {key_prefix!r}")
         self.key_prefix = key_prefix
@@ -127,6 +141,27 @@ class RateLimits:
             if isinstance(self._storage, _MemoryStorage)
             else _RedisTokens(self._storage)
         )
+
+    def check_sms_share(self, action_limits: Mapping[str, str] | None = None) -> None:
+        """``ValueError`` unless a per-phone SMS ceiling exceeds the most one tenant's own
+        budget (``sms_sends``, ``sms_sends_daily``, with ``action_limits`` over them) can send
+        to one phone within the ceiling's window: no tenant may silence a phone for the others.
+
+        In any span of W seconds a moving window of ``a`` per ``w`` admits at most
+        ``a * ceil(W / w)`` events.
+        """
+        own = [
+            parse_limit(self.limit_for(k, action_limits)) for k in ("sms_sends", "sms_sends_daily")
+        ]
+        for kind in ("sms_phone", "sms_phone_daily"):
+            ceiling = parse_limit(self.limits[kind])
+            span = ceiling.get_expiry()
+            most = min(item.amount * -(-span // item.get_expiry()) for item in own)
+            if ceiling.amount <= most:
+                raise ValueError(
+                    f"rate limit {kind}: {self.limits[kind]} must exceed the {most} sends one "
+                    "tenant may make to a phone in that window (sms_sends, sms_sends_daily)"
+                )
 
     @property
     def shared(self) -> bool:
@@ -205,6 +240,19 @@ class RateLimits:
         """
         item, key = self._resolve(kind, key_parts, action_limits)
         self._acquire(item, key)
+
+    def tally(self, kind: str, *key_parts: str) -> tuple[int, int]:
+        """Count one event in fixed windows: (events in the current window of ``kind``'s
+        length, events in the previous hour). Two counters, no list: cheap enough for a rate
+        that is watched rather than limited (``sms_surge``)."""
+        window = parse_limit(self.limits[kind]).get_expiry()
+        now = time.time()
+        base = self._key(kind, key_parts, window)
+        current = self._call(self._storage.incr, f"{base}@{int(now // window)}", 2 * window)
+        hour = int(now // 3600)
+        self._call(self._storage.incr, f"{base}@h{hour}", 7200)
+        previous = self._call(self._storage.get, f"{base}@h{hour - 1}")
+        return int(current), int(previous)
 
     def remaining(
         self, kind: str, *key_parts: str, action_limits: Mapping[str, str] | None = None

@@ -23,6 +23,7 @@ class ClientRecord:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    sms_regions: frozenset[str] = frozenset()  # empty: any region (issue 20 item 4)
 
 
 def _record(row) -> ClientRecord:  # type: ignore[no-untyped-def]
@@ -35,6 +36,7 @@ def _record(row) -> ClientRecord:  # type: ignore[no-untyped-def]
         expires_at=opt(row.expires_at),
         revoked_at=opt(row.revoked_at),
         last_used_at=opt(row.last_used_at),
+        sms_regions=frozenset(filter(None, (row.sms_regions or "").split(","))),
     )
 
 
@@ -102,3 +104,13 @@ def touch(conn: Connection, client_id: str, now: datetime) -> None:
         )
         .values(last_used_at=now)
     )
+
+
+def set_sms_regions(conn: Connection, client_id: str, regions: frozenset[str]) -> bool:
+    """Set the regions a tenant may text (empty: any); True if the client exists."""
+    res = conn.execute(
+        update(clients)
+        .where(clients.c.id == client_id)
+        .values(sms_regions=",".join(sorted(regions)) or None)
+    )
+    return res.rowcount == 1

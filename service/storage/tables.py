@@ -46,6 +46,8 @@ clients = Table(
     Column("expires_at", TS),
     Column("revoked_at", TS),
     Column("last_used_at", TS),
+    # ISO 3166 regions the tenant may text (``CN,HK``); NULL: any, throttled per calling code.
+    Column("sms_regions", String(200)),
 )
 
 subjects = Table(
