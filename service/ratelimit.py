@@ -201,33 +201,29 @@ class RateLimits:
         overshooting a limit (a check before and a count after let 10 allowed guesses become
         15-17); ``give_back`` returns the event where that is safe, e.g. a proof that passed.
         """
-        item, key = self._resolve(kind, key_parts, action_limits)
-        token = self._call(self._tokens.acquire, key, item.amount, item.get_expiry())
-        if token is None:
-            start, _ = self._window(item, key)
-            raise self._limited(kind, item, start)
-        return Taken(key, token)
+        return self.take_all([(kind, key_parts)], action_limits=action_limits)[0]
 
     def take_all(
         self,
         wanted: Sequence[tuple[str, tuple[str, ...]]],
         action_limits: Mapping[str, str] | None = None,
     ) -> list[Taken]:
-        """``take`` each ``(kind, key_parts)`` in order; at the first full one, give back those
-        already taken and raise its ``RateLimited``: all counted, or none."""
-        taken: list[Taken] = []
-        try:
-            for kind, key_parts in wanted:
-                taken.append(self.take(kind, *key_parts, action_limits=action_limits))
-        except BaseException:
-            self.give_back(taken)
-            raise
-        return taken
+        """``take`` every ``(kind, key_parts)`` at once, all or none: when one window is full,
+        nothing is counted and its ``RateLimited`` is raised (one script, one round trip, on
+        Redis; the first full one in ``wanted`` order names the limit)."""
+        resolved = [(kind, *self._resolve(kind, parts, action_limits)) for kind, parts in wanted]
+        windows = [(key, item.amount, item.get_expiry()) for _, item, key in resolved]
+        tokens, full = self._call(self._tokens.acquire_all, windows)
+        if full >= 0:
+            kind, item, key = resolved[full]
+            start, _ = self._window(item, key)
+            raise self._limited(kind, item, start)
+        return [Taken(key, token) for (_, _, key), token in zip(resolved, tokens, strict=True)]
 
     def give_back(self, taken: Sequence[Taken]) -> None:
         """Uncount events ``take`` counted (their windows free one place each at once)."""
-        for event in taken:
-            self._call(self._tokens.release, event.key, event.token)
+        if taken:
+            self._call(self._tokens.release_all, [(event.key, event.token) for event in taken])
 
     def record(
         self, kind: str, *key_parts: str, action_limits: Mapping[str, str] | None = None
@@ -348,33 +344,49 @@ class Taken:
     token: Any
 
 
+Window = tuple[str, int, int]  # key, limit, expiry (seconds)
+
+
 class _Tokens(Protocol):
-    """A moving window whose entries can be returned one by one."""
+    """Moving windows whose entries are taken all or none, and returned one by one."""
 
-    def acquire(self, key: str, limit: int, expiry: int) -> Any | None: ...
+    def acquire_all(self, windows: Sequence[Window]) -> tuple[list[Any], int]:
+        """(one token per window, -1), or ([], index of the first full window)."""
+        ...
 
-    def release(self, key: str, token: Any) -> None: ...
+    def release_all(self, events: Sequence[tuple[str, Any]]) -> None: ...
 
 
 class _RedisTokens:
-    """``take``/``give_back`` on Redis: the moving window of ``limits`` (a list of timestamps,
-    newest first, trimmed to the limit), with the pushed entry returned as the token. Same
-    check as ``limits``' own script, in one script, so two instances can never both take the
-    last place; ``LREM`` of that exact entry gives it back."""
+    """``take``/``give_back`` on Redis over the moving windows of ``limits`` (a list of
+    timestamps per key, newest first, trimmed to the limit): the same check as ``limits``' own
+    script, for several windows in one script, so that two instances can never both take a
+    window's last place, and nothing is pushed unless every window has room. The pushed
+    timestamp is the token; ``LREM`` of that exact entry gives it back."""
 
     ACQUIRE = """
-local limit = tonumber(ARGV[2])
-local expiry = tonumber(ARGV[3])
-local entry = redis.call('lindex', KEYS[1], limit - 1)
-if entry and tonumber(entry) >= tonumber(ARGV[1]) - expiry then
-    return false
+local stamp = tonumber(ARGV[1])
+for i = 1, #KEYS do
+    local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+    local entry = redis.call('lindex', KEYS[i], limit - 1)
+    if entry and tonumber(entry) >= stamp - expiry then
+        return i
+    end
 end
-redis.call('lpush', KEYS[1], ARGV[1])
-redis.call('ltrim', KEYS[1], 0, limit - 1)
-redis.call('expire', KEYS[1], expiry)
-return ARGV[1]
+for i = 1, #KEYS do
+    local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+    redis.call('lpush', KEYS[i], ARGV[1])
+    redis.call('ltrim', KEYS[i], 0, limit - 1)
+    redis.call('expire', KEYS[i], expiry)
+end
+return 0
 """
-    RELEASE = "return redis.call('lrem', KEYS[1], 1, ARGV[1])"
+    RELEASE = """
+for i = 1, #KEYS do
+    redis.call('lrem', KEYS[i], 1, ARGV[i])
+end
+return #KEYS
+"""
 
     def __init__(self, storage: Any) -> None:
         self._storage = storage
@@ -382,19 +394,22 @@ return ARGV[1]
         self._acquire = connection.register_script(self.ACQUIRE)
         self._release = connection.register_script(self.RELEASE)
 
-    def acquire(self, key: str, limit: int, expiry: int) -> Any | None:
+    def acquire_all(self, windows: Sequence[Window]) -> tuple[list[Any], int]:
         stamp = repr(time.time())
-        done = self._run(self._acquire, key, [stamp, limit, expiry])
-        return stamp if done else None
+        args: list[Any] = [stamp]
+        for _, limit, expiry in windows:
+            args += [limit, expiry]
+        full = int(self._run(self._acquire, [key for key, _, _ in windows], args))
+        return ([], full - 1) if full else ([stamp] * len(windows), -1)
 
-    def release(self, key: str, token: Any) -> None:
-        self._run(self._release, key, [token])
+    def release_all(self, events: Sequence[tuple[str, Any]]) -> None:
+        self._run(self._release, [key for key, _ in events], [token for _, token in events])
 
-    def _run(self, script: Any, key: str, args: list[Any]) -> Any:
+    def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         from redis.exceptions import RedisError
 
         try:
-            return script([self._storage.prefixed_key(key)], args)
+            return script([self._storage.prefixed_key(key) for key in keys], args)
         except RedisError as exc:
             raise StorageError(exc) from exc
 
@@ -426,14 +441,26 @@ class _MemoryStorage(MemoryStorage):
             events.insert(0, entry)
             return entry
 
-    def release(self, key: str, token: Any) -> None:
-        """Remove the entry ``acquire`` returned, if it is still there."""
-        with self.locks[key]:
-            events = self.events.get(key, [])
-            for i, entry in enumerate(events):
-                if entry is token:
-                    del events[i]
-                    return
+    def acquire_all(self, windows: Sequence[Window]) -> tuple[list[Any], int]:
+        """``_Tokens``: one window after the other, the taken ones returned at a full one."""
+        taken: list[tuple[str, Any]] = []
+        for index, (key, limit, expiry) in enumerate(windows):
+            token = self.acquire(key, limit, expiry)
+            if token is None:
+                self.release_all(taken)
+                return [], index
+            taken.append((key, token))
+        return [token for _, token in taken], -1
+
+    def release_all(self, events: Sequence[tuple[str, Any]]) -> None:
+        """Remove the entries ``acquire`` returned, those still there."""
+        for key, token in events:
+            with self.locks[key]:
+                entries = self.events.get(key, [])
+                for i, entry in enumerate(entries):
+                    if entry is token:
+                        del entries[i]
+                        break
 
     def _MemoryStorage__schedule_expiry(self) -> None:
         now = time.monotonic()

@@ -98,3 +98,33 @@ def test_a_redis_restart_does_not_reset_the_lockout(user, ctx, redis_url):
     assert _locked(user)
     _flush_rate_limits(ctx, redis_url)
     assert _locked(user)
+
+
+def test_idv_subjects_unlock_also_forgets_the_failures_it_counted(user, settings, http, auth):
+    """After the desk unlocks a subject, its next failure is its first: no lock at the 16th."""
+    from click.testing import CliRunner
+
+    from service.cli import cli
+
+    user.add_totp()
+    _four_per_verification(user, 14)
+    _guess(user, user.start("login").json["verification_id"])
+    assert _locked(user)
+    env = {
+        "IDV_DATA_DIR": str(settings.data_dir),
+        "IDV_DATABASE_URL": settings.database_url,
+        "IDV_KEY_FILE": str(settings.key_file),
+    }
+    if settings.redis_url:
+        env["IDV_REDIS_URL"] = settings.redis_url
+    client_id = http.get("/v1/client", headers=auth).json["client_id"]
+    out = CliRunner().invoke(
+        cli, ["subjects", "unlock", client_id, "alice", "--operator", "d7"], env=env
+    )
+    assert out.exit_code == 0, out.output
+    user.advance(1)  # the unlock's moment lies behind the verifications opened next
+    assert not _locked(user)
+    _four_per_verification(user, 14)
+    assert not _locked(user)
+    _guess(user, user.start("login").json["verification_id"])
+    assert _locked(user)

@@ -203,3 +203,19 @@ def test_given_back_by_one_instance_is_free_for_the_other(redis_url, clock):
         first.take("failed_proofs", SUBJECT, FACTOR)
     clock.shift(15 * 60 + 1)  # and the window moves on as limits' own entries do
     assert second.remaining("failed_proofs", SUBJECT, FACTOR) == 10
+
+
+def test_take_all_counts_all_or_none_in_one_step(redis_url, clock):
+    rl = RateLimits(redis_url)
+    for _ in range(20):
+        rl.hit("subject_failures", SUBJECT)
+    wanted = [("failed_proofs", (SUBJECT, FACTOR)), ("subject_failures", (SUBJECT,))]
+    with pytest.raises(RateLimited, match="subject_failures"):
+        rl.take_all(wanted)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 10  # nothing pushed
+    rl.reset("subject_failures", SUBJECT)
+    taken = rl.take_all(wanted)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 9
+    rl.give_back(taken)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 10
+    assert rl.remaining("subject_failures", SUBJECT) == 20
