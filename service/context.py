@@ -25,6 +25,7 @@ from service.domain.errors import ConfigError, RateLimited
 from service.domain.policy import Policy, load_policy
 from service.factors.knowledge import KnowledgeHasher
 from service.factors.sms import SmsSender, sender_from_spec
+from service.guessing import NIST_CONSECUTIVE_FAILURES, daily_guesses
 from service.ratelimit import RateLimits
 from service.settings import ARGON2_IDLE, Settings
 from service.storage import audit
@@ -155,11 +156,23 @@ class ServiceContext:
         audit.configure(keys.derived_key("audit-mac"))
         policy = load_policy(settings.policy_file)
         limits = RateLimits(settings.redis_url, dict(settings.rate_limits))
-        for name, rules in policy.actions.items():  # an action's own sms_sends, too
+        failure_limit = min(rules.failure_limit for rules in policy.actions.values())
+        for name, rules in policy.actions.items():  # an action's own limits, too
             try:
                 limits.check_sms_share(rules.limits)
             except ValueError as exc:
                 raise ConfigError("IDV_POLICY_FILE", f"actions.{name}.limits: {exc}") from None
+            guesses = daily_guesses(
+                limits.limit_for("failed_proofs", rules.limits),
+                limits.limit_for("subject_failures"),
+                failure_limit,
+            )
+            if guesses >= NIST_CONSECUTIVE_FAILURES:
+                raise ConfigError(
+                    "IDV_POLICY_FILE",
+                    f"actions.{name}: the limits allow {guesses} failed proofs a day; NIST SP "
+                    f"800-63B-4 allows fewer than {NIST_CONSECUTIVE_FAILURES} in a row",
+                )
         return cls(
             settings=settings,
             engine=make_engine(settings.database_url),

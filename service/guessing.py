@@ -20,6 +20,7 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from datetime import timedelta
+from functools import lru_cache
 
 import limits
 
@@ -45,6 +46,9 @@ FACTOR_SPACES: Mapping[str, tuple[int, int, bool]] = {
     "recovery_code": (2**64, 10, False),
 }
 SMS_CODES_PER_PROOF = 5
+# NIST SP 800-63B-4 throttling: no more than 100 consecutive failed attempts per account. idv
+# refuses to start with limits that allow that many failed proofs in one day.
+NIST_CONSECUTIVE_FAILURES = 100
 
 
 def lockout_for(failures: int, failure_limit: int = 5) -> timedelta | None:
@@ -69,6 +73,7 @@ def lockout_for(failures: int, failure_limit: int = 5) -> timedelta | None:
     return min(LOCKOUT_BASE * 2**doublings, LOCKOUT_CAP)
 
 
+@lru_cache(maxsize=64)  # every ServiceContext checks its policy's actions at start
 def daily_guesses(
     failed_proofs: str, subject_failures: str, failure_limit: int, days: int = 7
 ) -> int:

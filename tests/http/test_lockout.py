@@ -128,3 +128,27 @@ def test_idv_subjects_unlock_also_forgets_the_failures_it_counted(user, settings
     assert not _locked(user)
     _guess(user, user.start("login").json["verification_id"])
     assert _locked(user)
+
+
+def test_a_policy_that_allows_100_failures_a_day_stops_start_up(settings, tmp_path):
+    """NIST SP 800-63B-4: no more than 100 consecutive failed attempts. A failure limit of 12
+    puts the lockout marks at 36, 48, ...: 108 failed proofs fit in a day, so idv refuses it."""
+    from dataclasses import replace
+
+    import pytest
+
+    from service.context import ServiceContext
+    from service.domain.errors import ConfigError
+
+    source = settings.policy_file.read_text()
+    assert "failure_limit = 5 " in source
+    for limit, refused in ((11, False), (12, True)):
+        policy = tmp_path / f"limit-{limit}.toml"
+        policy.write_text(source.replace("failure_limit = 5 ", f"failure_limit = {limit} ", 1))
+        if not refused:
+            ServiceContext.build(replace(settings, policy_file=policy)).engine.dispose()
+            continue
+        with pytest.raises(ConfigError) as err:
+            ServiceContext.build(replace(settings, policy_file=policy))
+        assert err.value.variable == "IDV_POLICY_FILE"
+        assert "108 failed proofs a day" in err.value.problem
