@@ -355,6 +355,8 @@ def subjects_unlock(client_id: str, subject_id: str, operator: str) -> None:
         if subject is None:
             raise click.ClickException("no such subject for that client")
         store.unlock(conn, subject.pk)
+        # The lockout counts failures from this moment on (``verifications.failures_since``).
+        store.record_event(conn, subject.pk, "unlocked", now)
         audit.append(
             conn,
             event="subject.unlocked",
@@ -435,6 +437,38 @@ def clients_attestation_key(client_id: str, pem_file: str) -> None:
     kid = register_key(_context(), client_id, pem)
     click.echo(f"attestation key for {client_id} (JWS header kid):")
     click.echo(kid)
+
+
+@clients.command("sms-regions")
+@click.argument("client_id")
+@click.argument("regions")
+def clients_sms_regions(client_id: str, regions: str) -> None:
+    """Let CLIENT_ID text only REGIONS (ISO 3166 codes, ``CN,HK``; ``any`` lifts the limit).
+
+    An SMS to a phone of another region is then 422 ``factor_not_allowed``: a loan platform in
+    China has no reason to text +882 (SMS pumping). Audited.
+    """
+    from service.storage import audit
+    from service.storage import clients as store
+    from service.usecases.sms_budget import parse_regions
+
+    try:
+        wanted = parse_regions(regions)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="REGIONS") from None
+    ctx = _context()
+    with ctx.engine.begin() as conn:
+        if not store.set_sms_regions(conn, client_id, wanted):
+            raise click.ClickException(f"no client {client_id}")
+        audit.append(
+            conn,
+            event="client.sms_regions",
+            outcome="ok",
+            now=ctx.clock(),
+            client_id=client_id,
+            detail={"regions": sorted(wanted)},
+        )
+    click.echo(f"{client_id} may text {', '.join(sorted(wanted)) or 'any region'}")
 
 
 def main() -> None:

@@ -21,10 +21,11 @@ from service import affinity
 from service.carrier.provider import CarrierProvider
 from service.crypto.keyring import KeyRing, load_key_ring
 from service.domain.clock import utcnow
-from service.domain.errors import RateLimited
+from service.domain.errors import ConfigError, RateLimited
 from service.domain.policy import Policy, load_policy
 from service.factors.knowledge import KnowledgeHasher
 from service.factors.sms import SmsSender, sender_from_spec
+from service.guessing import NIST_CONSECUTIVE_FAILURES, daily_guesses
 from service.ratelimit import RateLimits
 from service.settings import ARGON2_IDLE, Settings
 from service.storage import audit
@@ -158,18 +159,37 @@ class ServiceContext:
             profile=settings.crypto_profile,
         )
         audit.configure(keys.derived_keys("audit-mac"), settings.crypto_profile)
+        policy = load_policy(settings.policy_file)
+        limits = RateLimits(settings.redis_url, dict(settings.rate_limits))
+        failure_limit = min(rules.failure_limit for rules in policy.actions.values())
+        for name, rules in policy.actions.items():  # an action's own limits, too
+            try:
+                limits.check_sms_share(rules.limits)
+            except ValueError as exc:
+                raise ConfigError("IDV_POLICY_FILE", f"actions.{name}.limits: {exc}") from None
+            guesses = daily_guesses(
+                limits.limit_for("failed_proofs", rules.limits),
+                limits.limit_for("subject_failures"),
+                failure_limit,
+            )
+            if guesses >= NIST_CONSECUTIVE_FAILURES:
+                raise ConfigError(
+                    "IDV_POLICY_FILE",
+                    f"actions.{name}: the limits allow {guesses} failed proofs a day; NIST SP "
+                    f"800-63B-4 allows fewer than {NIST_CONSECUTIVE_FAILURES} in a row",
+                )
         return cls(
             settings=settings,
             engine=make_engine(settings.database_url),
             keys=keys,
-            policy=load_policy(settings.policy_file),
+            policy=policy,
             hasher=KnowledgeHasher(
                 time_cost=settings.argon2_time_cost,
                 memory_cost_kib=settings.argon2_memory_kib,
                 parallelism=settings.argon2_parallelism,
             ),
             sms=sender_from_spec(settings.sms_sender),
-            limits=RateLimits(settings.redis_url, dict(settings.rate_limits)),
+            limits=limits,
             carrier=carrier_from_settings(settings),
             argon2_slots=Argon2Gate(settings.argon2_concurrency, nice=settings.argon2_nice),
         )

@@ -2,7 +2,7 @@
 
 RFC 4226 §7.3 and NIST SP 800-63B ("no more than 100 consecutive failed attempts") require
 failed attempts to be throttled; OWASP ASVS 6.6.3 requires codes to be rate limited. idv is much
-stricter than NIST: see ``DEFAULTS`` and ``guessing_budget``.
+stricter than NIST: see ``DEFAULTS`` and ``service.guessing``.
 
 Storage is ``memory://`` (one process; the embedded default and tests) or ``redis://`` (shared by
 every instance: production with more than one process needs it, or each process keeps its own
@@ -28,25 +28,25 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import limits
 from limits.errors import ConfigurationError, StorageError
 from limits.storage import MemoryStorage, MovingWindowSupport, Storage, storage_from_string
+from limits.storage.memory import Entry
 
 from service.domain.errors import RateLimited, ServiceUnavailable
 
 log = logging.getLogger("idv.ratelimit")
 
 DEFAULTS: Mapping[str, str] = {
-    # Per subject+factor. NIST SP 800-63B caps at 100 consecutive failures; idv is far stricter.
-    # Against a 6-digit TOTP this leaves an attacker 960 guesses a day: expected ~347 days to
-    # succeed, P(success within 30 days) ~ 8.3% before the per-subject limit and lockout below
-    # cut it further (exact figures: ``guessing_budget()``, asserted in tests).
+    # Per subject+factor. NIST SP 800-63B-4 caps at 100 consecutive failures; idv is far
+    # stricter: with ``subject_failures`` and the subject lockout (``service.guessing``) an
+    # attacker gets 45 guesses a day (``guessing_budget()``, asserted against README in tests).
     "failed_proofs": "10/15minutes",
     "sms_sends": "5/10minutes",  # per phone (keyed hash); ASVS 6.6.3
     "sms_sends_daily": "20/day",  # per phone (keyed hash)
@@ -56,6 +56,19 @@ DEFAULTS: Mapping[str, str] = {
     "ip": "120/minute",  # per source IP (context.ip): creations (carrier-grade NAT shares IPs)
     "client": "6000/minute",  # per client, every request
     "subject_failures": "20/hour",  # per subject, failed proofs across factors (drives lockout)
+    # SMS (issue 20 items 3, 4): ``sms_sends``/``sms_sends_daily`` above are per tenant and
+    # phone; these are per phone across tenants, a toll-fraud ceiling no tenant reaches alone
+    # (checked at start: it must exceed what one tenant's own budget lets through) ...
+    "sms_phone": "15/10minutes",
+    "sms_phone_daily": "60/day",
+    # ... per tenant, against SMS pumping (a real tenant's peak fits: raise them for a big one) ...
+    "sms_client": "120/minute",
+    "sms_client_daily": "20000/day",
+    # ... per tenant and calling code, for a tenant with no ``sms-regions`` set ...
+    "sms_calling_code": "30/minute",
+    # ... and an ``operator.alert`` when a tenant's sends in this window pass this many and
+    # three times its average over the previous hour.
+    "sms_surge": "20/minute",
     # T3: a support-desk operator reads at most this many subject records an hour ...
     "operator_reads": "60/hour",
     # ... and an alert fires (audit + webhook) as soon as one reads more than this many.
@@ -74,11 +87,6 @@ REDIS_RETRIES = 1  # one retry covers a pooled connection that Redis closed; no 
 
 _MEMORY_URL = "memory://"
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+unix", "unix"})
-
-# Lockout: "subject lockout with growing back-off".
-LOCKOUT_THRESHOLD = 3
-LOCKOUT_BASE = timedelta(minutes=15)
-LOCKOUT_CAP = timedelta(hours=24)
 
 
 @lru_cache(maxsize=256)
@@ -126,12 +134,39 @@ class RateLimits:
                 parse_limit(text)
             except ValueError as exc:
                 raise ValueError(f"rate limit {kind}: {exc}") from None
+        self.check_sms_share()
         if not key_prefix or ":" in key_prefix:
             raise ValueError(f"key_prefix must be non-empty and contain no ':': {key_prefix!r}")
         self.key_prefix = key_prefix
         self.storage_url = storage_url or _MEMORY_URL
         self._storage = _make_storage(self.storage_url)
         self._moving = cast(MovingWindowSupport, self._storage)
+        self._tokens: _Tokens = (
+            self._storage
+            if isinstance(self._storage, _MemoryStorage)
+            else _RedisTokens(self._storage)
+        )
+
+    def check_sms_share(self, action_limits: Mapping[str, str] | None = None) -> None:
+        """``ValueError`` unless a per-phone SMS ceiling exceeds the most one tenant's own
+        budget (``sms_sends``, ``sms_sends_daily``, with ``action_limits`` over them) can send
+        to one phone within the ceiling's window: no tenant may silence a phone for the others.
+
+        In any span of W seconds a moving window of ``a`` per ``w`` admits at most
+        ``a * ceil(W / w)`` events.
+        """
+        own = [
+            parse_limit(self.limit_for(k, action_limits)) for k in ("sms_sends", "sms_sends_daily")
+        ]
+        for kind in ("sms_phone", "sms_phone_daily"):
+            ceiling = parse_limit(self.limits[kind])
+            span = ceiling.get_expiry()
+            most = min(item.amount * -(-span // item.get_expiry()) for item in own)
+            if ceiling.amount <= most:
+                raise ValueError(
+                    f"rate limit {kind}: {self.limits[kind]} must exceed the {most} sends one "
+                    "tenant may make to a phone in that window (sms_sends, sms_sends_daily)"
+                )
 
     @property
     def shared(self) -> bool:
@@ -159,10 +194,41 @@ class RateLimits:
         self, kind: str, *key_parts: str, action_limits: Mapping[str, str] | None = None
     ) -> None:
         """Consume one event; ``RateLimited`` (and nothing consumed) if already exhausted."""
-        item, key = self._resolve(kind, key_parts, action_limits)
-        if not self._acquire(item, key):
+        self.take(kind, *key_parts, action_limits=action_limits)
+
+    def take(
+        self, kind: str, *key_parts: str, action_limits: Mapping[str, str] | None = None
+    ) -> Taken:
+        """Count one event now, in the same atomic step as the check (one Lua script on Redis,
+        one lock in memory): ``RateLimited``, and nothing counted, if the window is full.
+
+        Counting an attempt *before* the work it guards is what keeps parallel requests from
+        overshooting a limit (a check before and a count after let 10 allowed guesses become
+        15-17); ``give_back`` returns the event where that is safe, e.g. a proof that passed.
+        """
+        return self.take_all([(kind, key_parts)], action_limits=action_limits)[0]
+
+    def take_all(
+        self,
+        wanted: Sequence[tuple[str, tuple[str, ...]]],
+        action_limits: Mapping[str, str] | None = None,
+    ) -> list[Taken]:
+        """``take`` every ``(kind, key_parts)`` at once, all or none: when one window is full,
+        nothing is counted and its ``RateLimited`` is raised (one script, one round trip, on
+        Redis; the first full one in ``wanted`` order names the limit)."""
+        resolved = [(kind, *self._resolve(kind, parts, action_limits)) for kind, parts in wanted]
+        windows = [(key, item.amount, item.get_expiry()) for _, item, key in resolved]
+        tokens, full = self._call(self._tokens.acquire_all, windows)
+        if full >= 0:
+            kind, item, key = resolved[full]
             start, _ = self._window(item, key)
             raise self._limited(kind, item, start)
+        return [Taken(key, token) for (_, _, key), token in zip(resolved, tokens, strict=True)]
+
+    def give_back(self, taken: Sequence[Taken]) -> None:
+        """Uncount events ``take`` counted (their windows free one place each at once)."""
+        if taken:
+            self._call(self._tokens.release_all, [(event.key, event.token) for event in taken])
 
     def record(
         self, kind: str, *key_parts: str, action_limits: Mapping[str, str] | None = None
@@ -175,6 +241,19 @@ class RateLimits:
         """
         item, key = self._resolve(kind, key_parts, action_limits)
         self._acquire(item, key)
+
+    def tally(self, kind: str, *key_parts: str) -> tuple[int, int]:
+        """Count one event in fixed windows: (events in the current window of ``kind``'s
+        length, events in the previous hour). Two counters, no list: cheap enough for a rate
+        that is watched rather than limited (``sms_surge``)."""
+        window = parse_limit(self.limits[kind]).get_expiry()
+        now = time.time()
+        base = self._key(kind, key_parts, window)
+        current = self._call(self._storage.incr, f"{base}@{int(now // window)}", 2 * window)
+        hour = int(now // 3600)
+        self._call(self._storage.incr, f"{base}@h{hour}", 7200)
+        previous = self._call(self._storage.get, f"{base}@h{hour - 1}")
+        return int(current), int(previous)
 
     def remaining(
         self, kind: str, *key_parts: str, action_limits: Mapping[str, str] | None = None
@@ -262,6 +341,84 @@ class RateLimits:
             raise ServiceUnavailable("the rate limit store is unavailable") from exc
 
 
+@dataclass(frozen=True)
+class Taken:
+    """One event ``RateLimits.take`` counted, so that it can be given back."""
+
+    key: str
+    token: Any
+
+
+Window = tuple[str, int, int]  # key, limit, expiry (seconds)
+
+
+class _Tokens(Protocol):
+    """Moving windows whose entries are taken all or none, and returned one by one."""
+
+    def acquire_all(self, windows: Sequence[Window]) -> tuple[list[Any], int]:
+        """(one token per window, -1), or ([], index of the first full window)."""
+        ...
+
+    def release_all(self, events: Sequence[tuple[str, Any]]) -> None: ...
+
+
+class _RedisTokens:
+    """``take``/``give_back`` on Redis over the moving windows of ``limits`` (a list of
+    timestamps per key, newest first, trimmed to the limit): the same check as ``limits``' own
+    script, for several windows in one script, so that two instances can never both take a
+    window's last place, and nothing is pushed unless every window has room. The pushed
+    timestamp is the token; ``LREM`` of that exact entry gives it back."""
+
+    ACQUIRE = """
+local stamp = tonumber(ARGV[1])
+for i = 1, #KEYS do
+    local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+    local entry = redis.call('lindex', KEYS[i], limit - 1)
+    if entry and tonumber(entry) >= stamp - expiry then
+        return i
+    end
+end
+for i = 1, #KEYS do
+    local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+    redis.call('lpush', KEYS[i], ARGV[1])
+    redis.call('ltrim', KEYS[i], 0, limit - 1)
+    redis.call('expire', KEYS[i], expiry)
+end
+return 0
+"""
+    RELEASE = """
+for i = 1, #KEYS do
+    redis.call('lrem', KEYS[i], 1, ARGV[i])
+end
+return #KEYS
+"""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        connection = storage.get_connection()
+        self._acquire = connection.register_script(self.ACQUIRE)
+        self._release = connection.register_script(self.RELEASE)
+
+    def acquire_all(self, windows: Sequence[Window]) -> tuple[list[Any], int]:
+        stamp = repr(time.time())
+        args: list[Any] = [stamp]
+        for _, limit, expiry in windows:
+            args += [limit, expiry]
+        full = int(self._run(self._acquire, [key for key, _, _ in windows], args))
+        return ([], full - 1) if full else ([stamp] * len(windows), -1)
+
+    def release_all(self, events: Sequence[tuple[str, Any]]) -> None:
+        self._run(self._release, [key for key, _ in events], [token for _, token in events])
+
+    def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        from redis.exceptions import RedisError
+
+        try:
+            return script([self._storage.prefixed_key(key) for key in keys], args)
+        except RedisError as exc:
+            raise StorageError(exc) from exc
+
+
 class _MemoryStorage(MemoryStorage):
     """``limits``' memory storage with its clean-up pass at most once a second.
 
@@ -277,6 +434,38 @@ class _MemoryStorage(MemoryStorage):
     def __init__(self, uri: str | None = None, **options: Any) -> None:
         self._next_cleanup = 0.0
         super().__init__(uri, **options)
+
+    def acquire(self, key: str, limit: int, expiry: int) -> Entry | None:
+        """``acquire_entry`` that returns the entry it added (``_Tokens``)."""
+        self._MemoryStorage__schedule_expiry()
+        with self.locks[key]:
+            events = self.events.setdefault(key, [])
+            entry = Entry(expiry)
+            if len(events) >= limit and events[limit - 1].atime >= entry.atime - expiry:
+                return None
+            events.insert(0, entry)
+            return entry
+
+    def acquire_all(self, windows: Sequence[Window]) -> tuple[list[Any], int]:
+        """``_Tokens``: one window after the other, the taken ones returned at a full one."""
+        taken: list[tuple[str, Any]] = []
+        for index, (key, limit, expiry) in enumerate(windows):
+            token = self.acquire(key, limit, expiry)
+            if token is None:
+                self.release_all(taken)
+                return [], index
+            taken.append((key, token))
+        return [token for _, token in taken], -1
+
+    def release_all(self, events: Sequence[tuple[str, Any]]) -> None:
+        """Remove the entries ``acquire`` returned, those still there."""
+        for key, token in events:
+            with self.locks[key]:
+                entries = self.events.get(key, [])
+                for i, entry in enumerate(entries):
+                    if entry is token:
+                        del entries[i]
+                        break
 
     def _MemoryStorage__schedule_expiry(self) -> None:
         now = time.monotonic()
@@ -339,76 +528,3 @@ def _window_text(seconds: int) -> str:
             count = seconds // size
             return unit if count == 1 else f"{count} {unit}s"
     return f"{seconds} s"
-
-
-def lockout_for(failed_verifications: int) -> timedelta | None:
-    """How long a subject stays locked after ``failed_verifications`` failed verifications.
-
-    Growing back-off: no lockout below 3; at 3 it is 15 minutes, and it doubles with every
-    further failed verification, capped at 24 hours::
-
-        lockout(n) = min(15 min * 2 ** (n - 3), 24 h)     for n >= 3
-
-        n = 3: 15 min   4: 30 min   5: 1 h   6: 2 h   7: 4 h   8: 8 h   9: 16 h   10+: 24 h
-
-    (15 min * 2**7 = 32 h is the first value over the cap, so every n >= 10 gives 24 h.)
-    Pure: the caller counts the subject's failed verifications and stores the lock.
-    """
-    if failed_verifications < LOCKOUT_THRESHOLD:
-        return None
-    # Capping the exponent keeps the arithmetic small for absurd counts.
-    doublings = min(failed_verifications - LOCKOUT_THRESHOLD, 16)
-    return min(LOCKOUT_BASE * 2**doublings, LOCKOUT_CAP)
-
-
-def guessing_budget(
-    limit: str = DEFAULTS["failed_proofs"],
-    code_space: int = 10**6,
-    drift_window: int = 3,
-    days: int = 30,
-    changing_code: bool = True,
-) -> dict[str, float]:
-    """What a throttle leaves an online guesser: the figures README quotes, computed exactly.
-
-    With the default ``10/15minutes`` per subject+factor the attacker makes at most
-    10 * (86400 / 900) = **960 guesses a day**. A 6-digit TOTP accepts ``drift_window`` = 3 of
-    the 10**6 codes at any moment (current step ±1, RFC 6238 §5.2), so each guess succeeds with
-    p = 3 / 10**6 = 3e-6. Codes change every 30 s, so guesses are independent trials:
-
-    - expected guesses 1 / p = 333,333, i.e. 333,333 / 960 = **~347 days**;
-    - P(success within 30 days) = 1 - (1 - p) ** (960 * 30) = 1 - (1 - 3e-6) ** 28,800
-      = **~8.28%**.
-
-    For a fixed secret (``changing_code=False``: a 6-digit PIN, ``drift_window=1``) the attacker
-    never repeats a wrong guess, so P = min(1, guesses / code_space): 28,800 / 10**6 = 2.88% in
-    30 days, and the expected count is (code_space + 1) / 2.
-
-    These are upper bounds for one subject+factor: the per-subject limit
-    (``subject_failures``, 20/hour across factors) and ``lockout_for`` cut them further.
-    Returns ``guesses_per_day``, ``p_per_guess``, ``expected_guesses``, ``expected_days``,
-    ``guesses_in_period``, ``p_success_in_period`` and ``days``.
-    """
-    item = parse_limit(limit)
-    if code_space < 1 or not 1 <= drift_window <= code_space or days < 1:
-        raise ValueError("need code_space >= drift_window >= 1 and days >= 1")
-    guesses_per_day = item.amount * 86400 / item.get_expiry()
-    guesses = guesses_per_day * days
-    p = drift_window / code_space
-    if changing_code:
-        expected = 1 / p
-        # 1 - (1 - p) ** n, computed without losing digits when p is tiny
-        p_success = -math.expm1(guesses * math.log1p(-p)) if p < 1 else 1.0
-    else:
-        # Sampling without replacement among code_space / drift_window candidates.
-        candidates = code_space / drift_window
-        expected = (candidates + 1) / 2
-        p_success = min(1.0, guesses / candidates)
-    return {
-        "guesses_per_day": guesses_per_day,
-        "p_per_guess": p,
-        "expected_guesses": expected,
-        "expected_days": expected / guesses_per_day,
-        "days": float(days),
-        "guesses_in_period": guesses,
-        "p_success_in_period": p_success,
-    }

@@ -31,6 +31,17 @@ def _unique_names(pairs: list[tuple[str, object]]) -> dict:
     return obj
 
 
+class _NotANumber(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> object:
+    """Refuse ``NaN``, ``Infinity`` and ``-Infinity``: RFC 8259 section 6 has no such numbers
+    (Python's json reads them by default), and no other parser in the chain need agree on them.
+    """
+    raise _NotANumber(name)
+
+
 def _all_storable(value: object) -> bool:
     """Every string in a parsed JSON value, member names included, is ``storable``.
 
@@ -78,9 +89,11 @@ def json_object(*, optional: bool = False) -> dict:
     if request.mimetype != "application/json":
         raise InvalidRequest("Content-Type must be application/json")
     try:
-        body = json.loads(raw, object_pairs_hook=_unique_names)
+        body = json.loads(raw, object_pairs_hook=_unique_names, parse_constant=_no_constant)
     except _RepeatedName:
         raise InvalidRequest("the body repeats a member name in one object") from None
+    except _NotANumber:
+        raise InvalidRequest("the body holds NaN or Infinity, which JSON has not") from None
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("the body is not valid JSON") from None
     if not isinstance(body, dict):

@@ -24,6 +24,7 @@ class ClientRecord:
     revoked_at: datetime | None
     last_used_at: datetime | None
     issuer: str | None = None  # the tenant's name in authenticator apps (otpauth issuer)
+    sms_regions: frozenset[str] = frozenset()  # empty: any region (issue 20 item 4)
 
 
 def _record(row) -> ClientRecord:  # type: ignore[no-untyped-def]
@@ -37,6 +38,7 @@ def _record(row) -> ClientRecord:  # type: ignore[no-untyped-def]
         revoked_at=opt(row.revoked_at),
         last_used_at=opt(row.last_used_at),
         issuer=row.issuer,
+        sms_regions=frozenset(filter(None, (row.sms_regions or "").split(","))),
     )
 
 
@@ -112,3 +114,13 @@ def touch(conn: Connection, client_id: str, now: datetime) -> None:
         )
         .values(last_used_at=now)
     )
+
+
+def set_sms_regions(conn: Connection, client_id: str, regions: frozenset[str]) -> bool:
+    """Set the regions a tenant may text (empty: any); True if the client exists."""
+    res = conn.execute(
+        update(clients)
+        .where(clients.c.id == client_id)
+        .values(sms_regions=",".join(sorted(regions)) or None)
+    )
+    return res.rowcount == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -108,6 +109,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(Path(parsed.database))
         # One connection per process: threads queue on the pool (a fast wake-up, in arrival
         # order) instead of sleeping in SQLite's busy handler, which made tail latency long.
         engine = create_engine(
@@ -208,6 +210,24 @@ def _reader(engine: Engine) -> Engine:
 
             _READERS[engine] = reader
         return reader
+
+
+def _owner_only(path: Path) -> None:
+    """Create the SQLite file 0600 (like the key file), or take group and other bits off one.
+
+    The database holds encrypted phones, factor secrets and the audit trail: no other local
+    user may read it (PIPL art. 51 access control). SQLite gives the ``-wal`` and ``-shm`` files
+    the mode of the database file (``robust_open`` in its unix VFS), so they follow; any that
+    exist from an older start are tightened here too.
+    """
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:
+            continue
 
 
 def sqlite_file(engine: Engine) -> bool:

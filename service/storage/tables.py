@@ -48,6 +48,8 @@ clients = Table(
     Column("last_used_at", TS),
     # The tenant's name in authenticator apps (otpauth issuer, e.g. 速借); NULL: IDV_ISSUER.
     Column("issuer", String(64)),
+    # ISO 3166 regions the tenant may text (``CN,HK``); NULL: any, throttled per calling code.
+    Column("sms_regions", String(200)),
 )
 
 subjects = Table(

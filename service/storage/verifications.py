@@ -6,12 +6,12 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from service.domain.clock import as_utc
 from service.storage.lean import Lean
 from service.storage.subjects import SubjectRecord, record_of
-from service.storage.tables import subjects, verifications
+from service.storage.tables import subject_events, subjects, verifications
 
 
 @dataclass(frozen=True)
@@ -316,11 +316,30 @@ def count_failure(
     return failures, "pending"
 
 
-def recent_outcomes(conn: Connection, subject_pk: int, since: datetime) -> list[str]:
-    """Statuses of a subject's verifications created since ``since`` (lockout back-off)."""
-    rows = conn.execute(
-        select(verifications.c.status).where(
-            verifications.c.subject_pk == subject_pk, verifications.c.created_at >= since
-        )
+def failures_since(conn: Connection, subject_pk: int, since: datetime) -> int:
+    """Failed proofs of a subject in its verifications open at some time after ``since`` (and
+    created after its last ``idv subjects unlock``): the count the subject lockout goes by.
+
+    From the database, not a rate-limit counter, so a Redis restarted without persistence
+    cannot wipe it. A verification lives minutes, so counting whole verifications that were
+    open within the window errs by at most its lifetime, towards locking. The subject row is
+    taken first (PostgreSQL ``FOR NO KEY UPDATE``, which the foreign keys of other writers'
+    inserts do not wait for): two failures of one subject racing in separate verifications
+    then count one after the other, and neither can miss the lockout mark between them.
+    """
+    conn.execute(
+        select(subjects.c.pk).where(subjects.c.pk == subject_pk).with_for_update(key_share=True)
     )
-    return [r.status for r in rows]
+    unlocked = (
+        select(func.max(subject_events.c.occurred_at))
+        .where(subject_events.c.subject_pk == subject_pk, subject_events.c.type == "unlocked")
+        .scalar_subquery()
+    )
+    total = conn.execute(
+        select(func.coalesce(func.sum(verifications.c.failures), 0)).where(
+            verifications.c.subject_pk == subject_pk,
+            verifications.c.expires_at > since,
+            (unlocked.is_(None)) | (verifications.c.created_at >= unlocked),
+        )
+    ).scalar_one()
+    return int(total)

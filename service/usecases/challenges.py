@@ -20,6 +20,7 @@ from service.storage import subjects as subject_store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
+from service.usecases import sms_budget
 from service.usecases.subjects import phone_of, subject_ref
 from service.usecases.verifications import (
     check_lock,
@@ -85,10 +86,10 @@ def _sms_challenge(
     """Issue an SMS code (stored only as an HMAC bound to the verification): phone, code, expiry."""
     phone = phone_of(ctx, subject)
     assert phone is not None and subject.phone_hash is not None  # sms implies a phone
-    # ASVS 6.6.3: SMS sends are limited per phone number (keyed hash, never the number).
+    # ASVS 6.6.3: SMS sends are limited per tenant and phone (keyed hash, never the number),
+    # per phone across tenants, per tenant, and to the tenant's regions (``sms_budget``).
     rules = ctx.policy.action(record.action).limits
-    ctx.limits.hit("sms_sends", subject.phone_hash, action_limits=rules)
-    ctx.limits.hit("sms_sends_daily", subject.phone_hash, action_limits=rules)
+    sms_budget.charge(ctx, conn, client, phone, subject.phone_hash, rules, now)
     code = sms.new_code()
     expires = now + timedelta(seconds=sms.CODE_TTL_SECONDS)
     digest = sms.code_digest(ctx.keys.derived_key("sms-code"), record.id, code, ctx.keys.profile)

@@ -25,6 +25,7 @@ from service.domain.policy import (
     completed_options,
 )
 from service.factors import attested, device, recovery_code, sms, totp
+from service.ratelimit import Taken
 from service.storage import attestations as attestation_store
 from service.storage import audit, replay
 from service.storage import factors as factor_store
@@ -144,8 +145,8 @@ def prove(
                 attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=False)
                 conn.commit()
             if attempt.options:
-                rules = _throttle(ctx, client, attempt, factor)
-                check = _verify(ctx, factor, proof, attempt, now)
+                rules, taken = _throttle(ctx, client, attempt, factor)
+                check = _verify_counted(ctx, taken, factor, proof, attempt, now)
                 with ctx.engine.begin() as conn:
                     attempt.record = pending(conn, client, verification_id, now, for_update=True)
                     outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
@@ -153,30 +154,49 @@ def prove(
         with ctx.engine.begin() as conn:
             attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=True)
             if attempt.options:
-                rules = _throttle(ctx, client, attempt, factor)
-                check = _verify(ctx, factor, proof, attempt, now)
+                rules, taken = _throttle(ctx, client, attempt, factor)
+                check = _verify_counted(ctx, taken, factor, proof, attempt, now)
                 outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
     if outcome is None:  # a signal arrived since the start: the policy no longer allows it
         raise deny(ctx, attempt.record, attempt.decision, now)
-    if outcome.accepted and factor == "attested":
-        watch_accepted(ctx, client)  # an operator.alert when the tenant's attestations spike
-    if not outcome.accepted:
-        # Counted after the commit so that a rolled-back attempt is never charged twice.
-        ctx.limits.record("failed_proofs", attempt.ref, factor, action_limits=rules.limits)
-        ctx.limits.record("subject_failures", attempt.ref, action_limits=rules.limits)
+    if outcome.accepted:
+        ctx.limits.give_back(taken)  # only failures use up the budget
+        if factor == "attested":
+            watch_accepted(ctx, client)  # an operator.alert when the tenant's attestations spike
     return outcome
 
 
 def _throttle(
     ctx: ServiceContext, client: ClientRecord, attempt: _Attempt, factor: str
-) -> ActionPolicy:
-    """Rate limits, before any verifier work (RFC 4226 §7.3, NIST SP 800-63B throttling)."""
+) -> tuple[ActionPolicy, list[Taken]]:
+    """Rate limits, before any verifier work (RFC 4226 §7.3, NIST SP 800-63B-4 throttling).
+
+    The attempt is counted as a failure here, in the same atomic step as the check, and given
+    back once it passed: checking before and counting after let parallel guesses through
+    together (10 allowed wrong PINs became 15-17 on PostgreSQL + Redis).
+    """
     rules = ctx.policy.action(attempt.record.action)
-    ctx.limits.check("failed_proofs", attempt.ref, factor, action_limits=rules.limits)
-    ctx.limits.check("subject_failures", attempt.ref, action_limits=rules.limits)
     if factor == "attested":  # per tenant: one tenant's flood of tokens stays its own problem
         ctx.limits.hit("attestations", client.id)
-    return rules
+    wanted = [("failed_proofs", (attempt.ref, factor)), ("subject_failures", (attempt.ref,))]
+    return rules, ctx.limits.take_all(wanted, action_limits=rules.limits)
+
+
+def _verify_counted(
+    ctx: ServiceContext,
+    taken: list[Taken],
+    factor: str,
+    proof: dict[str, Any],
+    attempt: _Attempt,
+    now: datetime,
+) -> _Check:
+    """``_verify``; an attempt that never got a verdict (a full argon2 gate, a fault) is given
+    back. Once the verifier answered, a failure stays counted whatever happens next."""
+    try:
+        return _verify(ctx, factor, proof, attempt, now)
+    except BaseException:
+        ctx.limits.give_back(taken)
+        raise
 
 
 def _settle(
@@ -219,8 +239,7 @@ def _settle(
         left = max(0, rules.failure_limit - record.failures)
         return ProofOutcome(record.id, status, True, satisfied, token, attempts_left=left)
     failures, status = store.count_failure(conn, record.id, rules.failure_limit, now)
-    if status == "locked":
-        lock_subject_if_repeated(ctx, conn, subject, now)
+    lock_subject_if_repeated(ctx, conn, subject, now)  # every failure counts, not only locks
     if record.satisfied or status == "locked":
         # ASVS 6.3.4: one factor passed and another failed, or the attempt was locked.
         notify.event(

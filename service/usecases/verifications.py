@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -21,7 +21,7 @@ from service.domain.errors import (
     RateLimited,
 )
 from service.domain.policy import ActionPolicy, Decision, decide, open_options
-from service.ratelimit import lockout_for
+from service.guessing import LOCKOUT_WINDOW, lockout_for
 from service.storage import audit
 from service.storage import subjects as subject_store
 from service.storage import verifications as store
@@ -277,13 +277,16 @@ def check_lock(subject: SubjectRecord, now: datetime) -> None:
         raise RateLimited("the subject is locked out after repeated failures", retry_after=wait)
 
 
-# -- challenges --------------------------------------------------------------------------------
 def lock_subject_if_repeated(
     ctx: ServiceContext, conn: Connection, subject: SubjectRecord, now: datetime
 ) -> None:
-    """Lock the subject out with growing back-off after repeated locked verifications."""
-    locked = store.recent_outcomes(conn, subject.pk, now - timedelta(hours=24)).count("locked")
-    pause = lockout_for(locked)
+    """After a failed proof: lock the subject when its failures of the last 24 h reach a mark
+    (15, 20, 25, ... with the default failure limit of 5; ``service.guessing.lockout_for``),
+    however they were spread over verifications (NIST SP 800-63B-4 throttling)."""
+    failures = store.failures_since(conn, subject.pk, now - LOCKOUT_WINDOW)
+    # 3 × the strictest action's failure limit: an attacker gains nothing by choosing an action.
+    limit = min(rules.failure_limit for rules in ctx.policy.actions.values())
+    pause = lockout_for(failures, limit)
     if pause is not None:
         subject_store.lock(conn, subject.pk, now + pause)
         # API.md, Recovery: a lockout extends a waiting recovery's completion window.

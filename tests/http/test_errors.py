@@ -274,3 +274,29 @@ def test_a_transaction_lost_to_a_conflict_is_409_and_a_database_fault_503(
     else:
         assert (r.status_code, r.json["error"]) == (503, "service_unavailable")
         assert r.headers["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{"subject_id": "alice", "action": "login", "context": {"risk": %s}}',
+        '{"subject_id": "alice", "action": "login", "context": {"geo": [1, {"lat": %s}]}}',
+        '{"subject_id": "alice", "action": "login", "extra": %s}',
+    ],
+)
+def test_nan_and_infinity_anywhere_in_a_body_are_400_and_write_nothing(
+    http, auth, user, ctx, template, number
+):
+    """RFC 8259 §6: JSON has no NaN or Infinity. Python's json reads them unless told not to,
+    and they used to reach ``context`` (and the audit entry written from it)."""
+    before = _rows(ctx)
+    r = http.post(
+        "/v1/verifications", data=template % number, content_type="application/json", headers=auth
+    )
+    assert r.status_code == 400, r.get_data(as_text=True)
+    assert r.json == {
+        "error": "invalid_request",
+        "message": "the body holds NaN or Infinity, which JSON has not",
+    }
+    assert _rows(ctx) == before

@@ -186,14 +186,15 @@ def test_a_post_without_the_header_costs_no_statement(user, http, auth, ctx):
 class Gate:
     """Holds the first enrolment inside the use case until released."""
 
-    def __init__(self, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, monkeypatch, first_only: bool = False) -> None:  # type: ignore[no-untyped-def]
         self.entered, self.release, self.calls = threading.Event(), threading.Event(), 0
         real = factor_usecases.enroll
 
         def held(*args):  # type: ignore[no-untyped-def]
             self.calls += 1
             self.entered.set()
-            assert self.release.wait(30)
+            if not first_only or self.calls == 1:
+                assert self.release.wait(30)
             return real(*args)
 
         monkeypatch.setattr(factor_usecases, "enroll", held)
@@ -228,14 +229,14 @@ def test_racing_requests_with_one_key_one_runs_the_others_get_409(app, user, aut
 
 
 def test_a_claim_whose_request_died_is_taken_over(app, user, auth, ctx, monkeypatch):
-    gate = Gate(monkeypatch)
+    gate = Gate(monkeypatch, first_only=True)
     with ThreadPoolExecutor(1) as pool:
         stuck = pool.submit(enroll, app.test_client(), keyed(auth, "stuck"))
         assert gate.entered.wait(30)
         assert enroll(app.test_client(), keyed(auth, "stuck")).status_code == 409
         user.advance(61)  # no request runs this long: the first one is presumed dead
+        taken = enroll(app.test_client(), keyed(auth, "stuck"))  # runs while the first hangs
         gate.release.set()
-        taken = enroll(app.test_client(), keyed(auth, "stuck"))
         late = stuck.result(timeout=30)
     assert taken.status_code == late.status_code == 201 and gate.calls == 2
     # The answer kept is the one of the request that held the claim last.

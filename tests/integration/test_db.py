@@ -258,3 +258,35 @@ def test_a_decision_reads_the_latest_carrier_event_of_each_type_by_index(
             seeks = [line for line in lines if "using uq_carrier_events_event" in line]
             assert len(seeks) == 4 and not [s for s in lines if "Seq Scan on carrier" in s], lines
             assert [s for s in lines if "Index Only Scan using pk_attestation_keys" in s], lines
+
+
+def test_the_sqlite_file_and_its_wal_and_shm_are_created_0600(tmp_path) -> None:
+    """The database holds encrypted phones, factor secrets and the audit trail: owner-only,
+    like the key file, whatever the umask (PIPL art. 51 access control)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "data" / "idv.db"
+        engine = db.make_engine(f"sqlite:///{path}")
+        db.upgrade(engine)
+        with engine.begin() as conn:  # a write: the -wal and -shm files exist now
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        names = [path, path.with_name("idv.db-wal"), path.with_name("idv.db-shm")]
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in names}
+        db.dispose(engine)
+    finally:
+        os.umask(old)
+    assert modes == {"idv.db": 0o600, "idv.db-wal": 0o600, "idv.db-shm": 0o600}
+
+
+def test_an_existing_world_readable_sqlite_file_is_tightened_at_start(tmp_path) -> None:
+    import stat
+
+    path = tmp_path / "idv.db"
+    path.touch(mode=0o644)
+    path.chmod(0o644)
+    engine = db.make_engine(f"sqlite:///{path}")
+    db.dispose(engine)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

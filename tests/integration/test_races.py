@@ -286,3 +286,54 @@ def test_erasing_a_subject_while_it_is_in_use_is_never_a_5xx_nor_a_deadlock(
         assert counts["204"] >= 1, counts  # the subject was erased, whoever else won
     # A deadlock's victim is a 409 now (``http.errors``), and still one too many.
     assert not [r for r in caplog.records if "DeadlockDetected" in r.getMessage()]
+
+
+def _wrong_totp(secret: str) -> str:
+    totp = pyotp.TOTP(secret)
+    valid = {totp.at(time.time() + drift) for drift in (-60, -30, 0, 30, 60)}
+    return next(c for c in ("000000", "111111", "222222", "333333") if c not in valid)
+
+
+def _guess_race(app, auth, vids, body):
+    def prove(vid):
+        return lambda c: c.post(f"/v1/verifications/{vid}/proofs", json=body, headers=auth)
+
+    return Counter(outcome(r) for r in run_together(app, [prove(v) for v in vids]))
+
+
+def test_50_wrong_totp_codes_at_once_get_exactly_the_limit_through(app, user, auth):
+    """RFC 4226 §7.3: 10 failed proofs per subject and factor per 15 minutes, however many
+    arrive at once. Checking before and counting after the commit let 15-18 through; the
+    attempt is now counted first, atomically (memory lock, Redis script)."""
+    user.add_totp()
+    vids = [user.start("login").json["verification_id"] for _ in range(WORKERS)]
+    counts = _guess_race(app, auth, vids, {"factor": "totp", "code": _wrong_totp(user.totp_secret)})
+    assert counts == {"pending accepted=False": 10, "429 rate_limited": WORKERS - 10}, counts
+
+
+def test_50_wrong_pins_at_once_get_exactly_the_limit_through(settings, clock):
+    """The same for PINs, with an argon2 gate wide enough to let all 50 reach the limiter
+    (13 slots × 4 places: the gate's own 429s would hide an overshoot)."""
+    from dataclasses import replace
+
+    from service.app import create_app
+    from service.context import ServiceContext
+    from service.storage.db import dispose
+    from service.usecases.clients import create_client
+    from tests.http.flow import User
+
+    ctx = ServiceContext.build(replace(settings, argon2_concurrency=13))
+    try:
+        wide = create_app(context=ctx)
+        auth = {"Authorization": f"Bearer {create_client(ctx, 't', ['verify'])[1]}"}
+        user = User(wide.test_client(), auth, clock=clock)
+        assert user.put().status_code == 201
+        user.add_pin()
+        vids = [user.start("view_personal_data").json["verification_id"] for _ in range(WORKERS)]
+        counts = _guess_race(wide, auth, vids, {"factor": "knowledge", "secret": "Wrong-4821"})
+        assert counts == {"pending accepted=False": 10, "429 rate_limited": WORKERS - 10}, counts
+        # The right PIN is refused too now: the failures used up the window.
+        r = user.prove(vids[0], {"factor": "knowledge", "secret": "739184"})
+        assert r.status_code == 429
+    finally:
+        dispose(ctx.engine)

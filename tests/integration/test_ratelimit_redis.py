@@ -5,6 +5,7 @@ Uses database 14 (``IDV_TEST_RATELIMIT_REDIS_URL`` to change it), flushed around
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -144,7 +145,7 @@ def test_construction_does_not_connect():
     assert rl.shared
 
 
-@pytest.mark.parametrize("operation", ["check", "hit", "record", "remaining", "reset"])
+@pytest.mark.parametrize("operation", ["check", "hit", "take", "record", "remaining", "reset"])
 def test_redis_down_is_service_unavailable_quickly(operation):
     rl = RateLimits(DOWN_URL)
     started = time.monotonic()
@@ -168,3 +169,53 @@ def test_redis_down_logs_without_the_password(caplog):
         rl.check("ip", "10.0.0.1")
     assert "rate limit storage" in caplog.text
     assert "hunter2" not in caplog.text
+
+
+def test_fifty_takes_from_two_instances_at_once_count_exactly_the_limit(redis_url):
+    """Check and count in one script: no interleaving of two instances lets an 11th through."""
+    import threading
+
+    instances = [RateLimits(redis_url), RateLimits(redis_url)]
+    barrier, won = threading.Barrier(50), []
+
+    def race(rl: RateLimits) -> None:
+        barrier.wait()
+        with contextlib.suppress(RateLimited):
+            won.append(rl.take("failed_proofs", SUBJECT, FACTOR))
+
+    threads = [threading.Thread(target=race, args=(instances[i % 2],)) for i in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 10
+
+
+def test_given_back_by_one_instance_is_free_for_the_other(redis_url, clock):
+    first, second = RateLimits(redis_url), RateLimits(redis_url)
+    taken = [first.take("failed_proofs", SUBJECT, FACTOR) for _ in range(10)]
+    with pytest.raises(RateLimited):
+        second.take("failed_proofs", SUBJECT, FACTOR)
+    first.give_back(taken[:1])  # equal timestamps under a frozen clock: exactly one goes
+    assert second.remaining("failed_proofs", SUBJECT, FACTOR) == 1
+    second.take("failed_proofs", SUBJECT, FACTOR)
+    with pytest.raises(RateLimited):
+        first.take("failed_proofs", SUBJECT, FACTOR)
+    clock.shift(15 * 60 + 1)  # and the window moves on as limits' own entries do
+    assert second.remaining("failed_proofs", SUBJECT, FACTOR) == 10
+
+
+def test_take_all_counts_all_or_none_in_one_step(redis_url, clock):
+    rl = RateLimits(redis_url)
+    for _ in range(20):
+        rl.hit("subject_failures", SUBJECT)
+    wanted = [("failed_proofs", (SUBJECT, FACTOR)), ("subject_failures", (SUBJECT,))]
+    with pytest.raises(RateLimited, match="subject_failures"):
+        rl.take_all(wanted)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 10  # nothing pushed
+    rl.reset("subject_failures", SUBJECT)
+    taken = rl.take_all(wanted)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 9
+    rl.give_back(taken)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 10
+    assert rl.remaining("subject_failures", SUBJECT) == 20

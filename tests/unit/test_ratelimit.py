@@ -1,19 +1,17 @@
-"""Rate limits on memory:// (RFC 4226 §7.3, NIST SP 800-63B throttling, ASVS 6.6.3), lockout
-back-off and the guessing arithmetic README quotes."""
+"""Rate limits on memory:// (RFC 4226 §7.3, NIST SP 800-63B throttling, ASVS 6.6.3): windows,
+keys, overrides, and counting an attempt before the work it guards (``take``/``give_back``)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from datetime import timedelta
 
 import pytest
 import time_machine
-from hypothesis import given
-from hypothesis import strategies as st
 
 from service.domain.errors import RateLimited
 from service.domain.policy_file import LIMIT_KEYS
-from service.ratelimit import DEFAULTS, RateLimits, guessing_budget, lockout_for
+from service.ratelimit import DEFAULTS, RateLimits
 
 T0 = 1_700_000_000.0  # a fixed wall clock: limits reads time.time()
 SUBJECT, FACTOR = "sub_3f9a", "totp"
@@ -280,55 +278,40 @@ def test_rate_limited_message_names_the_limit(rl):
         rl.hit("failed_proofs", SUBJECT, FACTOR)
 
 
-# -- lockout ----------------------------------------------------------------------------------
+def test_take_counts_at_once_and_give_back_frees_the_place(rl):
+    taken = [rl.take("failed_proofs", SUBJECT, FACTOR) for _ in range(10)]
+    with pytest.raises(RateLimited):
+        rl.take("failed_proofs", SUBJECT, FACTOR)
+    rl.give_back(taken[3:4])  # a proof that passed: its place is free again, and only its
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 1
+    rl.take("failed_proofs", SUBJECT, FACTOR)
+    with pytest.raises(RateLimited):
+        rl.take("failed_proofs", SUBJECT, FACTOR)
 
 
-@pytest.mark.parametrize(
-    ("failed", "lock"),
-    [
-        (0, None),
-        (2, None),
-        (3, timedelta(minutes=15)),
-        (4, timedelta(minutes=30)),
-        (5, timedelta(hours=1)),
-        (6, timedelta(hours=2)),
-        (9, timedelta(hours=16)),
-        (10, timedelta(hours=24)),
-        (11, timedelta(hours=24)),
-        (10**9, timedelta(hours=24)),
-    ],
-)
-def test_lockout_grows_by_doubling_and_is_capped_at_a_day(failed, lock):
-    assert lockout_for(failed) == lock
+def test_take_all_counts_all_or_none(rl):
+    for _ in range(20):
+        rl.hit("subject_failures", SUBJECT)
+    wanted = [("failed_proofs", (SUBJECT, FACTOR)), ("subject_failures", (SUBJECT,))]
+    with pytest.raises(RateLimited, match="subject_failures"):
+        rl.take_all(wanted)
+    assert rl.remaining("failed_proofs", SUBJECT, FACTOR) == 10  # given back
 
 
-@given(st.integers(min_value=-5, max_value=10_000))
-def test_lockout_never_shrinks_with_more_failures(n):
-    now, then = lockout_for(n), lockout_for(n + 1)
-    assert (now or timedelta(0)) <= (then or timedelta(0)) <= timedelta(hours=24)
+def test_fifty_threads_take_exactly_the_limit(rl):
+    """The check and the count are one step: no interleaving lets an 11th through."""
+    import threading
 
+    barrier, won = threading.Barrier(50), []
 
-# -- guessing arithmetic (README quotes these figures) ----------------------------------------
+    def race() -> None:
+        barrier.wait()
+        with contextlib.suppress(RateLimited):
+            won.append(rl.take("failed_proofs", SUBJECT, FACTOR))
 
-
-def test_guessing_budget_for_totp_behind_the_default_limit():
-    budget = guessing_budget()
-    assert budget["guesses_per_day"] == 960
-    assert budget["p_per_guess"] == pytest.approx(3e-6)
-    assert round(budget["expected_guesses"]) == 333_333
-    assert round(budget["expected_days"]) == 347
-    assert budget["guesses_in_period"] == 28_800
-    assert budget["p_success_in_period"] == pytest.approx(1 - (1 - 3e-6) ** 28_800, rel=1e-9)
-    assert round(budget["p_success_in_period"] * 100, 2) == 8.28
-
-
-def test_guessing_budget_for_a_fixed_six_digit_pin():
-    budget = guessing_budget(drift_window=1, changing_code=False)
-    assert budget["p_success_in_period"] == pytest.approx(0.0288)
-    assert budget["expected_guesses"] == pytest.approx(500_000.5)
-
-
-def test_guessing_budget_follows_the_limit():
-    assert guessing_budget("20/hour")["guesses_per_day"] == 480
-    with pytest.raises(ValueError):
-        guessing_budget("often")
+    threads = [threading.Thread(target=race) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 10
