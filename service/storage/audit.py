@@ -1,7 +1,9 @@
 """The audit trail: one row per decision or change, append-only and tamper-evident (T3, T4).
 
 Subjects appear only pseudonymised (a keyed hash), never with a phone number, code or secret;
-``append`` refuses a ``detail`` whose keys name one.
+``append`` refuses a ``detail`` whose keys name one. Client addresses are kept truncated to
+their /24 (IPv4) or /48 (IPv6) network (``service.domain.addresses``): an erased subject's full
+address stays nowhere (PIPL art. 47, 51).
 
 **A chain per writer.** Every entry belongs to a writer and carries its sequence number in
 that writer's chain, the hash of the writer's previous entry, its own hash (SHA-256 over a
@@ -67,6 +69,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
 
+from service.domain.addresses import truncated_network
 from service.domain.clock import as_utc
 from service.storage.lean import Lean
 from service.storage.tables import audit_heads, audit_log
@@ -271,7 +274,7 @@ def append(
         "subject_ref": subject_ref,
         "outcome": outcome,
         "detail": canonical_detail(detail),
-        "ip": ip,
+        "ip": truncated_network(ip),  # never the host: it would outlive an erasure
         "anchors": anchors,
     }
     if remembered is not None:
