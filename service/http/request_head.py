@@ -1,0 +1,54 @@
+"""Where a request's head ends and how much body follows it: read on the poller, not a thread.
+
+``service.http.server.Worker`` collects a request's bytes on gunicorn's poller thread and hands
+the connection to a request thread only once they are all there (issue 20, item 5: forty
+clients that each sent one header line every 2 s held every request thread). These functions
+only decide *when* the bytes are complete; gunicorn's own parser still reads every byte and
+refuses what is malformed, with the statuses it always used. So when in doubt (a framing this
+code does not follow, a conflict, an ``Expect``) they say "hand it over now", never "wait".
+"""
+
+from __future__ import annotations
+
+import re
+
+# Larger than any head gunicorn accepts with idv's limits (request line 8190 bytes, 100
+# fields of 8190): a head still without its end past this is answered 431 by the poller.
+HEAD_MAX = 64 * 1024
+# The largest body idv reads (API.md: request bodies are limited to 1 MiB).
+BODY_MAX = 1 << 20
+
+_END = re.compile(rb"\r?\n\r?\n")
+_FIELD = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*\r?$", re.MULTILINE)
+
+
+def head_end(buf: bytes) -> int | None:
+    """Offset just after the blank line that ends the head, or None while it is incomplete.
+
+    A bare LF counts (RFC 9112 §2.2 lets a recipient accept one) so that gunicorn, not a wait,
+    answers a head that uses them (it refuses them: 400).
+    """
+    match = _END.search(buf)
+    return match.end() if match else None
+
+
+def body_to_wait_for(head: bytes) -> int:
+    """How many body bytes to collect on the poller before a thread reads the request.
+
+    A single well-formed ``Content-Length`` up to ``BODY_MAX``: that many. Anything else is 0,
+    handed over at once: ``Transfer-Encoding`` (chunked bodies are read on the thread, within
+    ``IDV_CLIENT_TIMEOUT`` per read), ``Expect`` (the client waits for ``100 Continue`` before
+    its body), repeated or malformed lengths and bodies over the limit (gunicorn or Flask
+    refuse them without reading them).
+    """
+    lengths: list[bytes] = []
+    for name, value in _FIELD.findall(head):
+        lowered = name.lower()
+        if lowered in (b"transfer-encoding", b"expect"):
+            return 0
+        if lowered == b"content-length":
+            lengths.append(value)
+    if len(lengths) != 1 or not lengths[0].isdigit() or len(lengths[0]) > 8:
+        return 0
+    length = int(lengths[0])
+    return length if length <= BODY_MAX else 0
