@@ -41,6 +41,9 @@ def body_to_wait_for(head: bytes) -> int:
     its body), repeated or malformed lengths and bodies over the limit (gunicorn or Flask
     refuse them without reading them).
     """
+    lowered_head = head.lower()
+    if b"content-length" not in lowered_head:  # the common GET: no field to look at
+        return 0
     lengths: list[bytes] = []
     for name, value in _FIELD.findall(head):
         lowered = name.lower()

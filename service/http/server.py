@@ -176,10 +176,10 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         self._collect(_Conn(self.cfg, sock, addr, listener.getsockname()), b"")
 
     def on_client_socket_readable(self, conn: _Conn, client: Any) -> None:
-        """A kept-alive connection's next request begins: collect it like a new one's."""
-        self.poller.unregister(client)
+        """A kept-alive connection's next request begins: collect it like a new one's (it stays
+        registered, with the collecting callback: no more poller calls than gunicorn makes)."""
         self.keepalived_conns.remove(conn)
-        self._collect(conn, b"")
+        self._collect(conn, b"", registered=True)
         self._on_readable(conn, client)
 
     def finish_request(self, conn: _Conn, fs: Any) -> None:
@@ -195,12 +195,16 @@ class Worker(ThreadWorker):  # type: ignore[misc]
                 return
         super().finish_request(conn, fs)
 
-    def _collect(self, conn: _Conn, collected: bytes) -> None:
+    def _collect(self, conn: _Conn, collected: bytes, registered: bool = False) -> None:
         """Wait on the poller for ``conn``'s request: ``keepalive`` seconds for a first byte,
         then ``IDV_CLIENT_TIMEOUT`` for the whole head."""
         conn.collected, conn.needed = collected, None
         self._expire_at(conn, self.client_timeout if collected else self.cfg.keepalive)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+        callback = partial(self._on_readable, conn)
+        if registered:  # same events, new callback: the selector makes no system call
+            self.poller.modify(conn.sock, selectors.EVENT_READ, callback)
+        else:
+            self.poller.register(conn.sock, selectors.EVENT_READ, callback)
 
     def _expire_at(self, conn: _Conn, seconds: float) -> None:
         conn.deadline = time.monotonic() + seconds
@@ -216,12 +220,16 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         if not data:  # the client closed: gunicorn's parser answers what was cut short, if any
             self._dispatch(conn) if conn.collected else self._close(conn)
             return
-        if not conn.collected:
-            self._expire_at(conn, self.client_timeout)  # the head's whole deadline starts
+        first = not conn.collected
         conn.collected += data
         if self._complete(conn):
             self._dispatch(conn)
-        elif conn.needed is None and len(conn.collected) > request_head.HEAD_MAX:
+            return
+        if conn.needed is not None:
+            return  # the body is on its way, under its own deadline (``_complete``)
+        if first:
+            self._expire_at(conn, self.client_timeout)  # the head's whole deadline starts
+        elif len(conn.collected) > request_head.HEAD_MAX:
             self._close(conn, b"HTTP/1.1 431 Request Header Fields Too Large")
 
     def _complete(self, conn: _Conn) -> bool:
