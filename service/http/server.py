@@ -166,6 +166,8 @@ class Worker(ThreadWorker):  # type: ignore[misc]
 
     # -- the poller collects a request's head (and a Content-Length body) -------------------
     def accept(self, listener: Any) -> None:
+        if self.cfg.is_ssl:  # TLS bytes are not a head: gunicorn's own way (idv serve: no TLS)
+            return super().accept(listener)
         try:
             sock, addr = listener.accept()
         except OSError as exc:
@@ -178,6 +180,8 @@ class Worker(ThreadWorker):  # type: ignore[misc]
     def on_client_socket_readable(self, conn: _Conn, client: Any) -> None:
         """A kept-alive connection's next request begins: collect it like a new one's (it stays
         registered, with the collecting callback: no more poller calls than gunicorn makes)."""
+        if self.cfg.is_ssl:
+            return super().on_client_socket_readable(conn, client)
         self.keepalived_conns.remove(conn)
         self._collect(conn, b"", registered=True)
         self._on_readable(conn, client)
@@ -185,7 +189,13 @@ class Worker(ThreadWorker):  # type: ignore[misc]
     def finish_request(self, conn: _Conn, fs: Any) -> None:
         # Bytes of the next request that the last one read ahead are collected like any others
         # (gunicorn would hand them straight to a thread, to wait there for the rest).
-        if self.alive and not fs.cancelled() and fs.exception() is None and fs.result() is True:
+        if (
+            not self.cfg.is_ssl
+            and self.alive
+            and not fs.cancelled()
+            and fs.exception() is None
+            and fs.result() is True
+        ):
             ahead = conn.parser.unreader.take_buffered()
             if ahead:
                 conn.sock.setblocking(False)
@@ -287,7 +297,7 @@ class Worker(ThreadWorker):  # type: ignore[misc]
 
     def handle(self, conn: _Conn) -> Any:
         # On a request thread: the parser reads the collected bytes first, then the socket.
-        collected, conn.collected = conn.collected, b""
+        collected, conn.collected = getattr(conn, "collected", b""), b""
         if collected:
             conn.sock.setblocking(True)
             conn.init()
