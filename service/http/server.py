@@ -269,9 +269,11 @@ class Worker(ThreadWorker):  # type: ignore[misc]
             with contextlib.suppress(OSError):
                 conn.sock.send(page)  # a few hundred bytes: the socket buffer takes them
                 conn.sock.shutdown(socket.SHUT_WR)
-                # Unread bytes make close() send a reset, which can discard the answer.
-                while conn.sock.recv(65536):
-                    pass
+                # Unread bytes make close() send a reset, which can discard the answer: take
+                # what is there (a bounded amount: this is the poller's thread).
+                for _ in range(4):
+                    if not conn.sock.recv(65536):
+                        break
         self.nr_conns -= 1
         conn.close()
 
