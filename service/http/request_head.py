@@ -35,23 +35,70 @@ def head_end(buf: bytes) -> int | None:
 def body_to_wait_for(head: bytes) -> int:
     """How many body bytes to collect on the poller before a thread reads the request.
 
-    A single well-formed ``Content-Length`` up to ``BODY_MAX``: that many. Anything else is 0,
-    handed over at once: ``Transfer-Encoding`` (chunked bodies are read on the thread, within
-    ``IDV_CLIENT_TIMEOUT`` per read), ``Expect`` (the client waits for ``100 Continue`` before
-    its body), repeated or malformed lengths and bodies over the limit (gunicorn or Flask
-    refuse them without reading them).
+    A single well-formed ``Content-Length`` up to ``BODY_MAX``: that many; ``Transfer-Encoding:
+    chunked`` alone: ``CHUNKED`` (follow it with ``ChunkedBody``). Anything else is 0, handed
+    over at once: ``Expect`` (the client waits for ``100 Continue`` before its body), other
+    codings, both framings, repeated or malformed lengths and bodies over the limit (gunicorn or
+    Flask refuse them without reading them).
     """
     lowered_head = head.lower()
-    if b"content-length" not in lowered_head:  # the common GET: no field to look at
-        return 0
+    if b"content-length" not in lowered_head and b"transfer-encoding" not in lowered_head:
+        return 0  # the common GET: no field to look at
     lengths: list[bytes] = []
+    codings: list[bytes] = []
     for name, value in _FIELD.findall(head):
         lowered = name.lower()
-        if lowered in (b"transfer-encoding", b"expect"):
+        if lowered == b"expect":
             return 0
-        if lowered == b"content-length":
+        if lowered == b"transfer-encoding":
+            codings.append(value.lower())
+        elif lowered == b"content-length":
             lengths.append(value)
+    if codings:
+        return CHUNKED if codings == [b"chunked"] and not lengths else 0
     if len(lengths) != 1 or not lengths[0].isdigit() or len(lengths[0]) > 8:
         return 0
     length = int(lengths[0])
     return length if length <= BODY_MAX else 0
+
+
+CHUNKED = -1
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+class ChunkedBody:
+    """Follows chunked framing (RFC 9112 §7.1) over a growing buffer, resuming where it stopped
+    (a body dripped a byte at a time costs no rescans)."""
+
+    def __init__(self, start: int) -> None:
+        self.pos = start  # where the next chunk-size line (or trailer line) begins
+        self.total = 0
+        self.trailers = False
+
+    def scan(self, buf: bytes) -> bool | None:
+        """True: the body is complete; None: wait for more; False: hand it over now (malformed,
+        or over ``BODY_MAX``: gunicorn's parser and ``http.body`` answer 400 or 413)."""
+        while True:
+            end = buf.find(b"\r\n", self.pos)
+            if end < 0:
+                return None if len(buf) - self.pos <= 8192 else False
+            if self.trailers:
+                if end == self.pos:
+                    return True  # the empty line after the last chunk (and any trailers)
+                self.pos = end + 2
+                continue
+            size_text = buf[self.pos : end].split(b";", 1)[0].strip(b" \t")
+            if not size_text or len(size_text) > 8 or not set(size_text) <= _HEX:
+                return False
+            size = int(size_text, 16)
+            if size == 0:
+                self.trailers, self.pos = True, end + 2
+                continue
+            if self.total + size > BODY_MAX:
+                return False
+            data_end = end + 2 + size
+            if len(buf) < data_end + 2:
+                return None
+            if buf[data_end : data_end + 2] != b"\r\n":
+                return False
+            self.total, self.pos = self.total + size, data_end + 2

@@ -17,15 +17,16 @@ Flask:
   poller (gunicorn's event loop, one thread) collects each request's bytes with non-blocking
   reads, new and kept-alive connections alike: the head must be complete within
   ``IDV_CLIENT_TIMEOUT`` of its first byte (a connection that sends nothing is closed after the
-  keep-alive time, as before), and a ``Content-Length`` body (up to 1 MiB) within that again
-  plus 64 KiB/s, or the connection is closed (a late body with the contract's ``408
-  request_timeout``); a head past 64 KiB is ``431``. Only then does a request thread run it,
-  gunicorn's parser reading the collected bytes first (``service.http.request_head`` decides
-  when they are complete; the parser still judges them). Chunked bodies are still read on the
-  thread, each read within ``IDV_CLIENT_TIMEOUT`` (``SO_RCVTIMEO``/``SO_SNDTIMEO`` on the
-  listening sockets, which accepted sockets inherit): a silent one gets ``408`` (``http.body``),
-  a client that stops reading its response is closed. OWASP ASVS 5.0 (STANDARDS.md) asks for
-  resource limits on every input path.
+  keep-alive time, as before), and the body (up to 1 MiB, ``Content-Length`` or chunked)
+  within that again plus 64 KiB/s of its announced length (chunked: of 1 MiB), or the
+  connection is closed (a late body with the contract's ``408 request_timeout``); a head past
+  64 KiB is ``431``. Only then does a request thread run it, gunicorn's parser reading the
+  collected bytes first (``service.http.request_head`` decides when they are complete; the
+  parser still judges them, so anything it cannot follow is handed over at once). What still
+  reads on a thread (a body after ``Expect``, the answer a client is slow to read) waits at
+  most ``IDV_CLIENT_TIMEOUT`` per read (``SO_RCVTIMEO``/``SO_SNDTIMEO`` on the listening
+  sockets, which accepted sockets inherit). OWASP ASVS 5.0 (STANDARDS.md) asks for resource
+  limits on every input path.
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ class _Conn(gthread.TConn):  # type: ignore[misc]
         super().__init__(*args)
         self.collected = b""
         self.needed: int | None = None  # head and body length, once the head is complete
+        self.chunked: request_head.ChunkedBody | None = None
         self.deadline: float | None = None  # while on the poller collecting
 
 
@@ -208,7 +210,7 @@ class Worker(ThreadWorker):  # type: ignore[misc]
     def _collect(self, conn: _Conn, collected: bytes, registered: bool = False) -> None:
         """Wait on the poller for ``conn``'s request: ``keepalive`` seconds for a first byte,
         then ``IDV_CLIENT_TIMEOUT`` for the whole head."""
-        conn.collected, conn.needed = collected, None
+        conn.collected, conn.needed, conn.chunked = collected, None, None
         self._expire_at(conn, self.client_timeout if collected else self.cfg.keepalive)
         callback = partial(self._on_readable, conn)
         if registered:  # same events, new callback: the selector makes no system call
@@ -249,9 +251,14 @@ class Worker(ThreadWorker):  # type: ignore[misc]
             if end is None:
                 return False
             body = request_head.body_to_wait_for(conn.collected[:end])
+            if body == request_head.CHUNKED:
+                # followed as it comes; its deadline is the largest body's
+                conn.chunked, body = request_head.ChunkedBody(end), request_head.BODY_MAX
             conn.needed = end + body
             if body:  # the body's own deadline: the client timeout, plus 64 KiB/s
                 self._expire_at(conn, self.client_timeout + body / 65536)
+        if conn.chunked is not None:
+            return conn.chunked.scan(conn.collected) is not None  # False: the parser says why
         return len(conn.collected) >= conn.needed
 
     def _dispatch(self, conn: _Conn) -> None:

@@ -56,3 +56,30 @@ def test_a_head_past_64_kib_is_431_and_a_late_body_408(tmp_path: Path, database_
         assert data.startswith(b"HTTP/1.1 408 ")
         assert b'"error":"request_timeout"' in data
         assert time.monotonic() - started < 5
+
+
+def test_stalled_bodies_hold_no_request_thread(tmp_path: Path, database_url: str) -> None:
+    """More stalled bodies of each framing than a worker has threads (8): the poller holds them
+    and /healthz is answered at once (it waited for IDV_CLIENT_TIMEOUT per read before)."""
+    with running(tmp_path, database_url) as srv:
+        host, port = srv.url.removeprefix("http://").split(":")
+        stalled = []
+        for i in range(24):
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            framing = (
+                b"Transfer-Encoding: chunked\r\n\r\n5\r\n{"
+                if i % 2
+                else b"Content-Length: 9\r\n\r\n{"
+            )
+            sock.sendall(b"POST /v1/verifications HTTP/1.1\r\nHost: idv\r\n" + framing)
+            stalled.append(sock)
+        try:
+            time.sleep(0.5)
+            started = time.monotonic()
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: idv\r\nConnection: close\r\n\r\n")
+                assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
+            assert time.monotonic() - started < 1.5
+        finally:
+            for sock in stalled:
+                sock.close()
