@@ -9,45 +9,57 @@ Flask:
   TEXT}``") holds for those too: ``Worker.handle_error`` keeps gunicorn's choice of status and
   its log line and sends the contract's body instead. The message is fixed per status and never
   echoes the bytes that were sent (they may hold a key).
-- **A client that goes silent mid-request is dropped.** gunicorn reads a request's headers and
-  body on a request thread, with blocking reads that have no time limit: a caller that crashed
-  or lost its network after sending part of a request held a thread until TCP gave up (hours),
-  and 8 such connections (one worker's threads) stopped the service for everyone. Every
-  connection now gets ``SO_RCVTIMEO`` and ``SO_SNDTIMEO`` of ``IDV_CLIENT_TIMEOUT`` seconds
-  (set on the listening sockets; Linux gives accepted sockets the listener's options, and
-  ``setblocking`` leaves them alone). A read or write that waits longer fails: silent headers
-  close the connection, a silent body gets ``408 request_timeout`` (``http.body``), a client that
-  stops reading its response is closed. This is an inactivity bound per read, like nginx's
-  ``client_body_timeout``: a client that trickles a byte within every period still holds its
-  thread, which is why an untrusted network belongs behind a buffering proxy (README,
-  Deployment). OWASP ASVS 5.0 (STANDARDS.md) asks for resource limits on every input path.
-- **A connection that sends nothing takes no thread.** ``Worker.handle`` hands a new connection
-  with no bytes yet straight back to gunicorn's poller instead of letting a thread wait for them.
+- **A request thread only ever sees a whole request.** gunicorn read a request's head and body
+  on a request thread with blocking reads; ``IDV_CLIENT_TIMEOUT`` bounded each read, so a
+  client that trickled a header line within every period held its thread for good: forty
+  connections dripping one line every 2 s held every thread and ``/healthz`` went unanswered
+  (issue 20, item 5). A total deadline would still hold a thread for its length. Instead the
+  poller (gunicorn's event loop, one thread) collects each request's bytes with non-blocking
+  reads, new and kept-alive connections alike: the head must be complete within
+  ``IDV_CLIENT_TIMEOUT`` of its first byte (a connection that sends nothing is closed after the
+  keep-alive time, as before), and the body (up to 1 MiB, ``Content-Length`` or chunked)
+  within that again plus 64 KiB/s of its announced length (chunked: of 1 MiB), or the
+  connection is closed (a late body with the contract's ``408 request_timeout``); a head past
+  64 KiB is ``431``. Only then does a request thread run it, gunicorn's parser reading the
+  collected bytes first (``service.http.request_head`` decides when they are complete; the
+  parser still judges them, so anything it cannot follow is handed over at once). What still
+  reads on a thread (a body after ``Expect``, the answer a client is slow to read) waits at
+  most ``IDV_CLIENT_TIMEOUT`` per read (``SO_RCVTIMEO``/``SO_SNDTIMEO`` on the listening
+  sockets, which accepted sockets inherit). OWASP ASVS 5.0 (STANDARDS.md) asks for resource
+  limits on every input path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import heapq
+import itertools
 import json
 import logging
+import selectors
 import socket
 import struct
+import time
+from functools import partial
 from typing import Any
 
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 from service import affinity
+from service.http import request_head
 from service.http.errors import error_code
 from service.settings import Settings
 
-# gthread's "back to the poller" answer from ``handle`` (gunicorn 23+; None before, when a new
-# connection waited in the poller anyway).
-_DEFER = getattr(gthread, "_DEFER", None)
+LATE_HEAD = "closed a connection: its request head did not arrive within %ss"
+LATE_BODY = "closed a connection: its request body did not arrive in time (%ss and 64 KiB/s)"
 
 # What a protocol error says: gunicorn's reason is kept as the status line, never its message.
 _MESSAGES = {
     400: "the request is not valid HTTP/1.1",
     403: "request forbidden",
+    408: "the request did not arrive in time",
     414: "the request line exceeds 8190 bytes",
     417: "the expectation cannot be met",
     431: "the request headers are too large",
@@ -129,8 +141,20 @@ def set_client_timeout(sock: Any, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
+class _Conn(gthread.TConn):  # type: ignore[misc]
+    """A connection, with the bytes the poller has collected for its next request."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.collected = b""
+        self.needed: int | None = None  # head and body length, once the head is complete
+        self.chunked: request_head.ChunkedBody | None = None
+        self.deadline: float | None = None  # while on the poller collecting
+
+
 class Worker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's gthread worker, with the contract's errors and bounded client silence."""
+    """gunicorn's gthread worker; the poller collects each request whole before a thread runs
+    it, with the contract's errors and bounded client silence."""
 
     client_timeout: float = 10.0  # set by ``configure`` in the arbiter, inherited by each fork
 
@@ -138,20 +162,155 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         for listener in self.sockets:
             set_client_timeout(getattr(listener, "sock", listener), self.client_timeout)
         self.log.error_log.addFilter(_SilentClient(self.client_timeout))
+        self._deadlines: list[tuple[float, int, _Conn]] = []  # a heap; stale entries skipped
+        self._order = itertools.count()
         super().init_process()
 
-    def handle(self, conn: Any) -> Any:
-        # gunicorn (23 and later) lets a new connection's thread wait up to 5 s for its first
-        # bytes before handing it back to the poller: 8 connections that send nothing stopped
-        # every request for 5 s. A new connection with nothing to read yet goes straight back to
-        # the poller (as kept-alive connections do), which closes it after the keep-alive time.
+    # -- the poller collects a request's head (and a Content-Length body) -------------------
+    def accept(self, listener: Any) -> None:
+        if self.cfg.is_ssl:  # TLS bytes are not a head: gunicorn's own way (idv serve: no TLS)
+            return super().accept(listener)
+        try:
+            sock, addr = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        self._collect(_Conn(self.cfg, sock, addr, listener.getsockname()), b"")
+
+    def on_client_socket_readable(self, conn: _Conn, client: Any) -> None:
+        """A kept-alive connection's next request begins: collect it like a new one's (it stays
+        registered, with the collecting callback: no more poller calls than gunicorn makes)."""
+        if self.cfg.is_ssl:
+            return super().on_client_socket_readable(conn, client)
+        self.keepalived_conns.remove(conn)
+        self._collect(conn, b"", registered=True)
+        self._on_readable(conn, client)
+
+    def finish_request(self, conn: _Conn, fs: Any) -> None:
+        # Bytes of the next request that the last one read ahead are collected like any others
+        # (gunicorn would hand them straight to a thread, to wait there for the rest).
         if (
-            _DEFER is not None
-            and not conn.initialized
-            and not conn.data_ready
-            and not conn.wait_for_data(0)
+            not self.cfg.is_ssl
+            and self.alive
+            and not fs.cancelled()
+            and fs.exception() is None
+            and fs.result() is True
         ):
-            return _DEFER
+            ahead = conn.parser.unreader.take_buffered()
+            if ahead:
+                conn.sock.setblocking(False)
+                self._collect(conn, ahead)
+                if self._complete(conn):
+                    self._dispatch(conn)
+                return
+        super().finish_request(conn, fs)
+
+    def _collect(self, conn: _Conn, collected: bytes, registered: bool = False) -> None:
+        """Wait on the poller for ``conn``'s request: ``keepalive`` seconds for a first byte,
+        then ``IDV_CLIENT_TIMEOUT`` for the whole head."""
+        conn.collected, conn.needed, conn.chunked = collected, None, None
+        self._expire_at(conn, self.client_timeout if collected else self.cfg.keepalive)
+        callback = partial(self._on_readable, conn)
+        if registered:  # same events, new callback: the selector makes no system call
+            self.poller.modify(conn.sock, selectors.EVENT_READ, callback)
+        else:
+            self.poller.register(conn.sock, selectors.EVENT_READ, callback)
+
+    def _expire_at(self, conn: _Conn, seconds: float) -> None:
+        conn.deadline = time.monotonic() + seconds
+        heapq.heappush(self._deadlines, (conn.deadline, next(self._order), conn))
+
+    def _on_readable(self, conn: _Conn, _sock: Any) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client closed: gunicorn's parser answers what was cut short, if any
+            self._dispatch(conn) if conn.collected else self._close(conn)
+            return
+        first = not conn.collected
+        conn.collected += data
+        if self._complete(conn):
+            self._dispatch(conn)
+            return
+        if conn.needed is not None:
+            return  # the body is on its way, under its own deadline (``_complete``)
+        if first:
+            self._expire_at(conn, self.client_timeout)  # the head's whole deadline starts
+        elif len(conn.collected) > request_head.HEAD_MAX:
+            self._close(conn, b"HTTP/1.1 431 Request Header Fields Too Large")
+
+    def _complete(self, conn: _Conn) -> bool:
+        """Whether ``conn`` holds its whole head and the body it announced."""
+        if conn.needed is None:
+            end = request_head.head_end(conn.collected)
+            if end is None:
+                return False
+            body = request_head.body_to_wait_for(conn.collected[:end])
+            if body == request_head.CHUNKED:
+                # followed as it comes; its deadline is the largest body's
+                conn.chunked, body = request_head.ChunkedBody(end), request_head.BODY_MAX
+            conn.needed = end + body
+            if body:  # the body's own deadline: the client timeout, plus 64 KiB/s
+                self._expire_at(conn, self.client_timeout + body / 65536)
+        if conn.chunked is not None:
+            return conn.chunked.scan(conn.collected) is not None  # False: the parser says why
+        return len(conn.collected) >= conn.needed
+
+    def _dispatch(self, conn: _Conn) -> None:
+        """Hand a connection whose request is all here to a request thread."""
+        self.poller.unregister(conn.sock)
+        conn.deadline, conn.data_ready = None, True
+        self.enqueue_req(conn)
+
+    def _close(self, conn: _Conn, status_line: bytes | None = None) -> None:
+        """Close a connection that is on the poller, answering ``status_line`` first if given."""
+        self.poller.unregister(conn.sock)
+        conn.deadline = None
+        page = error_page(status_line) if status_line else None
+        if page is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.send(page)  # a few hundred bytes: the socket buffer takes them
+                conn.sock.shutdown(socket.SHUT_WR)
+                # Unread bytes make close() send a reset, which can discard the answer: take
+                # what is there (a bounded amount: this is the poller's thread).
+                for _ in range(4):
+                    if not conn.sock.recv(65536):
+                        break
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self) -> None:
+        """Close connections whose request did not arrive in time (run by the poller's loop)."""
+        super().murder_pending()
+        if not self.alive:  # stopping: a connection that sent nothing is not waited for
+            for _, _, conn in list(self._deadlines):
+                if conn.deadline is not None and not conn.collected:
+                    self._close(conn)
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, _, conn = heapq.heappop(self._deadlines)
+            if conn.deadline != deadline:
+                continue  # dispatched, closed, or given a later deadline since
+            if conn.needed is not None:  # the head came, the body did not: the contract's 408
+                self.log.warning(LATE_BODY, f"{self.client_timeout:g}")
+                self._close(conn, b"HTTP/1.1 408 Request Timeout")
+            else:
+                if conn.collected:
+                    self.log.warning(LATE_HEAD, f"{self.client_timeout:g}")
+                self._close(conn)
+
+    def handle(self, conn: _Conn) -> Any:
+        # On a request thread: the parser reads the collected bytes first, then the socket.
+        collected, conn.collected = getattr(conn, "collected", b""), b""
+        if collected:
+            conn.sock.setblocking(True)
+            conn.init()
+            conn.parser.unreader.unread(collected)
         return super().handle(conn)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:

@@ -1,7 +1,9 @@
 """The audit trail: one row per decision or change, append-only and tamper-evident (T3, T4).
 
 Subjects appear only pseudonymised (a keyed hash), never with a phone number, code or secret;
-``append`` refuses a ``detail`` whose keys name one.
+``append`` refuses a ``detail`` whose keys name one. Client addresses are kept truncated to
+their /24 (IPv4) or /48 (IPv6) network (``service.domain.addresses``): an erased subject's full
+address stays nowhere (PIPL art. 47, 51).
 
 **A chain per writer.** Every entry belongs to a writer and carries its sequence number in
 that writer's chain, the hash of the writer's previous entry, its own hash (SHA-256 over a
@@ -27,10 +29,27 @@ closed simply leaves its chain closed). A connection runs one transaction at a t
 PostgreSQL, and a writer per thread deadlocks if one thread holds two write transactions.)
 
 ``audit_heads`` keeps each writer's last ``(seq, hash)`` with its own MAC, updated in the same
-transaction, so deleting entries from the end of a chain is detected too. What the chains
-cannot show: deleting a whole chain together with its head row, or putting back a head row
-saved earlier together with deleting the entries after it. Export the trail regularly
-(``idv audit export``) to keep a copy out of the database's reach.
+transaction, so deleting entries from the end of a chain is detected too.
+
+**Anchors: the chains vouch for each other.** A head row can be deleted together with its whole
+chain, or put back from an earlier copy after the entries behind it are deleted, and the chain
+alone cannot tell. So a writer's entry now and then carries ``anchors``: the ``(writer, seq,
+hash)`` of the other chains' heads that moved since its last anchor (its first entry anchors the
+heads that moved in the last ``ANCHOR_LOOKBACK``; then every ``ANCHOR_INTERVAL`` of its own
+clock). The anchors are part of the entry's hash, so they are sealed by its MAC like every other
+field. ``verify_chain`` then requires every anchored entry to be there with that hash: a chain
+deleted with its head, a head row deleted or put back after truncating (the writer then carries
+on from the entry before the gap), or entries moved across chains are all named. The cost is one
+read of ``audit_heads`` (only heads that moved lately: ``at`` is set by the UPDATE every append
+already makes) per writer and interval; the append path stays two statements otherwise, with no
+lock shared by writers. What anchors cannot show: a chain deleted before any other writer
+anchored it (at most ``ANCHOR_INTERVAL`` of one writer's activity while others append), or
+every chain rolled back consistently to an earlier copy of the database; export the trail
+regularly (``idv audit export``) to keep a copy out of the database's reach.
+
+A verified anchor ``(w, k, h)`` is also what a pruned prefix can later be checked against: a
+chain whose first surviving entry is ``k + 1`` with ``prev_hash`` ``h`` continues exactly what
+that anchor saw.
 
 The row ``id`` is a surrogate key, not evidence: order within a chain is ``seq`` and time is
 ``at``, both sealed by the hash.
@@ -44,18 +63,26 @@ import os
 import re
 import secrets
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
 
 from service.crypto import profile as crypto_profile
+from service.domain.addresses import truncated_network
 from service.domain.clock import as_utc
 from service.storage.lean import Lean
 from service.storage.tables import audit_heads, audit_log
 
 GENESIS = "0" * 64
 HASH_VERSION = "idv-audit-v1"
+HASH_VERSION_ANCHORED = "idv-audit-v2"  # an entry that carries anchors (hashes one field more)
+# How often a writer anchors the other chains (by the ``now`` of its appends), how far back a
+# new writer looks, and the slack for clocks of other instances and transactions that commit
+# after their ``now``.
+ANCHOR_INTERVAL = timedelta(seconds=30)
+ANCHOR_LOOKBACK = timedelta(minutes=10)
+ANCHOR_SLACK = timedelta(minutes=5)
 FORBIDDEN_DETAIL_KEYS = frozenset(
     {"code", "secret", "phone", "pin", "otp", "password", "signature"}
 )
@@ -95,9 +122,14 @@ def canonical_detail(detail: dict[str, Any] | None) -> str:
 
 def entry_hash(entry: dict[str, Any], profile: str | None = None) -> str:
     """SHA-256 (SM3 under ``gm``), hex, over a canonical serialisation of every field of an
-    entry but its id."""
+    entry but its id.
+
+    ``anchors`` is hashed when present (as version 2), so entries without it hash as they
+    always did and an entry whose anchors are removed or added no longer matches its hash.
+    """
+    anchors = entry.get("anchors")
     fields = [
-        HASH_VERSION,
+        HASH_VERSION if anchors is None else HASH_VERSION_ANCHORED,
         entry["writer"],
         int(entry["seq"]),
         entry["prev_hash"],
@@ -109,6 +141,7 @@ def entry_hash(entry: dict[str, Any], profile: str | None = None) -> str:
         entry["outcome"],
         entry["detail"],
         entry["ip"],
+        *(() if anchors is None else (anchors,)),
     ]
     data = json.dumps(fields, separators=(",", ":"), ensure_ascii=True)
     return crypto_profile.plain_hash(profile or _PROFILE, data.encode())
@@ -154,6 +187,7 @@ def _writer_id(conn: Connection) -> str:
         owner = (os.getpid(), f"w-{secrets.token_hex(8)}")
         info["idv_audit_writer"] = owner
         info.pop("idv_audit_head", None)  # a new chain: nothing remembered
+        info.pop("idv_audit_anchor", None)
     return owner[1]
 
 
@@ -162,7 +196,9 @@ _INSERT_ENTRY = Lean(audit_log.insert().values({c.name: bindparam(c.name) for c 
 _UPDATE_HEAD = (
     audit_heads.update()
     .where(audit_heads.c.writer == bindparam("b_writer"))
-    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"), mac=bindparam("b_mac"))
+    .values(
+        seq=bindparam("b_seq"), hash=bindparam("b_hash"), mac=bindparam("b_mac"), at=bindparam("at")
+    )
 )
 # Move the head on only if it is where this connection last left it: one statement both checks
 # the remembered head and advances it.
@@ -187,6 +223,37 @@ _LAST_OF_WRITER = (
     .order_by(audit_log.c.seq.desc())
     .limit(1)
 )
+_HEADS_MOVED_SINCE = (
+    select(audit_heads.c.writer, audit_heads.c.seq, audit_heads.c.hash)
+    .where(audit_heads.c.at >= bindparam("since"), audit_heads.c.writer != bindparam("writer"))
+    .order_by(audit_heads.c.writer)
+)
+
+
+class _Anchoring:
+    """When this connection anchored last, in which of its entries, and the heads it saw."""
+
+    __slots__ = ("at", "seq", "seen")
+
+    def __init__(self, at: datetime, seq: int, seen: dict[str, int]) -> None:
+        self.at, self.seq, self.seen = at, seq, seen
+
+
+def _anchors(conn: Connection, writer: str, now: datetime) -> tuple[str | None, _Anchoring | None]:
+    """The anchors this append carries (None: none due) and the anchoring state it leaves.
+
+    Due at a writer's first append and then every ``ANCHOR_INTERVAL``; lists the other heads
+    that moved since the last anchor and that it has not anchored at their current ``seq``.
+    """
+    last: _Anchoring | None = conn.info.get("idv_audit_anchor")
+    if last is not None and timedelta(0) <= now - last.at < ANCHOR_INTERVAL:
+        return None, None
+    since = min(last.at, now) - ANCHOR_SLACK if last is not None else now - ANCHOR_LOOKBACK
+    seen = last.seen if last is not None else {}
+    rows = conn.execute(_HEADS_MOVED_SINCE, {"since": since, "writer": writer}).all()
+    moved = [[r.writer, int(r.seq), r.hash] for r in rows if seen.get(r.writer) != r.seq]
+    state = _Anchoring(now, 0, {r.writer: int(r.seq) for r in rows})
+    return (json.dumps(moved, separators=(",", ":")) if moved else None), state
 
 
 def append(
@@ -206,7 +273,8 @@ def append(
     Two statements in the steady state: the connection remembers the head it wrote last, and
     one conditional UPDATE both checks that the stored head is still that one and advances it.
     When it is not (the transaction that wrote the remembered head rolled back, or this is the
-    connection's first append) the last entry is read back instead, as a third statement.
+    connection's first append) the last entry is read back instead, as a third statement. Every
+    ``ANCHOR_INTERVAL`` one more statement reads the heads to anchor (see the module's doc).
     """
     key = _MAC_KEY
     if key is None:
@@ -214,16 +282,19 @@ def append(
     _check_detail(detail)
     writer = _writer_id(conn)
     remembered: tuple[int, str] | None = conn.info.get("idv_audit_head")
+    at = as_utc(now)  # SQLite drops the offset: store UTC so what we hash reads back
+    anchors, anchoring = _anchors(conn, writer, at)
     entry: dict[str, Any] = {
         "writer": writer,
-        "at": as_utc(now),  # SQLite drops the offset: store UTC so what we hash reads back
+        "at": at,
         "client_id": client_id,
         "operator": operator,
         "event": event,
         "subject_ref": subject_ref,
         "outcome": outcome,
         "detail": canonical_detail(detail),
-        "ip": ip,
+        "ip": truncated_network(ip),  # never the host: it would outlive an erasure
+        "anchors": anchors,
     }
     if remembered is not None:
         seq, digest, mac = _seal(entry, key, remembered[0] + 1, remembered[1])
@@ -234,6 +305,7 @@ def append(
             "b_seq": seq,
             "b_hash": digest,
             "b_mac": mac,
+            "at": at,
         }
         row = {**entry, "hash": digest, "mac": entry_mac(key, digest)}
         if conn.dialect.name == "postgresql":
@@ -243,17 +315,30 @@ def append(
             if done:
                 _INSERT_ENTRY.rowcount(conn, row)
         if done:
-            conn.info["idv_audit_head"] = (seq, digest)
+            _remember(conn, seq, digest, anchoring)
             return
     last = conn.execute(_LAST_OF_WRITER, {"writer": writer}).first()
+    kept: _Anchoring | None = conn.info.get("idv_audit_anchor")
+    if anchoring is None and kept is not None and kept.seq > (last.seq if last else 0):
+        # The entry that carried the last anchors was rolled back: anchor again, now.
+        del conn.info["idv_audit_anchor"]
+        entry["anchors"], anchoring = _anchors(conn, writer, at)
     seq, digest, mac = _seal(entry, key, *((last.seq + 1, last.hash) if last else (1, GENESIS)))
     _INSERT_ENTRY.rowcount(conn, {**entry, "hash": digest, "mac": entry_mac(key, digest)})
-    updated = conn.execute(
-        _UPDATE_HEAD, {"b_writer": writer, "b_seq": seq, "b_hash": digest, "b_mac": mac}
-    ).rowcount
-    if not updated:
-        conn.execute(audit_heads.insert().values(writer=writer, seq=seq, hash=digest, mac=mac))
+    values = {"b_writer": writer, "b_seq": seq, "b_hash": digest, "b_mac": mac, "at": at}
+    if not conn.execute(_UPDATE_HEAD, values).rowcount:
+        conn.execute(
+            audit_heads.insert().values(writer=writer, seq=seq, hash=digest, mac=mac, at=at)
+        )
+    _remember(conn, seq, digest, anchoring)
+
+
+def _remember(conn: Connection, seq: int, digest: str, anchoring: _Anchoring | None) -> None:
+    """Keep the head this connection wrote, and when it anchored, for its next append."""
     conn.info["idv_audit_head"] = (seq, digest)
+    if anchoring is not None:
+        anchoring.seq = seq
+        conn.info["idv_audit_anchor"] = anchoring
 
 
 def _seal(entry: dict[str, Any], key: bytes, seq: int, prev_hash: str) -> tuple[int, str, str]:
@@ -268,14 +353,49 @@ def _label(row: Any) -> str:
     return f"entry {row.id} (writer {row.writer}, seq {row.seq})"
 
 
+def _entry_problem(row: Any, keys: Mapping[str, bytes]) -> str | None:
+    """What is wrong with one entry taken alone (its hash and MAC, under the profile it was
+    written in), or None."""
+    label = _label(row)
+    profile = _profile_of(dict(row._mapping))
+    if profile is None:
+        return f"{label}: hash mismatch (edited or moved)"
+    if not row.mac:
+        return f"{label}: not sealed (written before the audit chain)"
+    if not hmac.compare_digest(entry_mac(keys[profile], row.hash, profile), row.mac):
+        return f"{label}: MAC mismatch (forged, or another key)"
+    return None
+
+
+def _anchored(
+    conn: Connection, keys: Mapping[str, bytes]
+) -> dict[tuple[str, int], tuple[str, str]]:
+    """Every ``(writer, seq) -> (hash, label of the entry that vouched)`` of the sealed anchors.
+
+    Only anchors in entries whose hash and MAC hold count (the walk reports the others).
+    """
+    found: dict[tuple[str, int], tuple[str, str]] = {}
+    query = select(audit_log).where(audit_log.c.anchors.is_not(None)).order_by(audit_log.c.id)
+    for row in conn.execute(query.execution_options(yield_per=1000)):
+        if _entry_problem(row, keys) is None:
+            for writer, seq, digest in json.loads(row.anchors):
+                found.setdefault((writer, int(seq)), (digest, _label(row)))
+    return found
+
+
 def verify_chain(conn: Connection, mac_key: bytes | Mapping[str, bytes]) -> list[str]:
     """Walk every chain; return the problems found, first entry first (empty: intact).
+
+    Besides each chain's own links and head, every anchored ``(writer, seq, hash)`` must be
+    there (module doc): a chain deleted with its head, or truncated behind a head row deleted
+    or put back, shows as an anchored entry that is missing or different.
 
     Run it in one snapshot (the CLI uses REPEATABLE READ on PostgreSQL; a SQLite transaction
     is one) so heads and entries are read at the same moment.
     """
     keys = _keys_by_profile(mac_key)
     heads = {h.writer: h for h in conn.execute(select(audit_heads))}
+    anchored = _anchored(conn, keys)
     problems: list[tuple[int, str]] = []
     seen: set[str] = set()
     writer: str | None = None
@@ -302,8 +422,12 @@ def verify_chain(conn: Connection, mac_key: bytes | Mapping[str, bytes]) -> list
         elif head.hash != last.hash:
             problems.append((last.id, f"writer {writer}: head hash does not match {_label(last)}"))
 
-    rows = conn.execution_options(yield_per=1000).execute(
-        select(audit_log).order_by(audit_log.c.writer, audit_log.c.seq)
+    # yield_per on the statement, not the connection: Connection.execution_options changes the
+    # caller's connection in place, and a later UPDATE on it failed on PostgreSQL.
+    rows = conn.execute(
+        select(audit_log)
+        .order_by(audit_log.c.writer, audit_log.c.seq)
+        .execution_options(yield_per=1000)
     )
     for row in rows:
         if row.writer != writer:
@@ -311,19 +435,20 @@ def verify_chain(conn: Connection, mac_key: bytes | Mapping[str, bytes]) -> list
             writer, expected_seq, prev_hash, last = row.writer, 1, GENESIS, None
             seen.add(writer)
         label = _label(row)
-        profile = _profile_of(dict(row._mapping))
-        if profile is None:
-            problems.append((row.id, f"{label}: hash mismatch (edited or moved)"))
-        elif not row.mac:
-            problems.append((row.id, f"{label}: not sealed (written before the audit chain)"))
-        elif not hmac.compare_digest(entry_mac(keys[profile], row.hash, profile), row.mac):
-            problems.append((row.id, f"{label}: MAC mismatch (forged, or another key)"))
+        problem = _entry_problem(row, keys)
+        if problem is not None:
+            problems.append((row.id, problem))
         if row.seq != expected_seq:
             what = "at the start" if expected_seq == 1 else f"after seq {expected_seq - 1}"
             problems.append((row.id, f"{label}: seq gap, entries deleted {what}"))
         elif row.prev_hash != prev_hash:
             problems.append(
                 (row.id, f"{label}: prev_hash mismatch (entries deleted, replaced or reordered)")
+            )
+        vouched = anchored.pop((row.writer, row.seq), None)
+        if vouched is not None and vouched[0] != row.hash:
+            problems.append(
+                (row.id, f"{label}: differs from what {vouched[1]} anchored (chain rewritten)")
             )
         expected_seq, prev_hash, last = row.seq + 1, row.hash, row
     close_chain()
@@ -336,8 +461,27 @@ def verify_chain(conn: Connection, mac_key: bytes | Mapping[str, bytes]) -> list
             problems.append((-1, f"writer {name}: head MAC mismatch (forged head)"))
         if name not in seen:
             problems.append((-1, f"writer {name}: head records seq {head.seq}, no entries left"))
+    problems.extend((-1, message) for message in _missing_anchored(anchored, seen))
     problems.sort(key=lambda p: (p[0] < 0, p[0]))
     return [message for _, message in problems]
+
+
+def _missing_anchored(
+    anchored: dict[tuple[str, int], tuple[str, str]], seen: set[str]
+) -> list[str]:
+    """One problem per chain with anchored entries that the walk did not find (its highest)."""
+    highest: dict[str, tuple[int, str]] = {}
+    for (writer, seq), (_digest, by) in anchored.items():
+        if seq > highest.get(writer, (0, ""))[0]:
+            highest[writer] = (seq, by)
+    messages = []
+    for writer, (seq, by) in sorted(highest.items()):
+        if writer in seen:
+            what = "missing (chain truncated, its head row deleted or put back)"
+        else:
+            what = "and its whole chain are missing (chain deleted with its head row)"
+        messages.append(f"writer {writer}: seq {seq}, anchored by {by}, {what}")
+    return messages
 
 
 def stats(conn: Connection) -> tuple[int, int]:
@@ -351,7 +495,7 @@ def export(conn: Connection, since: datetime | None = None) -> Iterator[dict[str
     query = select(audit_log).order_by(audit_log.c.at, audit_log.c.id)
     if since is not None:
         query = query.where(audit_log.c.at >= as_utc(since))
-    for row in conn.execution_options(yield_per=1000).execute(query):
+    for row in conn.execute(query.execution_options(yield_per=1000)):
         item = dict(row._mapping)
         item["at"] = canonical_at(row.at)
         item["detail"] = json.loads(row.detail)

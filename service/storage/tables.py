@@ -258,6 +258,9 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Column("mac", String(64), nullable=False),
+    # Now and then an entry vouches for the other chains' heads (sealed by its hash): a JSON
+    # list of [writer, seq, hash]; NULL on most entries (migration 0010).
+    Column("anchors", Text),
     UniqueConstraint("writer", "seq", name="uq_audit_log_writer_seq"),
     Index("ix_audit_log_at", "at"),
 )
@@ -270,6 +273,8 @@ audit_heads = Table(
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
     Column("mac", String(64), nullable=False),
+    # When the head last moved (not sealed: it only picks the heads a writer anchors).
+    Column("at", TS),
 )
 
 webhooks = Table(

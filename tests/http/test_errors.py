@@ -230,7 +230,8 @@ def test_behind_a_trusted_proxy_the_forwarded_address_is_audited(proxied):
     r = client.put("/v1/subjects/alice", json={"phone": "+8613800138000"}, headers=headers)
     assert r.status_code == 201
     with context.engine.connect() as conn:
-        assert conn.execute(select(audit_log.c.ip)).scalars().all() == ["203.0.113.7"]
+        # The forwarded address, kept as its /24 (issue 20 item 7).
+        assert conn.execute(select(audit_log.c.ip)).scalars().all() == ["203.0.113.0/24"]
 
 
 def test_a_nul_in_a_forwarded_address_is_400_and_writes_nothing(proxied):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from service.storage.tables import subjects
+from service.storage.tables import audit_log, metadata, subjects
 
 PHONE = "+8613800138000"
 
@@ -59,3 +59,39 @@ def test_phone_stored_encrypted_with_keyed_hash(http, auth, ctx):
 def test_bad_subject_id(http, auth):
     r = http.put("/v1/subjects/" + "x" * 129, json={"phone": PHONE}, headers=auth)
     assert r.status_code == 400
+
+
+def test_erasure_leaves_no_full_ip_in_any_table(http, auth, ctx):
+    """Issue 20 item 7 (PIPL art. 47, 51): after DELETE, the subject's full addresses (the
+    caller-supplied context.ip and the peer address) are in no table; the audit trail keeps the
+    /24 or /48 network, enough to investigate."""
+    peer = {"REMOTE_ADDR": "203.0.113.77"}
+    ips = {
+        "198.51.100.23": "198.51.100.0/24",
+        "2001:db8:85a3:8d3:1319:8a2e:370:7348": "2001:db8:85a3::/48",
+    }
+    r = http.put("/v1/subjects/alice", json={"phone": PHONE}, headers=auth, environ_base=peer)
+    assert r.status_code == 201
+    for ip in [*ips, "::ffff:192.0.2.200", "not an address 13800138000"]:
+        r = http.post(
+            "/v1/verifications",
+            json={"subject_id": "alice", "action": "login", "context": {"ip": ip}},
+            headers=auth,
+        )
+        assert r.status_code == 201, r.json
+    assert http.delete("/v1/subjects/alice", headers=auth, environ_base=peer).status_code == 204
+    dump = []
+    with ctx.engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            dump += [repr(tuple(row)) for row in conn.execute(select(table))]
+        stored = [row.ip for row in conn.execute(select(audit_log).order_by(audit_log.c.id))]
+    text = "\n".join(dump)
+    for full in [*ips, "203.0.113.77", "192.0.2.200", "13800138000"]:
+        assert full not in text, full
+    assert stored == [
+        "203.0.113.0/24",
+        *ips.values(),
+        "192.0.2.0/24",
+        None,
+        "203.0.113.0/24",
+    ]

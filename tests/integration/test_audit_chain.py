@@ -6,18 +6,19 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select, text
+from sqlalchemy import Connection, Engine, select, text
 
 from service.cli_audit import audit as audit_cli
 from service.context import ServiceContext
 from service.settings import Settings
 from service.storage import audit
+from service.storage.db import make_engine
 from service.storage.tables import audit_heads, audit_log
 
 T0 = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)
@@ -400,3 +401,170 @@ def test_cli_export_writes_json_lines_since(
     assert len(everything.output.splitlines()) == 3
     bad = runner.invoke(audit_cli, ["export", "--since", "yesterday"], env=cli_env)
     assert bad.exit_code == 2
+
+
+# -- anchors: the chains vouch for each other (issue 20, item 6) -------------------------
+@pytest.fixture
+def writers(settings: Settings, key: bytes) -> Iterator[Callable[[], Connection]]:
+    """Connections of their own engines: each is a writer with its own chain."""
+    opened: list[tuple[Engine, Connection]] = []
+
+    def new() -> Connection:
+        engine = make_engine(settings.database_url)
+        opened.append((engine, engine.connect()))
+        return opened[-1][1]
+
+    yield new
+    for engine, conn in opened:
+        conn.close()
+        engine.dispose()
+
+
+def _write(conn: Connection, n: int, at: datetime, event: str = "x") -> None:
+    with conn.begin():
+        for i in range(n):
+            audit.append(conn, event=event, outcome="ok", now=at + timedelta(microseconds=i))
+
+
+def _chain(ctx: ServiceContext, conn: Connection) -> list:
+    writer = conn.info["idv_audit_writer"][1]
+    return [r for r in _rows(ctx) if r.writer == writer]
+
+
+def _two_anchored_chains(writers: Callable[[], Connection]) -> tuple[Connection, Connection]:
+    """Chain A (3 entries), then B (5; its first anchors A), then A again 40 s later (anchors B)."""
+    a, b = writers(), writers()
+    _write(a, 3, T0)
+    _write(b, 5, T0 + timedelta(seconds=1))
+    _write(a, 2, T0 + audit.ANCHOR_INTERVAL + timedelta(seconds=10))
+    return a, b
+
+
+def test_anchors_name_the_other_chains_heads(
+    ctx: ServiceContext, key: bytes, writers: Callable[[], Connection]
+) -> None:
+    a, b = _two_anchored_chains(writers)
+    chain_a, chain_b = _chain(ctx, a), _chain(ctx, b)
+    assert _problems(ctx, key) == []
+    # B's first entry vouches for A's head; A's first entry after the interval for B's.
+    assert json.loads(chain_b[0].anchors) == [[chain_a[2].writer, 3, chain_a[2].hash]]
+    assert [r.anchors for r in chain_b[1:]] == [None] * 4
+    assert json.loads(chain_a[3].anchors) == [[chain_b[4].writer, 5, chain_b[4].hash]]
+    assert chain_a[0].anchors is None and chain_a[4].anchors is None
+
+
+def test_a_chain_deleted_with_its_head_row_is_found(
+    ctx: ServiceContext, key: bytes, writers: Callable[[], Connection]
+) -> None:
+    """The attack of issue 20 item 6: half the trail gone and `verify` said OK."""
+    a, b = _two_anchored_chains(writers)
+    for victim, witness, seq in ((b, a, 5), (a, b, 3)):
+        gone, by = _chain(ctx, victim)[0].writer, _chain(ctx, witness)
+        saved = _rows(ctx)
+        with ctx.engine.begin() as conn:
+            heads = list(conn.execute(select(audit_heads)))
+            conn.execute(audit_log.delete().where(audit_log.c.writer == gone))
+            conn.execute(audit_heads.delete().where(audit_heads.c.writer == gone))
+        anchor = next(r for r in by if r.anchors)
+        assert _problems(ctx, key) == [
+            f"writer {gone}: seq {seq}, anchored by entry {anchor.id} (writer {anchor.writer}, "
+            f"seq {anchor.seq}), and its whole chain are missing (chain deleted with its head row)"
+        ]
+        with ctx.engine.begin() as conn:  # put everything back for the next round
+            conn.execute(audit_log.delete())
+            conn.execute(audit_heads.delete())
+            conn.execute(audit_log.insert(), [dict(r._mapping) for r in saved])
+            conn.execute(audit_heads.insert(), [dict(h._mapping) for h in heads])
+        assert _problems(ctx, key) == []
+
+
+def test_a_deleted_head_row_cannot_hide_a_truncation(
+    ctx: ServiceContext, key: bytes, writers: Callable[[], Connection]
+) -> None:
+    """Delete B's last entries and its head row: B's writer carries on from the entry before the
+    gap and re-creates its head, so the chain alone looks whole; A's anchor does not."""
+    a, b = _two_anchored_chains(writers)
+    anchor = _chain(ctx, a)[3]
+    writer = _chain(ctx, b)[0].writer
+    _sql(ctx, "DELETE FROM audit_log WHERE writer = :w AND seq >= 4", w=writer)
+    _sql(ctx, "DELETE FROM audit_heads WHERE writer = :w", w=writer)
+    _write(b, 2, T0 + timedelta(seconds=2), event="rewritten")
+    rewritten = _chain(ctx, b)[4]
+    assert (rewritten.seq, rewritten.event) == (5, "rewritten")
+    assert _problems(ctx, key) == [
+        f"entry {rewritten.id} (writer {writer}, seq 5): differs from what entry {anchor.id} "
+        f"(writer {anchor.writer}, seq 4) anchored (chain rewritten)"
+    ]
+
+
+def test_a_truncated_chain_with_its_old_head_put_back_is_found(
+    ctx: ServiceContext, key: bytes, writers: Callable[[], Connection]
+) -> None:
+    """A head row saved earlier and put back after deleting the entries behind it."""
+    a, b = writers(), writers()
+    _write(b, 2, T0)
+    with ctx.engine.connect() as conn:
+        old_head = dict(conn.execute(select(audit_heads)).one()._mapping)
+    _write(b, 3, T0 + timedelta(seconds=1))
+    _write(a, 1, T0 + timedelta(seconds=2))  # A's first entry anchors B at seq 5
+    _sql(ctx, "DELETE FROM audit_log WHERE writer = :w AND seq > 2", w=old_head["writer"])
+    with ctx.engine.begin() as conn:
+        conn.execute(audit_heads.delete().where(audit_heads.c.writer == old_head["writer"]))
+        conn.execute(audit_heads.insert().values(**old_head))
+    problems = _problems(ctx, key)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"writer {old_head['writer']}: seq 5, anchored by entry ")
+    assert problems[0].endswith("missing (chain truncated, its head row deleted or put back)")
+
+
+def test_chains_swapped_or_entries_moved_across_chains_are_found(
+    ctx: ServiceContext, key: bytes, writers: Callable[[], Connection]
+) -> None:
+    a, b = _two_anchored_chains(writers)
+    wa, wb = _chain(ctx, a)[0].writer, _chain(ctx, b)[0].writer
+    # Swap the two chains' identities, heads included.
+    with ctx.engine.begin() as conn:
+        for table in (audit_log, audit_heads):
+            for old, new in ((wa, "w-tmp"), (wb, wa), ("w-tmp", wb)):
+                conn.execute(table.update().where(table.c.writer == old).values(writer=new))
+    assert any("hash mismatch" in p for p in _problems(ctx, key))
+    with ctx.engine.begin() as conn:  # swap back, then move B's last entry to the end of A
+        for table in (audit_log, audit_heads):
+            for old, new in ((wa, "w-tmp"), (wb, wa), ("w-tmp", wb)):
+                conn.execute(table.update().where(table.c.writer == old).values(writer=new))
+    assert _problems(ctx, key) == []
+    last_b = _chain(ctx, b)[4]
+    _sql(ctx, "UPDATE audit_log SET writer = :w, seq = 6 WHERE id = :id", w=wa, id=last_b.id)
+    problems = " | ".join(_problems(ctx, key))
+    assert f"entry {last_b.id} (writer {wa}, seq 6): hash mismatch" in problems
+    assert f"writer {wb}: seq 5, anchored by entry" in problems
+
+
+def test_anchoring_reads_the_heads_once_per_interval_and_again_after_a_rollback(
+    ctx: ServiceContext, key: bytes, writers: Callable[[], Connection]
+) -> None:
+    from sqlalchemy import event
+
+    a, b = writers(), writers()
+    _write(a, 1, T0)
+    reads: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if "FROM audit_heads" in statement:
+            reads.append(statement)
+
+    event.listen(b.engine, "before_cursor_execute", count)
+    _write(b, 3, T0 + timedelta(seconds=1))  # the first append anchors
+    assert len(reads) == 1
+    _write(b, 3, T0 + timedelta(seconds=20))  # within the interval: nothing to read
+    assert len(reads) == 1
+    with pytest.raises(RuntimeError), b.begin():  # an anchoring entry that rolls back ...
+        audit.append(b, event="lost", outcome="ok", now=T0 + timedelta(seconds=40))
+        raise RuntimeError("the change failed")
+    assert len(reads) == 2
+    _write(a, 1, T0 + timedelta(seconds=41))
+    _write(b, 1, T0 + timedelta(seconds=42))  # ... is made again by the next append
+    assert len(reads) == 3
+    event.remove(b.engine, "before_cursor_execute", count)
+    assert json.loads(_chain(ctx, b)[-1].anchors)[0][:2] == [_chain(ctx, a)[0].writer, 2]
+    assert _problems(ctx, key) == []
