@@ -95,6 +95,10 @@ def start_flow(subject_id: str, action: str, purpose: str, after: str, **extra: 
             # Nothing holds the action: the person lacks a factor it needs, and can add one.
             flash(t("no_factor_for", action=t("a_" + action)), "warn")
             return redirect(url_for("security"))
+        if (portal().users.by_subject(subject_id) or {}).get("recovery_vid"):
+            # A delayed recovery of this account waits (recovery.py): idv names no reason for
+            # the phone's suspended factors, so "add a factor" would mislead; say what it is.
+            return held_page(v, ["recovery_pending"])
         return held_page(v)
     session["flow"] = {
         "vid": v.verification_id,
@@ -107,12 +111,14 @@ def start_flow(subject_id: str, action: str, purpose: str, after: str, **extra: 
     return redirect(url_for("flows.verify"))
 
 
-def held_page(v: Verification) -> Any:
-    """Why idv held or denied ``v`` and when it opens again, in the person's words and time.
-    idv's ``held_until`` is the end of the latest hold, so one date for all reasons."""
-    lines = [(code, idv_text.reason_text(code, locale(), status="denied")) for code in v.reasons]
+def held_page(v: Verification, reasons: list[str] | None = None) -> Any:
+    """Why idv held or denied ``v`` (or ``reasons`` the portal knows better) and when it opens
+    again, in the person's words and time. idv's ``held_until`` is the end of the latest hold,
+    so one date for all reasons."""
+    codes = v.reasons if reasons is None else reasons
+    lines = [(code, idv_text.reason_text(code, locale(), status="denied")) for code in codes]
     until = idv_text.hold_end(v.held_until, locale(), g.tz)
-    held = bool(HOLDS & set(v.reasons)) or until is not None
+    held = bool(HOLDS & set(codes)) or until is not None
     return render_template(
         "held.html",
         title=t("held_title") if held else t("no_factor_title"),

@@ -169,7 +169,9 @@ def test_pin_only_recovery_waits_and_the_owner_cancels_in_chinese(browser, porta
     # The phone in a thief's hand (this browser) no longer logs in.
     start_login(walk)
     page.wait_for_selector("#reasons")
-    assert page.locator("#factor-device").count() == 0
+    assert page.inner_text("#reasons [data-code=recovery_pending]") == idv_text.reason_text(
+        "recovery_pending", "zh-CN"
+    )
     check("login-held")
 
     # The owner cancels: PIN + the suspended browser key (cancel_recovery).
