@@ -7,18 +7,21 @@ unknown number is a 404 that says so."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from flask.sessions import SecureCookieSessionInterface
 
 from idv_client import IdvClient
+from service.settings import packaged_policy_file
+from tests.e2e.conftest import free_port, serve_env
+from tests.kit.conftest import KitServer
 from tests.kit.test_portal import PIN, Visitor, body, flashes
 
 pytestmark = pytest.mark.slow  # a real idv serve per test
 
 
-@pytest.fixture
-def kit(idv_server, phone):
+def portal_kit(idv_server, phone):
     """The portal (no demo branch: codes only) and a visitor, with idv's own view beside."""
     from examples.loan_portal.app import create_app
 
@@ -27,6 +30,28 @@ def kit(idv_server, phone):
     app.config["TESTING"] = True
     with IdvClient(idv_server.url, key) as idv:
         yield app, Visitor(app, idv_server, phone), idv
+
+
+@pytest.fixture
+def kit(idv_server, phone):
+    yield from portal_kit(idv_server, phone)
+
+
+@pytest.fixture
+def short_delay_kit(tmp_path, database_url, phone):
+    """The same against an idv whose ``recover_delayed`` waits 2 s instead of 72 h."""
+    policy = tmp_path / "policy.toml"
+    text = packaged_policy_file().read_text()
+    assert 'delay = "72h"' in text
+    policy.write_text(text.replace('delay = "72h"', 'delay = "2s"'))
+    port = free_port()
+    env = serve_env(tmp_path, database_url) | {"IDV_POLICY_FILE": str(policy)}
+    server = KitServer(f"http://127.0.0.1:{port}", port, env, tmp_path)
+    server.start()
+    try:
+        yield from portal_kit(server, phone)
+    finally:
+        server.stop()
 
 
 def session_of(app, visitor) -> dict:
@@ -117,3 +142,27 @@ def test_an_unknown_number_is_a_404_that_says_so(kit):
         page = visitor.post(path, {"phone": "+8613900000000", "way": "now"})
         assert page.status_code == 404
         assert "No account with this number. Sign up first." in flashes(body(page))
+
+
+def test_pin_only_recovery_completes_with_the_pin_from_ready_at(short_delay_kit):
+    app, visitor, idv = short_delay_kit
+    visitor.sign_up_with_pin()
+    visitor.bind_device()
+    subject = session_of(app, visitor)["subject"]
+    visitor.post("/logout")
+
+    visitor.post("/lost", {"phone": visitor.phone, "way": "wait"})
+    page = visitor.prove_pin()
+    assert page.request.path == "/recovery/waiting", flashes(body(page))
+    assert "You can finish the recovery with your PIN from" in body(page)
+    # Before ready_at the same number shows the wait again, whichever button.
+    page = visitor.post("/lost", {"phone": visitor.phone, "way": "now"})
+    assert page.request.path == "/recovery/waiting"
+    time.sleep(2.5)
+    # From ready_at: the PIN step that completes it (no second wait), then signed in.
+    page = visitor.post("/lost", {"phone": visitor.phone, "way": "wait"})
+    assert page.request.path == "/verify" and 'data-option="knowledge"' in body(page)
+    page = visitor.prove_pin()
+    assert page.request.path == "/recovered", flashes(body(page))
+    assert session_of(app, visitor)["subject"] == subject
+    assert "device" not in {f.type for f in idv.list_factors(subject) if f.status != "revoked"}
