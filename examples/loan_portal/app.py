@@ -101,6 +101,9 @@ def _register_setup(app: Flask) -> None:
         g.tz = forms.time_zone(request.cookies.get("tz"))  # set by portal.js from the browser
         g.subject = session.get("subject")
         g.user = portal().users.by_subject(g.subject) if g.subject else None
+        if g.user and session.get("since", 0) < g.user.get("sessions_after", 0):
+            session.pop("subject", None)  # signed out everywhere by a recovery (recovery.py)
+            g.subject = g.user = None
 
     @app.context_processor
     def _helpers() -> dict[str, Any]:

@@ -9,6 +9,7 @@ nothing else.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,19 @@ FINISHERS: dict[str, Callable[[dict[str, Any], str], Any]] = {}
 def portal() -> Portal:
     """The portal's state (``create_app`` puts it in ``app.extensions``)."""
     return current_app.extensions["lendly"]  # type: ignore[no-any-return]
+
+
+def sign_in(subject_id: str) -> None:
+    """Sign the browser in as ``subject_id``, noting when (see ``sign_out_everywhere``)."""
+    session["subject"] = subject_id
+    session["since"] = time.time()
+
+
+def sign_out_everywhere(subject_id: str) -> None:
+    """End every portal session of the account signed in before now: a recovery means a phone
+    is in someone else's hand, and it may still hold a signed-in tab (OWASP ASVS 5.0 7.4.3:
+    end other sessions after an authentication factor changes)."""
+    portal().users.update(subject_id, sessions_after=time.time())
 
 
 def login_required() -> str:
@@ -139,7 +153,7 @@ def finish(flow: dict[str, Any], assertion: str) -> Any:
         current_app.extensions["idv_verifier"].verify(
             assertion, subject=flow["subject"], action="login", consume=True
         )
-        session["subject"] = flow["subject"]
+        sign_in(flow["subject"])
     elif flow["purpose"] == "enroll":
         session["enroll_assertion"] = assertion
         flash(t("unlocked"), "ok")

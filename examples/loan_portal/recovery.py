@@ -31,11 +31,11 @@ from flask import (
     url_for,
 )
 
-from idv_client import StepUpRequired, WeakSecret
+from idv_client import NotPending, StepUpRequired, WeakSecret
 from idv_client import messages as idv_text
 
 from . import forms
-from .flows import FINISHERS, portal, start_flow, submit_proof
+from .flows import FINISHERS, portal, sign_in, sign_out_everywhere, start_flow, submit_proof
 from .i18n import locale, t
 
 bp = Blueprint("recovery", __name__)
@@ -99,7 +99,10 @@ def waiting() -> Any:
         session.pop("waiting", None)
         flash(idv_text.status_text(v.status, locale()), "warn")
         return redirect(url_for("recovery.lost"))
-    portal().users.update(held["subject"], recovery_vid=held["vid"])
+    if portal().users.by_subject(held["subject"]).get("recovery_vid") != held["vid"]:
+        # The phone's factors are suspended now: its signed-in tabs end with them.
+        portal().users.update(held["subject"], recovery_vid=held["vid"])
+        sign_out_everywhere(held["subject"])
     ready = idv_text.recovery_ready(v.ready_at, locale(), g.tz)
     return render_template("waiting.html", ready=ready)
 
@@ -158,6 +161,7 @@ def new_pin() -> Any:
         flash(idv_text.status_text("expired", locale()), "error")
         return redirect(url_for("recovery.forgot_pin"))
     session.pop("reset_pin", None)
+    sign_out_everywhere(reset["subject"])  # a factor changed: other sessions end (ASVS 7.4.3)
     flash(t("pin_reset_done"), "ok")
     return redirect(url_for("login"))
 
@@ -180,7 +184,8 @@ def _recovered(flow: dict[str, Any], assertion: str) -> Any:
         assertion, subject=flow["subject"], action=flow["action"], consume=True
     )
     portal().users.update(flow["subject"], recovery_vid=None)
-    session["subject"] = flow["subject"]
+    sign_out_everywhere(flow["subject"])  # the thief's signed-in tab too
+    sign_in(flow["subject"])
     session["recovered"] = True
     return redirect(flow["after"])
 
@@ -194,7 +199,12 @@ def _pin_reset_unlocked(flow: dict[str, Any], assertion: str) -> Any:
 
 def _cancelled(flow: dict[str, Any], assertion: str) -> Any:
     """``cancel_recovery`` is satisfied: cancel the waiting recovery; the factors come back."""
-    portal().idv.cancel_recovery(flow["target"], assertion)
+    try:
+        portal().idv.cancel_recovery(flow["target"], assertion)
+    except NotPending:  # completed or expired meanwhile
+        status = portal().idv.get_verification(flow["target"]).status
+        flash(idv_text.status_text(status, locale()), "error")
+        return redirect(url_for("home"))
     portal().users.update(flow["subject"], recovery_vid=None)
     session.pop("waiting", None)
     flash(t("recovery_cancelled"), "ok")

@@ -90,6 +90,9 @@ def test_lost_phone_pin_and_a_recovery_code_revokes_the_device_and_signs_the_per
     _, codes = set_up_codes(visitor)
     visitor.bind_device()
     subject = session_of(app, visitor)["subject"]
+    thief = app.test_client()  # the stolen phone, still signed in to the portal
+    thief.set_cookie("session", visitor.http.get_cookie("session").value)
+    assert thief.get("/security").status_code == 200
     visitor.post("/logout")
 
     page = visitor.post("/lost", {"phone": visitor.phone, "way": "now"})
@@ -99,6 +102,9 @@ def test_lost_phone_pin_and_a_recovery_code_revokes_the_device_and_signs_the_per
     assert page.request.path == "/recovered", flashes(body(page))
     assert "old phone no longer works" in body(page)
     assert session_of(app, visitor)["subject"] == subject
+    # The stolen phone's signed-in tab is signed out (ASVS 5.0 7.4.3).
+    answer = thief.get("/security")
+    assert answer.status_code == 302 and answer.location.endswith("/login")
     # At idv: the browser key is revoked (never an option again), one code is spent.
     factors = {f.type: f for f in idv.list_factors(subject) if f.status != "revoked"}
     assert "device" not in factors and factors["recovery_code"].remaining == 9
