@@ -246,7 +246,11 @@ def proof_fields(factor: str, body: Any) -> dict[str, str]:
 
 
 def waiting(flow: dict[str, Any]) -> Any:
-    """A delayed recovery now waits out its delay: the flow ends on the waiting page."""
+    """A delayed recovery now waits out its delay: the flow ends on the waiting page. The
+    account remembers it (the same number on "Lost your phone?" finds it again), and its
+    signed-in sessions end with the phone's suspended factors."""
+    portal().users.update(flow["subject"], recovery_vid=flow["vid"])
+    sign_out_everywhere(flow["subject"])
     session.pop("flow", None)
     session["waiting"] = {"vid": flow["vid"], "subject": flow["subject"]}
     return redirect(url_for("recovery.waiting"))

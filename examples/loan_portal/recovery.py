@@ -97,12 +97,11 @@ def waiting() -> Any:
     v = portal().idv.get_verification(held["vid"])
     if v.status != "waiting":
         session.pop("waiting", None)
+        if v.status == "pending":  # ready_at has passed: the PIN step that completes it
+            user = portal().users.by_subject(held["subject"]) or {}
+            return _pending_recovery(user) or redirect(url_for("recovery.lost"))
         flash(idv_text.status_text(v.status, locale()), "warn")
         return redirect(url_for("recovery.lost"))
-    if portal().users.by_subject(held["subject"]).get("recovery_vid") != held["vid"]:
-        # The phone's factors are suspended now: its signed-in tabs end with them.
-        portal().users.update(held["subject"], recovery_vid=held["vid"])
-        sign_out_everywhere(held["subject"])
     ready = idv_text.recovery_ready(v.ready_at, locale(), g.tz)
     return render_template("waiting.html", ready=ready)
 

@@ -165,7 +165,10 @@ def test_pin_only_recovery_completes_with_the_pin_from_ready_at(short_delay_kit)
     page = visitor.post("/lost", {"phone": visitor.phone, "way": "now"})
     assert page.request.path == "/recovery/waiting"
     time.sleep(2.5)
-    # From ready_at: the PIN step that completes it (no second wait), then signed in.
+    # From ready_at the waiting page (reloaded) and the same number on "Lost your phone?" lead
+    # to the PIN step that completes it (no second wait), then signed in.
+    page = visitor.get("/recovery/waiting")
+    assert page.request.path == "/verify" and 'data-option="knowledge"' in body(page)
     page = visitor.post("/lost", {"phone": visitor.phone, "way": "wait"})
     assert page.request.path == "/verify" and 'data-option="knowledge"' in body(page)
     page = visitor.prove_pin()
