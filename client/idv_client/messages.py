@@ -38,6 +38,7 @@ __all__ = [
     "rate_limited",
     "reason_text",
     "reason_texts",
+    "recovery_ready",
     "status_text",
 ]
 
@@ -305,17 +306,36 @@ def format_local_time(
     return f"{local.day} {_MONTHS[local.month - 1]} {local.year}, {local:%H:%M} {label}"
 
 
+def _at_time(
+    moment: datetime | str | None, locale: str, tz: str | tzinfo | None, zh: str, en: str
+) -> str | None:
+    """``zh`` or ``en`` with ``{when}`` filled by ``moment`` in local time; None without one."""
+    at = _as_datetime(moment)
+    if at is None:
+        return None
+    when = format_local_time(at, locale, tz)
+    return (zh if normalize_locale(locale) == "zh-CN" else en).format(when=when)
+
+
 def hold_end(
     held_until: datetime | str | None, locale: str = "zh-CN", tz: str | tzinfo | None = DEFAULT_TZ
 ) -> str | None:
     """ "This action opens again on …" for idv's ``held_until``, or ``None`` when there is none."""
-    at = _as_datetime(held_until)
-    if at is None:
-        return None
-    when = format_local_time(at, locale, tz)
-    if normalize_locale(locale) == "zh-CN":
-        return f"此操作将于 {when}恢复。"
-    return f"This action opens again on {when}."
+    return _at_time(
+        held_until, locale, tz, "此操作将于 {when}恢复。", "This action opens again on {when}."
+    )
+
+
+def recovery_ready(
+    ready_at: datetime | str | None, locale: str = "zh-CN", tz: str | tzinfo | None = DEFAULT_TZ
+) -> str | None:
+    """When a ``waiting`` delayed recovery (``ready_at``) can be completed with the PIN, in local
+    time; ``None`` when idv sent no time. Rounded up like every time here: never too early."""
+    zh, en = (
+        "您可于 {when}起输入安全密码完成账号恢复。",
+        "You can finish the recovery with your PIN from {when}.",
+    )
+    return _at_time(ready_at, locale, tz, zh, en)
 
 
 def explain(

@@ -34,6 +34,14 @@ class Users:
         """The account whose idv subject is ``subject_id``, if any."""
         return next((u for u in self.by_phone.values() if u["subject_id"] == subject_id), None)
 
+    def update(self, subject_id: str, **values: Any) -> None:
+        """Set (or, with ``None``, drop) fields of the account of ``subject_id``."""
+        user = self.by_subject(subject_id)
+        if user is None:
+            return
+        record = {k: v for k, v in {**user, **values}.items() if v is not None}
+        self.save(user["phone"], record)
+
     def save(self, phone: str, record: dict[str, Any]) -> None:
         """Create or replace the account of ``phone`` (and write the file, if there is one)."""
         with self.lock:
@@ -86,3 +94,4 @@ class Portal:
     users: Users
     pending_totp: PendingTotp
     sms_path: Path | None = None
+    branch: Any | None = None  # branch.DemoBranch: the demo's stand-in for the tenant's face check

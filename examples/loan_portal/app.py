@@ -44,9 +44,11 @@ from idv_client.flask import init_app, require_step_up
 
 from . import forms
 from .accounts import PendingTotp, Portal, Users
+from .branch import DemoBranch
 from .flows import bp as flows_bp
 from .flows import login_required, portal, start_flow
 from .i18n import MESSAGES, locale, t
+from .recovery import bp as recovery_bp
 from .security import register as register_security
 
 log = logging.getLogger("lendly")
@@ -61,10 +63,12 @@ def create_app(
     sms_file: str | Path | None = None,
     data_file: str | Path | None = None,
     secret_key: str | None = None,
+    branch: DemoBranch | None = None,
 ) -> Flask:
     """The portal, talking to idv at ``idv_url`` with a ``verify`` key (``carrier_key``, a key
     with the ``carrier`` scope, enables the "simulate SIM swap" developer button; ``sms_file`` is
-    idv's ``IDV_SMS_SENDER=file:`` sink, shown as the developer inbox)."""
+    idv's ``IDV_SMS_SENDER=file:`` sink, shown as the developer inbox; ``branch``, the demo
+    stand-in for the tenant's own face check, offers "verify my face at a branch")."""
     app = Flask(__name__)
     app.secret_key = secret_key or secrets.token_hex(32)
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
@@ -75,9 +79,11 @@ def create_app(
         users=Users(Path(data_file) if data_file else None),
         pending_totp=PendingTotp(),
         sms_path=Path(sms_file) if sms_file else None,
+        branch=branch,
     )
     init_app(app, AssertionVerifier(idv_url, idv.whoami().client_id))
     app.register_blueprint(flows_bp)
+    app.register_blueprint(recovery_bp)
     _register_setup(app)
     _register_accounts(app)
     register_security(app)
@@ -95,6 +101,9 @@ def _register_setup(app: Flask) -> None:
         g.tz = forms.time_zone(request.cookies.get("tz"))  # set by portal.js from the browser
         g.subject = session.get("subject")
         g.user = portal().users.by_subject(g.subject) if g.subject else None
+        if g.user and session.get("since", 0) < g.user.get("sessions_after", 0):
+            session.pop("subject", None)  # signed out everywhere by a recovery (recovery.py)
+            g.subject = g.user = None
 
     @app.context_processor
     def _helpers() -> dict[str, Any]:

@@ -9,6 +9,8 @@ nothing else.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import (
@@ -54,9 +56,27 @@ HOLDS = frozenset(
 )
 
 
+# Purposes whose ending another module owns (recovery.py: ``recover``, ``reset_pin``,
+# ``cancel``): purpose -> f(flow, assertion) -> response.
+FINISHERS: dict[str, Callable[[dict[str, Any], str], Any]] = {}
+
+
 def portal() -> Portal:
     """The portal's state (``create_app`` puts it in ``app.extensions``)."""
     return current_app.extensions["lendly"]  # type: ignore[no-any-return]
+
+
+def sign_in(subject_id: str) -> None:
+    """Sign the browser in as ``subject_id``, noting when (see ``sign_out_everywhere``)."""
+    session["subject"] = subject_id
+    session["since"] = time.time()
+
+
+def sign_out_everywhere(subject_id: str) -> None:
+    """End every portal session of the account signed in before now: a recovery means a phone
+    is in someone else's hand, and it may still hold a signed-in tab (OWASP ASVS 5.0 7.4.3:
+    end other sessions after an authentication factor changes)."""
+    portal().users.update(subject_id, sessions_after=time.time())
 
 
 def login_required() -> str:
@@ -66,11 +86,12 @@ def login_required() -> str:
     return str(g.subject)
 
 
-def start_flow(subject_id: str, action: str, purpose: str, after: str) -> Any:
+def start_flow(subject_id: str, action: str, purpose: str, after: str, **extra: str) -> Any:
     """Start a step-up for ``action``; a held or denied one explains itself, else the verify page.
 
     ``purpose``: ``signup``/``login`` (the assertion logs in), ``enroll`` (unlocks one change
-    in security settings) or ``action`` (a sensitive action; ``after`` is its page).
+    in security settings) or ``action`` (a sensitive action; ``after`` is its page), or one of
+    ``FINISHERS``; ``extra`` is kept in the flow for its finisher.
     """
     context = {"ip": request.remote_addr, "user_agent": request.user_agent.string[:200]}
     try:
@@ -88,6 +109,10 @@ def start_flow(subject_id: str, action: str, purpose: str, after: str) -> Any:
             # Nothing holds the action: the person lacks a factor it needs, and can add one.
             flash(t("no_factor_for", action=t("a_" + action)), "warn")
             return redirect(url_for("security"))
+        if (portal().users.by_subject(subject_id) or {}).get("recovery_vid"):
+            # A delayed recovery of this account waits (recovery.py): idv names no reason for
+            # the phone's suspended factors, so "add a factor" would mislead; say what it is.
+            return held_page(v, ["recovery_pending"])
         return held_page(v)
     session["flow"] = {
         "vid": v.verification_id,
@@ -95,16 +120,19 @@ def start_flow(subject_id: str, action: str, purpose: str, after: str) -> Any:
         "action": action,
         "purpose": purpose,
         "after": after,
+        **extra,
     }
     return redirect(url_for("flows.verify"))
 
 
-def held_page(v: Verification) -> Any:
-    """Why idv held or denied ``v`` and when it opens again, in the person's words and time.
-    idv's ``held_until`` is the end of the latest hold, so one date for all reasons."""
-    lines = [(code, idv_text.reason_text(code, locale(), status="denied")) for code in v.reasons]
+def held_page(v: Verification, reasons: list[str] | None = None) -> Any:
+    """Why idv held or denied ``v`` (or ``reasons`` the portal knows better) and when it opens
+    again, in the person's words and time. idv's ``held_until`` is the end of the latest hold,
+    so one date for all reasons."""
+    codes = v.reasons if reasons is None else reasons
+    lines = [(code, idv_text.reason_text(code, locale(), status="denied")) for code in codes]
     until = idv_text.hold_end(v.held_until, locale(), g.tz)
-    held = bool(HOLDS & set(v.reasons)) or until is not None
+    held = bool(HOLDS & set(codes)) or until is not None
     return render_template(
         "held.html",
         title=t("held_title") if held else t("no_factor_title"),
@@ -118,12 +146,14 @@ def finish(flow: dict[str, Any], assertion: str) -> Any:
     """The flow is satisfied: log in, unlock one change, or keep the assertion for the action."""
     session.pop("flow", None)
     session.pop("sent_to", None)
+    if flow["purpose"] in FINISHERS:
+        return FINISHERS[flow["purpose"]](flow, assertion)
     if flow["purpose"] in ("login", "signup"):
         # The portal is its own relying party: check the login assertion before trusting it.
         current_app.extensions["idv_verifier"].verify(
             assertion, subject=flow["subject"], action="login", consume=True
         )
-        session["subject"] = flow["subject"]
+        sign_in(flow["subject"])
     elif flow["purpose"] == "enroll":
         session["enroll_assertion"] = assertion
         flash(t("unlocked"), "ok")
@@ -146,6 +176,8 @@ def verify() -> Any:
     if not flow:
         return redirect(url_for("home"))
     v = portal().idv.get_verification(flow["vid"])
+    if v.status == "waiting":
+        return waiting(flow)
     if v.status != "pending":
         return leave(flow, idv_text.status_text(v.status, locale()))
     user = portal().users.by_subject(flow["subject"]) or {}
@@ -158,6 +190,7 @@ def verify() -> Any:
         masked=user.get("masked", ""),
         notes=notes,
         sent_to=session.get("sent_to"),
+        branch=portal().branch is not None,
     )
 
 
@@ -204,7 +237,23 @@ def proof_fields(factor: str, body: Any) -> dict[str, str]:
         if not secret:
             raise FormError("pin_empty")
         return {"secret": secret}
+    if factor == "recovery_code":  # the field is not "code": it is no 6-digit one-time code
+        code = str(body.get("recovery_code") or "").strip()
+        if not code or len(code) > 64:
+            raise FormError("recovery_code_empty")
+        return {"code": code}
     return {k: str(body[k]) for k in ("factor_id", "signature") if body.get(k)}
+
+
+def waiting(flow: dict[str, Any]) -> Any:
+    """A delayed recovery now waits out its delay: the flow ends on the waiting page. The
+    account remembers it (the same number on "Lost your phone?" finds it again), and its
+    signed-in sessions end with the phone's suspended factors."""
+    portal().users.update(flow["subject"], recovery_vid=flow["vid"])
+    sign_out_everywhere(flow["subject"])
+    session.pop("flow", None)
+    session["waiting"] = {"vid": flow["vid"], "subject": flow["subject"]}
+    return redirect(url_for("recovery.waiting"))
 
 
 @bp.post("/verify/prove")
@@ -213,9 +262,17 @@ def verify_prove() -> Any:
     flow = session.get("flow") or abort(400)
     body = request.get_json(silent=True) or request.form
     factor = str(body.get("factor", ""))
+    return submit_proof(
+        flow, factor, lambda: portal().idv.prove(flow["vid"], factor, **proof_fields(factor, body))
+    )
+
+
+def submit_proof(flow: dict[str, Any], factor: str, send: Callable[[], ProofResult]) -> Any:
+    """Send one proof (``send``) and answer what idv said: the next page when the flow is done
+    or waits, else the verify page with what failed and the tries left."""
     back = url_for("flows.verify")
     try:
-        proof = portal().idv.prove(flow["vid"], factor, **proof_fields(factor, body))
+        proof = send()
     except FormError as exc:
         flash(t(exc.key), "error")
         proof = None
@@ -230,6 +287,8 @@ def verify_prove() -> Any:
         proof = None
     if proof is not None and proof.status == "satisfied" and proof.assertion:
         return _answer(finish(flow, proof.assertion))
+    if proof is not None and proof.status == "waiting":
+        return _answer(waiting(flow))
     if proof is not None and not proof.accepted:
         message = idv_text.failed_proof(factor, attempts_left(proof), locale(), status=proof.status)
         if proof.status == "locked":

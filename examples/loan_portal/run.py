@@ -82,18 +82,32 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from examples.loan_portal.app import create_app
+    from examples.loan_portal.branch import register_demo_branch
+    from idv_client import IdvClient
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # clean up on kill too, not only Ctrl-C
     data = Path(tempfile.mkdtemp(prefix="lendly-"))
     proc, key = start_idv(data, args.idv_port or free_port())
     idv_url = f"http://127.0.0.1:{proc.args[proc.args.index('--port') + 1]}"
     try:
+        # The demo stand-in for the tenant's face check at a branch: its key, registered with
+        # idv's CLI as an operator would (API.md, Recovery: idv clients attestation-key).
+        with IdvClient(idv_url, key) as idv:
+            client_id = idv.whoami().client_id
+        branch = register_demo_branch(
+            lambda args: subprocess.run(
+                [*IDV, *args], env=idv_env(data), capture_output=True, text=True
+            ),
+            client_id,
+            data,
+        )
         app = create_app(
             idv_url,
             key,
             carrier_key=key,
             sms_file=data / "sms.jsonl",
             data_file=data / "portal-users.json",
+            branch=branch,
         )
         print(f"idv     {idv_url}  (data in {data})", flush=True)
         print(f"portal  http://127.0.0.1:{args.port}/  <- open this", flush=True)

@@ -8,7 +8,17 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from flask import Flask, flash, jsonify, redirect, render_template, request, session, url_for
+from flask import (
+    Flask,
+    flash,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from idv_client import (
     InvalidCode,
@@ -117,6 +127,19 @@ def register(app: Flask) -> None:
         pending.drop(subject_id)
         flash(t("saved"), "ok")
         return redirect(url_for("security"))
+
+    @app.post("/security/codes")
+    def security_codes() -> Any:
+        """A new set of recovery codes (NIST SP 800-63B-4 look-up secrets), shown on this answer
+        only: never kept by the portal, never in the session cookie, never redirected to."""
+        subject_id = login_required()
+        enrolled = portal().idv.enroll_recovery_codes(
+            subject_id, assertion=change_assertion(subject_id)
+        )
+        session.pop("enroll_assertion", None)  # idv spent it on this set
+        response = make_response(render_template("codes.html", codes=enrolled.codes or []))
+        response.headers["Cache-Control"] = "no-store"  # not from the back button or a cache
+        return response
 
     @app.post("/security/pin")
     def security_pin() -> Any:

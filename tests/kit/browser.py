@@ -4,9 +4,15 @@
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from werkzeug.serving import make_server
+
+from tests.e2e.conftest import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -107,3 +113,16 @@ def assert_fields_labelled(page) -> None:  # type: ignore[no-untyped-def]
             assert field["inputmode"] == "numeric", field
             assert field["autocomplete"] == "one-time-code", field
             assert field["maxlength"] == "6" and field["pattern"] == "[0-9]{6}", field
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A WSGI ``app`` (the portal) on a free port of 127.0.0.1 in a thread; yields its URL."""
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)

@@ -22,6 +22,7 @@ from idv_client.messages import (
     rate_limited,
     reason_text,
     reason_texts,
+    recovery_ready,
     status_text,
 )
 
@@ -90,6 +91,19 @@ def test_the_hold_end_crosses_the_date_line_in_local_time():
         hold_end("2026-12-31T16:10:00Z", "zh-CN")
         == "此操作将于 2027年1月1日 00:10（北京时间）恢复。"
     )
+
+
+def test_a_delayed_recovery_says_when_the_pin_completes_it_in_local_time_rounded_up():
+    # API.md, Recovery: ``ready_at`` of a waiting recover_delayed. 01:00:20 UTC is 09:00:20 in
+    # Beijing: "from 09:00" would send the person back 20 s too early.
+    assert (
+        recovery_ready("2026-12-10T01:00:20Z", "zh-CN")
+        == "您可于 2026年12月10日 09:01（北京时间）起输入安全密码完成账号恢复。"
+    )
+    assert recovery_ready("2026-12-10T01:00:00Z", "en", "Europe/Berlin") == (
+        "You can finish the recovery with your PIN from 10 Dec 2026, 02:00 CET."
+    )
+    assert recovery_ready(None, "en") is None and recovery_ready("soon", "zh-CN") is None
 
 
 def test_a_datetime_and_rfc3339_text_give_the_same_hold_end_and_naive_means_utc():

@@ -20,17 +20,14 @@ One browser for the module; screenshots land in artefacts/portal/ (gitignored); 
 from __future__ import annotations
 
 import re
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pyotp
 import pytest
-from werkzeug.serving import make_server
 
 from idv_client import messages as idv_text
-from tests.e2e.conftest import free_port
 from tests.kit.browser import (
     DESKTOP,
     PHONE,
@@ -40,6 +37,7 @@ from tests.kit.browser import (
     latin_words,
     launch,
     needs_chromium,
+    serving,
 )
 
 pytestmark = [pytest.mark.slow, needs_chromium]
@@ -66,12 +64,8 @@ def portal(idv_server):
 
     key = idv_server.api_key("lendly", "verify", "carrier")
     app = create_app(idv_server.url, key, carrier_key=key, sms_file=idv_server.sms_file)
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
+    with serving(app) as url:
+        yield url
 
 
 class Walk:

@@ -145,6 +145,9 @@ async function wire() {
     el.hidden = false;
     button.addEventListener("click", () => { button.disabled = true; bindBrowser(subject).catch((e) => { button.disabled = false; showError(e); }); });
   }
+  // Recovery codes go on paper, not on the phone: the print stylesheet shows only the codes.
+  const print = document.getElementById("print-codes");
+  if (print) print.addEventListener("click", () => window.print());
   document.body.dataset.ready = "1";
 }
 
