@@ -142,15 +142,17 @@ def cancel(
     ctx: ServiceContext, client: ClientRecord, verification_id: str, assertion: str | None
 ) -> VerificationRecord:
     """Cancel a waiting delayed recovery with a ``cancel_recovery`` assertion (else 403
-    ``step_up_required``); anything not waiting is 409 ``not_pending``. The suspended factors
-    return to active at once (nothing to restore: suspension is derived from this row)."""
+    ``step_up_required``); anything not waiting is 409 ``not_pending``, including a delayed
+    recovery past its ``ready_at``, which reads ``pending`` (API.md, Recovery: the person had the
+    whole delay to cancel it). The suspended factors return to active at once (nothing to
+    restore: suspension is derived from this row)."""
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         found = store.get_with_subject(conn, client.id, verification_id, for_update=True)
         if found is None:
             raise NotFound("no such verification")
         record, subject = found
-        if record.status != "waiting" or record.expires_at <= now:
+        if shown_status(record, now) != "waiting":
             raise NotPending(f"the verification is {shown_status(record, now)}, not waiting")
         require_step_up(ctx, conn, client, subject, "cancel_recovery", assertion, now, always=True)
         store.set_status(conn, record.id, "cancelled", now, was="waiting")

@@ -229,3 +229,16 @@ def test_a_sim_change_after_the_recovery_brings_sms_back(user, ctx):
     )
     user.advance(8 * 24 * 3600)  # past login's 7-day SMS window after a SIM change
     assert user.start("login").json["options"] == [["sms"]]
+
+
+def test_a_recovery_past_ready_at_reads_pending_and_cannot_be_cancelled(user):
+    # API.md, Recovery: "POST .../cancel cancels a waiting verification; any other → 409
+    # not_pending. A recover_delayed verification shows pending from ready_at": the person had
+    # the whole delay to cancel it.
+    user.add_all_factors()
+    wait = start_wait(user)
+    user.advance(72 * 3600 + 1)
+    assert get(user, wait["vid"]).json["status"] == "pending"
+    token = user.step_up("cancel_recovery", ["knowledge", "totp"])
+    r = cancel(user, wait["vid"], token)
+    assert r.status_code == 409 and r.json["error"] == "not_pending", r.json
