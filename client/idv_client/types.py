@@ -30,6 +30,7 @@ Reason: TypeAlias = Literal[
     "signal_unavailable",
     "subject_locked",
     "no_eligible_factors",
+    "recovery_pending",
 ]
 """Machine-readable codes in ``reasons``: what was ruled out or why the action is denied."""
 

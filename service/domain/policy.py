@@ -289,10 +289,20 @@ def decide(policy: Policy, action: str, state: SubjectState, now: datetime) -> D
             options.append(list(option))
             continue
         why = ", ".join(
-            f"{f} ineligible" if f in state.factors else f"subject has no active {f}"
+            f"{f} ineligible"
+            if f in state.factors
+            else f"{f} suspended while a delayed recovery waits"
+            if f in state.suspended
+            else f"subject has no active {f}"
             for f in missing
         )
-        found.add(None, f"option {'+'.join(option)} ruled out: {why}")
+        # A caller can tell the person why: their own recovery (or someone's with their PIN)
+        # suspended the phone's factors (API.md, Recovery).
+        pending_recovery = any(f in state.suspended for f in missing)
+        found.add(
+            "recovery_pending" if pending_recovery else None,
+            f"option {'+'.join(option)} ruled out: {why}",
+        )
 
     if not options:
         found.add(

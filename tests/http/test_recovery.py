@@ -64,6 +64,7 @@ def test_pin_only_person_recovers_after_the_delay(user, ctx, clock):
     # At once the thief's phone no longer logs in: TOTP, device and SMS are in no option.
     r = user.start("login")
     assert r.json["status"] == "denied" and "no_eligible_factors" in r.json["reasons"], r.json
+    assert "recovery_pending" in r.json["reasons"], r.json  # the caller can say why
     assert user.attempt(login_before, "totp").status_code in (409, 422)
     assert user.challenge(login_before, "sms").status_code in (409, 422)
     assert statuses(user) == {"totp": "suspended", "device": "suspended", "knowledge": "active"}
