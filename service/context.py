@@ -23,6 +23,7 @@ from service.crypto.keyring import KeyRing, load_key_ring
 from service.domain.clock import utcnow
 from service.domain.errors import RateLimited
 from service.domain.policy import Policy, load_policy
+from service.factors import registry
 from service.factors.knowledge import KnowledgeHasher
 from service.factors.sms import SmsSender, sender_from_spec
 from service.ratelimit import RateLimits
@@ -162,7 +163,7 @@ class ServiceContext:
             settings=settings,
             engine=make_engine(settings.database_url),
             keys=keys,
-            policy=load_policy(settings.policy_file),
+            policy=load_policy(settings.policy_file, factors=registry.CATALOG),
             hasher=KnowledgeHasher(
                 time_cost=settings.argon2_time_cost,
                 memory_cost_kib=settings.argon2_memory_kib,

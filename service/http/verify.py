@@ -33,7 +33,9 @@ def enroll(subject_id: str) -> tuple[Response, int]:
     client = caller("verify")
     body = parse(EnrollFactor)
     result = factors.enroll(ctx(), client, subject_id, body.model_dump())
-    return jsonify(_without_none(asdict(result))), 201
+    answer = {"factor_id": result.factor_id, "type": result.type, "status": result.status}
+    answer |= {"label": result.label} | result.shown
+    return jsonify(_without_none(answer)), 201
 
 
 @bp.post("/v1/subjects/<subject_id>/factors/<factor_id>/activate")

@@ -14,7 +14,7 @@ from service.domain.errors import (
     ServiceUnavailable,
 )
 from service.domain.phone import mask_phone
-from service.factors import device, sms
+from service.factors import device, registry, sms
 from service.storage import audit, replay
 from service.storage import subjects as subject_store
 from service.storage.clients import ClientRecord
@@ -29,7 +29,7 @@ from service.usecases.verifications import (
     still_open,
 )
 
-CHALLENGE_FACTORS = ("sms", "device")
+CHALLENGE_FACTORS = registry.CHALLENGE_FACTORS
 DEVICE_CHALLENGE_TTL = timedelta(minutes=2)
 
 
@@ -38,7 +38,8 @@ def challenge(
 ) -> dict[str, str]:
     """Send an SMS code or issue a device challenge for a pending verification."""
     if factor not in CHALLENGE_FACTORS:
-        raise InvalidRequest("only sms and device have challenges")
+        raise InvalidRequest(f"only {', '.join(CHALLENGE_FACTORS)} have challenges")
+    kind = registry.FACTORS[factor].challenge
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         record, subject = pending_with_subject(conn, client, verification_id, now)
@@ -48,7 +49,7 @@ def challenge(
         if options:
             if factor not in remaining(options, record.satisfied):
                 raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
-            if factor == "device":
+            if kind == "nonce":
                 return _device_challenge(conn, record, now)
             phone, code, expires = _sms_challenge(ctx, conn, client, record, subject, now)
     if not options:

@@ -24,7 +24,7 @@ from service.domain.policy import (
     attestation_counts,
     completed_options,
 )
-from service.factors import attested, device, recovery_code, sms, totp
+from service.factors import attested, device, recovery_code, registry, sms, totp
 from service.storage import attestations as attestation_store
 from service.storage import audit, replay
 from service.storage import factors as factor_store
@@ -46,15 +46,6 @@ from service.usecases.verifications import (
     remaining,
     still_open,
 )
-
-PROOF_FIELDS = {
-    "totp": ("code",),
-    "sms": ("code",),
-    "knowledge": ("secret",),
-    "device": ("factor_id", "signature"),
-    "recovery_code": ("code",),
-    "attested": ("attestation",),
-}
 
 
 @dataclass(frozen=True)
@@ -105,8 +96,11 @@ def _load(
     options, decision = still_open(ctx, record, subject, snap, now)
     if options and factor not in remaining(options, record.satisfied):
         raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
+    spec = registry.FACTORS[factor]
     live = (
-        replay.live_challenges(conn, record.id, factor, now) if factor in ("sms", "device") else []
+        replay.live_challenges(conn, record.id, factor, now)
+        if spec.challenge in ("sms", "nonce")
+        else []
     )
     return _Attempt(
         record,
@@ -129,11 +123,12 @@ def prove(
     one commit). A knowledge proof reads first, runs argon2 outside any transaction, then
     records the outcome, so slow hashing never holds a lock.
     """
-    factor = proof.get("factor")
-    if factor not in PROOF_FIELDS:
-        raise InvalidRequest(f"factor must be one of {', '.join(PROOF_FIELDS)}")
-    for name in PROOF_FIELDS[factor]:
-        if not isinstance(proof.get(name), str) or not proof[name]:
+    spec = registry.spec(proof.get("factor"))
+    if spec is None:
+        raise InvalidRequest(f"factor must be one of {', '.join(registry.NAMES)}")
+    factor = spec.name
+    for name, field in spec.proof_fields.items():
+        if not isinstance(proof.get(name), field.kind) or not proof[name]:
             raise InvalidRequest(f"a {factor} proof needs {name!r}")
     now = ctx.clock()
     outcome: ProofOutcome | None = None
@@ -279,12 +274,11 @@ def _accept(
             subject=subject.subject_id,
             action=record.action,
             acr=acr,
-            factors=satisfied,
+            amr=registry.amr_values(satisfied, _extra_amr(method)),
             auth_time=now,
             now=now,
             ttl=ctx.settings.assertion_ttl,
             jti=record.id,
-            attested_method=method,
         )
         if record.action == "password_reset":  # T1: starts the cooling-off of the chain
             subject_store.record_event(conn, subject.pk, "password_reset", now)
@@ -327,59 +321,71 @@ class _Check:
         return True if self.record_use is None else bool(self.record_use(conn))
 
 
+def _extra_amr(method: str | None) -> list[str]:
+    """The ``amr`` values an accepted attestation's method adds (RFC 8176 §2 ``face``)."""
+    return [attested.METHOD_AMR[method]] if method in attested.METHOD_AMR else []
+
+
 def _verify(
     ctx: ServiceContext, factor: str, proof: dict[str, Any], attempt: _Attempt, now: datetime
 ) -> _Check:
     """Run the factor's verifier; never raises for a wrong proof."""
-    record, candidates, live = attempt.record, attempt.candidates, attempt.live
-    if factor == "totp":
-        for f in candidates:
-            secret = ctx.keys.decrypt(f.secret_ct, f"factor:{f.id}")
-            step = totp.matching_step(secret, proof["code"], now.timestamp())
-            if step is not None:
-                # RFC 6238 §5.2: the unique (factor, step) row is the one-use guard.
-                return _Check(
-                    True, lambda c, fid=f.id, s=step: replay.use_totp_step(c, fid, s, now)
-                )
+    return _VERIFIERS[factor](ctx, proof, attempt, now)
+
+
+def _totp(ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime) -> _Check:
+    """A current code of one of the subject's TOTP factors."""
+    for f in attempt.candidates:
+        secret = ctx.keys.decrypt(f.secret_ct, f"factor:{f.id}")
+        step = totp.matching_step(secret, proof["code"], now.timestamp())
+        if step is not None:
+            # RFC 6238 §5.2: the unique (factor, step) row is the one-use guard.
+            return _Check(True, lambda c, fid=f.id, s=step: replay.use_totp_step(c, fid, s, now))
+    return _Check(False)
+
+
+def _sms(ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime) -> _Check:
+    """The code of one of this verification's live SMS challenges."""
+    key = ctx.keys.derived_key("sms-code")
+    for challenge_id, digest in attempt.live:
+        if sms.code_matches(key, attempt.record.id, proof["code"], digest, ctx.keys.profile):
+            return _Check(True, lambda c, cid=challenge_id: replay.use_challenge(c, cid, now))
+    return _Check(False)
+
+
+def _knowledge(
+    ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime
+) -> _Check:
+    """The subject's PIN; argon2 runs even when it has none (ASVS 6.3.8: no timing tell)."""
+    stored = attempt.candidates[0] if attempt.candidates else None
+    stored_hash = ctx.keys.decrypt(stored.secret_ct, f"factor:{stored.id}") if stored else None
+    # Bounded: PIN floods cannot starve other proofs.
+    ok, new_hash = ctx.argon2_slots.run(ctx.hasher.verify, stored_hash, proof["secret"])
+    if not ok or stored is None:
         return _Check(False)
-    if factor == "sms":
-        key = ctx.keys.derived_key("sms-code")
-        for challenge_id, digest in live:
-            if sms.code_matches(key, record.id, proof["code"], digest, ctx.keys.profile):
-                return _Check(True, lambda c, cid=challenge_id: replay.use_challenge(c, cid, now))
-        return _Check(False)
-    if factor == "knowledge":
-        stored = candidates[0] if candidates else None
-        stored_hash = ctx.keys.decrypt(stored.secret_ct, f"factor:{stored.id}") if stored else None
-        # Bounded: PIN floods cannot starve other proofs.
-        ok, new_hash = ctx.argon2_slots.run(ctx.hasher.verify, stored_hash, proof["secret"])
-        if not ok or stored is None:
-            return _Check(False)
-        rehash = (
-            (stored.id, ctx.keys.encrypt(new_hash, f"factor:{stored.id}")) if new_hash else None
-        )
-        return _Check(True, None, rehash)
-    if factor == "recovery_code":
-        return _recovery_code(ctx, proof["code"], candidates, now)
-    if factor == "attested":
-        return _attestation(ctx, proof["attestation"], attempt, now)
-    # device
-    bound = next((f for f in candidates if f.id == proof["factor_id"]), None)
+    rehash = (stored.id, ctx.keys.encrypt(new_hash, f"factor:{stored.id}")) if new_hash else None
+    return _Check(True, None, rehash)
+
+
+def _device(ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime) -> _Check:
+    """A signature by the named device key over one of this verification's live challenges."""
+    bound = next((f for f in attempt.candidates if f.id == proof["factor_id"]), None)
     if bound is None:
         return _Check(False)
     pem = ctx.keys.decrypt(bound.secret_ct, f"factor:{bound.id}")
-    for challenge_id, text in live:
+    for challenge_id, text in attempt.live:
         if device.verify_signature(pem, bound.alg or "", text, proof["signature"]):
             return _Check(True, lambda c, cid=challenge_id: replay.use_challenge(c, cid, now))
     return _Check(False)
 
 
 def _recovery_code(
-    ctx: ServiceContext, code: str, candidates: list[factor_store.FactorRecord], now: datetime
+    ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime
 ) -> _Check:
     """A recovery code of the subject's set: whether it is one (unused) is decided by the
     single-use UPDATE itself, in the proof's transaction (ASVS 6.5.1); a code that matches no
     unused row is a failed proof like any wrong code."""
+    code, candidates = proof["code"], attempt.candidates
     if not candidates or recovery_code.normalize(code) is None:
         return _Check(False)
     key, newest = ctx.keys.derived_key("recovery-code"), candidates[-1]
@@ -387,12 +393,14 @@ def _recovery_code(
     return _Check(True, lambda c: code_store.use(c, newest.id, digest, now))
 
 
-def _attestation(ctx: ServiceContext, token: str, attempt: _Attempt, now: datetime) -> _Check:
+def _attestation(
+    ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime
+) -> _Check:
     """A tenant's attestation, signed by one of its own keys and bound to this subject and
     verification; it counts only when its method completes some option (API.md, Recovery)."""
     record = attempt.record
     found = attested.verify(
-        token,
+        proof["attestation"],
         attempt.tenant_keys,
         client_id=record.client_id,
         audience=ctx.settings.issuer,
@@ -408,3 +416,17 @@ def _attestation(ctx: ServiceContext, token: str, attempt: _Attempt, now: dateti
         lambda c: attestation_store.use_jti(c, record.client_id, found.jti, now),
         method=found.method,
     )
+
+
+# One verifier per factor of the registry (issue 22): the glue between a factor's pure check and
+# its stored material and single-use record. A factor without one fails at import, not at a proof.
+_VERIFIERS = {
+    "totp": _totp,
+    "sms": _sms,
+    "knowledge": _knowledge,
+    "device": _device,
+    "recovery_code": _recovery_code,
+    "attested": _attestation,
+}
+if set(_VERIFIERS) != set(registry.NAMES):
+    raise RuntimeError("every registered factor needs a verifier in service.usecases.proofs")
