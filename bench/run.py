@@ -308,7 +308,7 @@ class Setup:
                 step = int(time.time()) // TOTP_STEP - 1
                 code = pyotp.TOTP(enrolled.shown["secret"]).at(step * TOTP_STEP)
                 try:
-                    factors.activate(self.ctx, client, sid, enrolled.factor_id, code)
+                    factors.activate(self.ctx, client, sid, enrolled.factor_id, {"code": code})
                     break
                 except InvalidCode:
                     if attempt:

@@ -41,7 +41,8 @@ class FactorSpec:
     ``challenge``: None, ``"sms"`` (a code sent), ``"nonce"`` (a server nonce the device signs)
     or ``"webauthn"`` (PublicKeyCredentialRequestOptions).
     ``proof_fields``/``enrol_fields``: the fields of its proof and of its enrolment request;
-    ``enrolled_fields``/``challenge_fields``: what its enrolment and challenge answers add.
+    ``enrolled_fields``/``challenge_fields``: what its enrolment and challenge answers add;
+    ``activate_fields``: what activates a pending one (``POST .../activate``).
     ``amr``: the RFC 8176 values an accepted proof adds (a verifier may add more per proof).
     ``replay``: the single-use record an accepted proof writes in its transaction.
     ``stores``: what the factor's row holds (encrypted under the key ring).
@@ -62,6 +63,7 @@ class FactorSpec:
     stores: str
     enrol_fields: Mapping[str, Input] = field(default_factory=fields)
     enrolled_fields: Mapping[str, Input] = field(default_factory=fields)
+    activate_fields: Mapping[str, Input] = field(default_factory=fields)
     challenge_fields: Mapping[str, Input] = field(default_factory=fields)
     off_phone: bool = False
     enrollable: bool = True

@@ -94,6 +94,7 @@ SPEC = FactorSpec(
     amr=("otp",),  # RFC 8176 §2
     replay="the (factor, time step) row: RFC 6238 §5.2, a code accepted once",
     stores="the 160-bit base32 secret",
+    activate_fields=fields(code=Input(str, 16)),
     enrolled_fields=fields(
         secret=Input(str, description="TOTP only, shown once"),
         otpauth_uri=Input(str),

@@ -63,10 +63,6 @@ class EnrolledFactorBase(BaseModel):
     label: str | None = None
 
 
-class ActivateFactor(Request):
-    code: str = Field(max_length=16)
-
-
 class FactorStatus(BaseModel):
     factor_id: str
     status: str
@@ -224,5 +220,8 @@ EnrolledFactor = create_model(
 )
 Challenge = create_model(
     "Challenge", __base__=ChallengeBase, **_merged(lambda f: f.challenge_fields)
+)
+ActivateFactor = create_model(
+    "ActivateFactor", __base__=Request, **_merged(lambda f: f.activate_fields)
 )
 Proof = create_model("Proof", __base__=ProofBase, **_merged(lambda f: f.proof_fields))

@@ -27,6 +27,7 @@ from service.storage import verifications as verification_store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.usecases import notify
+from service.usecases.prepared import Prepared
 from service.usecases.signals import PHONE_FACTOR_TYPES, in_onboarding
 from service.usecases.subjects import find, phone_of, require_step_up, subject_ref
 
@@ -47,22 +48,9 @@ class Enrolled:
     shown: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class _Prepared:
-    """A factor's enrolment, prepared before the transaction (argon2 runs outside one)."""
-
-    secret: str  # stored encrypted in the factor row
-    status: str = "active"
-    alg: str | None = None
-    # In the transaction, after the row is written (recovery codes' digests, a challenge).
-    after_insert: Callable[[Connection, SubjectRecord], None] | None = None
-    # After the commit: what the answer shows.
-    shown: Callable[[SubjectRecord], dict[str, Any]] | None = None
-
-
 def _prepare_totp(
     ctx: ServiceContext, client: ClientRecord, factor_id: str, body: dict
-) -> _Prepared:
+) -> Prepared:
     label = body.get("label")
     totp.check_account_label(label)
     secret = totp.new_secret()
@@ -75,31 +63,31 @@ def _prepare_totp(
         uri = totp.provisioning_uri(secret, account, client.issuer or ctx.settings.issuer)
         return {"secret": secret, "otpauth_uri": uri, "qr_svg": totp.qr_svg(uri)}
 
-    return _Prepared(secret, "pending", shown=shown)
+    return Prepared(secret, "pending", shown=shown)
 
 
 def _prepare_knowledge(
     ctx: ServiceContext, client: ClientRecord, factor_id: str, body: dict
-) -> _Prepared:
+) -> Prepared:
     raw = body.get("secret")
     if not isinstance(raw, str):
         raise InvalidRequest("a knowledge factor needs 'secret'")
     knowledge.check_strength(raw, ctx.policy.knowledge_min_length)
-    return _Prepared(ctx.argon2_slots.run(ctx.hasher.hash, raw))
+    return Prepared(ctx.argon2_slots.run(ctx.hasher.hash, raw))
 
 
 def _prepare_device(
     ctx: ServiceContext, client: ClientRecord, factor_id: str, body: dict
-) -> _Prepared:
+) -> Prepared:
     pem, alg = body.get("public_key"), body.get("alg")
     if not isinstance(pem, str) or alg not in device.ALGORITHMS:
         raise InvalidRequest("a device factor needs 'public_key' (PEM) and 'alg' ES256|EdDSA|SM2")
-    return _Prepared(device.normalize_pem(pem, alg), alg=alg)
+    return Prepared(device.normalize_pem(pem, alg), alg=alg)
 
 
 def _prepare_recovery_code(
     ctx: ServiceContext, client: ClientRecord, factor_id: str, body: dict
-) -> _Prepared:
+) -> Prepared:
     # The codes live only as keyed hashes in recovery_codes; the factor row holds no secret.
     codes = recovery_code.new_codes()
 
@@ -109,13 +97,13 @@ def _prepare_recovery_code(
             conn, factor_id, [recovery_code.digest(key, factor_id, c) for c in codes]
         )
 
-    return _Prepared(
+    return Prepared(
         "recovery_code:v1", after_insert=store_digests, shown=lambda _: {"codes": codes}
     )
 
 
 # How each enrollable factor of the registry is prepared (issue 22).
-_PREPARE: dict[str, Callable[[ServiceContext, ClientRecord, str, dict], _Prepared]] = {
+_PREPARE: dict[str, Callable[[ServiceContext, ClientRecord, str, dict], Prepared]] = {
     "totp": _prepare_totp,
     "knowledge": _prepare_knowledge,
     "device": _prepare_device,
@@ -200,26 +188,48 @@ def enroll(
     return Enrolled(factor_id, kind, prepared.status, label, shown)
 
 
+def _activate_totp(
+    ctx: ServiceContext,
+    conn: Connection,
+    client: ClientRecord,
+    factor: store.FactorRecord,
+    body: dict[str, Any],
+    now: datetime,
+) -> None:
+    """A current code activates a pending TOTP and counts as that code's one use."""
+    code = body.get("code")
+    if not isinstance(code, str):
+        raise InvalidRequest("a totp factor is activated with 'code'")
+    secret = ctx.keys.decrypt(factor.secret_ct, f"factor:{factor.id}")
+    step = totp.matching_step(secret, code, now.timestamp())
+    if step is None or not replay.use_totp_step(conn, factor.id, step, now):
+        raise InvalidCode("the code does not match")
+    store.activate(conn, factor.id, now)
+
+
+# How a pending factor of each type is activated (issue 22); ``InvalidCode`` when it does not.
+_ACTIVATE = {"totp": _activate_totp}
+
+
 def activate(
-    ctx: ServiceContext, client: ClientRecord, subject_id: str, factor_id: str, code: str
+    ctx: ServiceContext, client: ClientRecord, subject_id: str, factor_id: str, body: dict
 ) -> str:
-    """Activate a pending TOTP with a current code; the code counts as its one use."""
+    """Activate a pending factor (a TOTP with a current code). Failures are throttled like
+    failed proofs (RFC 4226 §7.3)."""
     now = ctx.clock()
     ref = subject_ref(ctx, client.id, subject_id)
-    ctx.limits.check("failed_proofs", ref, "totp")  # RFC 4226 §7.3: throttle activation guesses
+    kind = "totp"
     try:
         with ctx.engine.begin() as conn:
             subject = find(ctx, conn, client, subject_id)
             factor = store.get(conn, subject.pk, factor_id)
             if factor is None:
                 raise NotFound("no such factor")
-            if factor.type != "totp" or factor.status != "pending":
+            kind = factor.type
+            if kind not in _ACTIVATE or factor.status != "pending":
                 raise InvalidRequest("only a pending totp factor can be activated")
-            secret = ctx.keys.decrypt(factor.secret_ct, f"factor:{factor.id}")
-            step = totp.matching_step(secret, code, now.timestamp())
-            if step is None or not replay.use_totp_step(conn, factor.id, step, now):
-                raise InvalidCode("the code does not match")
-            store.activate(conn, factor.id, now)
+            ctx.limits.check("failed_proofs", ref, kind)  # before any verifier work
+            _ACTIVATE[kind](ctx, conn, client, factor, body, now)
             audit.append(
                 conn,
                 event="factor.activated",
@@ -227,10 +237,10 @@ def activate(
                 now=now,
                 client_id=client.id,
                 subject_ref=ref,
-                detail={"factor_id": factor.id},
+                detail={"factor_id": factor.id, "type": kind},
             )
     except InvalidCode:
-        ctx.limits.record("failed_proofs", ref, "totp")
+        ctx.limits.record("failed_proofs", ref, kind)
         raise
     return "active"
 
