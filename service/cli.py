@@ -194,6 +194,44 @@ def clients_issuer(client_id: str, name: str) -> None:
     click.echo(f"issuer of {client_id}: {issuer}")
 
 
+@clients.command("webauthn")
+@click.argument("client_id")
+@click.option("--rp-id", required=True, help="The WebAuthn relying party id, e.g. loans.example.")
+@click.option(
+    "--origin",
+    "origins",
+    multiple=True,
+    required=True,
+    help="An origin ceremonies may come from, e.g. https://loans.example (repeatable).",
+)
+def clients_webauthn(client_id: str, rp_id: str, origins: tuple[str, ...]) -> None:
+    """Set CLIENT_ID's WebAuthn relying party: its passkeys are bound to RP_ID and accepted
+    only from these origins (API.md, Passkeys)."""
+    from service.domain.errors import InvalidRequest
+    from service.factors.passkey import check_relying_party
+    from service.storage import audit
+    from service.storage import clients as store
+
+    ctx = _context()
+    try:
+        rp_id, checked = check_relying_party(rp_id, list(origins))
+    except InvalidRequest as exc:
+        raise click.BadParameter(str(exc)) from None
+    with ctx.engine.begin() as conn:
+        if not store.set_webauthn(conn, client_id, rp_id, checked):
+            raise click.ClickException(f"no client {client_id}")
+        audit.append(
+            conn,
+            event="client.webauthn",
+            outcome="ok",
+            now=ctx.clock(),
+            client_id=client_id,
+            operator="cli",
+            detail={"rp_id": rp_id, "origins": checked},
+        )
+    click.echo(f"WebAuthn relying party of {client_id}: {rp_id} ({', '.join(checked)})")
+
+
 @clients.command("revoke")
 @click.argument("client_id")
 def clients_revoke(client_id: str) -> None:

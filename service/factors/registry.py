@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from service.domain.policy_file import FactorCatalog
-from service.factors import attested, device, knowledge, recovery_code, sms, totp
+from service.factors import attested, device, knowledge, passkey, recovery_code, sms, totp
 from service.factors.spec import FactorSpec
 
 FACTORS: Mapping[str, FactorSpec] = MappingProxyType(
@@ -23,6 +23,7 @@ FACTORS: Mapping[str, FactorSpec] = MappingProxyType(
             knowledge.SPEC,
             recovery_code.SPEC,
             attested.SPEC,
+            passkey.SPEC,
         )
     }
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -20,6 +21,7 @@ from service.storage import subjects as subject_store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
+from service.usecases import passkeys
 from service.usecases.subjects import phone_of, subject_ref
 from service.usecases.verifications import (
     check_lock,
@@ -35,8 +37,9 @@ DEVICE_CHALLENGE_TTL = timedelta(minutes=2)
 
 def challenge(
     ctx: ServiceContext, client: ClientRecord, verification_id: str, factor: str
-) -> dict[str, str]:
-    """Send an SMS code or issue a device challenge for a pending verification."""
+) -> dict[str, Any]:
+    """Send an SMS code, or issue a device challenge or passkey request options, for a
+    pending verification."""
     if factor not in CHALLENGE_FACTORS:
         raise InvalidRequest(f"only {', '.join(CHALLENGE_FACTORS)} have challenges")
     kind = registry.FACTORS[factor].challenge
@@ -51,6 +54,8 @@ def challenge(
                 raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
             if kind == "nonce":
                 return _device_challenge(conn, record, now)
+            if kind == "webauthn":
+                return passkeys.challenge(ctx, conn, client, record, subject, now)
             phone, code, expires = _sms_challenge(ctx, conn, client, record, subject, now)
     if not options:
         raise deny(ctx, record, decision, now)

@@ -26,7 +26,7 @@ from service.storage import subjects as subject_store
 from service.storage import verifications as verification_store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
-from service.usecases import notify
+from service.usecases import notify, passkeys
 from service.usecases.prepared import Prepared
 from service.usecases.signals import PHONE_FACTOR_TYPES, in_onboarding
 from service.usecases.subjects import find, phone_of, require_step_up, subject_ref
@@ -108,6 +108,7 @@ _PREPARE: dict[str, Callable[[ServiceContext, ClientRecord, str, dict], Prepared
     "knowledge": _prepare_knowledge,
     "device": _prepare_device,
     "recovery_code": _prepare_recovery_code,
+    "passkey": passkeys.prepare,
 }
 if set(_PREPARE) != set(registry.ENROLLABLE):
     raise RuntimeError("every enrollable factor needs a preparer in service.usecases.factors")
@@ -208,14 +209,14 @@ def _activate_totp(
 
 
 # How a pending factor of each type is activated (issue 22); ``InvalidCode`` when it does not.
-_ACTIVATE = {"totp": _activate_totp}
+_ACTIVATE = {"totp": _activate_totp, "passkey": passkeys.activate}
 
 
 def activate(
     ctx: ServiceContext, client: ClientRecord, subject_id: str, factor_id: str, body: dict
 ) -> str:
-    """Activate a pending factor (a TOTP with a current code). Failures are throttled like
-    failed proofs (RFC 4226 §7.3)."""
+    """Activate a pending factor (a TOTP with a current code, a passkey with the browser's
+    registration response). Failures are throttled like failed proofs (RFC 4226 §7.3)."""
     now = ctx.clock()
     ref = subject_ref(ctx, client.id, subject_id)
     kind = "totp"
@@ -227,7 +228,7 @@ def activate(
                 raise NotFound("no such factor")
             kind = factor.type
             if kind not in _ACTIVATE or factor.status != "pending":
-                raise InvalidRequest("only a pending totp factor can be activated")
+                raise InvalidRequest("only a pending totp or passkey factor can be activated")
             ctx.limits.check("failed_proofs", ref, kind)  # before any verifier work
             _ACTIVATE[kind](ctx, conn, client, factor, body, now)
             audit.append(

@@ -6,7 +6,7 @@ record → state transition → audit → assertion. Plain code, top to bottom (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from service.storage import verifications as store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
-from service.usecases import notify, recovery
+from service.usecases import notify, passkeys, recovery
 from service.usecases.attested import watch_accepted
 from service.usecases.subjects import subject_ref
 from service.usecases.verifications import (
@@ -74,6 +74,7 @@ class _Attempt:
     live: list[tuple[int, str]]
     ref: str  # the subject's pseudonym: rate-limit key and audit subject
     tenant_keys: list[attested.TenantKey]  # an attested proof's: this tenant's keys only
+    client: ClientRecord | None = None  # a passkey proof's relying party
 
 
 def _load(
@@ -98,9 +99,7 @@ def _load(
         raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
     spec = registry.FACTORS[factor]
     live = (
-        replay.live_challenges(conn, record.id, factor, now)
-        if spec.challenge in ("sms", "nonce")
-        else []
+        replay.live_challenges(conn, record.id, factor, now) if spec.challenge is not None else []
     )
     return _Attempt(
         record,
@@ -111,6 +110,7 @@ def _load(
         live,
         subject_ref(ctx, client.id, subject.subject_id),
         attestation_store.keys_of(conn, client.id) if factor == "attested" else [],
+        client,
     )
 
 
@@ -127,8 +127,8 @@ def prove(
     if spec is None:
         raise InvalidRequest(f"factor must be one of {', '.join(registry.NAMES)}")
     factor = spec.name
-    for name, field in spec.proof_fields.items():
-        if not isinstance(proof.get(name), field.kind) or not proof[name]:
+    for name, given in spec.proof_fields.items():
+        if not isinstance(proof.get(name), given.kind) or not proof[name]:
             raise InvalidRequest(f"a {factor} proof needs {name!r}")
     now = ctx.clock()
     outcome: ProofOutcome | None = None
@@ -214,6 +214,16 @@ def _settle(
         left = max(0, rules.failure_limit - record.failures)
         return ProofOutcome(record.id, status, True, satisfied, token, attempts_left=left)
     failures, status = store.count_failure(conn, record.id, rules.failure_limit, now)
+    if check.alarm is not None:  # e.g. a cloned passkey: the signature held, the counter did not
+        audit.append(
+            conn,
+            event=check.alarm,
+            outcome="refused",
+            now=now,
+            client_id=client.id,
+            subject_ref=ref,
+            detail={"verification_id": record.id, "factor": factor} | check.detail,
+        )
     if status == "locked":
         lock_subject_if_repeated(ctx, conn, subject, now)
     if record.satisfied or status == "locked":
@@ -264,7 +274,8 @@ def _accept(
     if complete and all(len(option) == 1 for option in done) and acr != "aal1":
         acr = "aal1"  # NIST SP 800-63B-4: AAL2 needs two factors; a one-factor option is AAL1
     status = "satisfied" if complete else "pending"
-    store.add_satisfied(conn, record.id, satisfied, status, now, method)
+    amr = tuple(record.amr) + check.amr
+    store.add_satisfied(conn, record.id, satisfied, status, now, method, amr)
     token = None
     if complete:
         token = assertions.issue(
@@ -274,7 +285,7 @@ def _accept(
             subject=subject.subject_id,
             action=record.action,
             acr=acr,
-            amr=registry.amr_values(satisfied, _extra_amr(method)),
+            amr=registry.amr_values(satisfied, _extra_amr(method) + list(amr)),
             auth_time=now,
             now=now,
             ttl=ctx.settings.assertion_ttl,
@@ -316,6 +327,9 @@ class _Check:
     record_use: Any = None  # callable(conn) -> bool
     rehash: tuple[str, str] | None = None
     method: str | None = None  # an accepted attestation's method
+    amr: tuple[str, ...] = ()  # RFC 8176 values this proof adds (a passkey's hwk/swk, user)
+    alarm: str | None = None  # an audit event a refused proof raises besides proof.failed
+    detail: dict[str, Any] = field(default_factory=dict)  # the alarm's audit detail
 
     def consume(self, conn: Connection) -> bool:
         return True if self.record_use is None else bool(self.record_use(conn))
@@ -379,6 +393,36 @@ def _device(ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: 
     return _Check(False)
 
 
+def _passkey(
+    ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime
+) -> _Check:
+    """An assertion by one of the subject's passkeys over a live challenge of this
+    verification; single use of the challenge and the counter's compare-and-set together."""
+    if attempt.client is None:
+        return _Check(False)
+    verdict = passkeys.judge(
+        ctx, attempt.client, attempt.record, proof["credential"], attempt.candidates, attempt.live
+    )
+    if verdict.cloned:  # WebAuthn §6.1.1: refused, and audited as a possible clone
+        detail = {"factor_id": verdict.factor_id, "sign_count": verdict.new_count}
+        return _Check(False, alarm="passkey.clone_suspected", detail=detail)
+    if not verdict.accepted or verdict.factor_id is None or verdict.challenge_id is None:
+        return _Check(False)
+    fid, cid, seen, new = (
+        verdict.factor_id,
+        verdict.challenge_id,
+        verdict.seen_count,
+        verdict.new_count,
+    )
+    return _Check(
+        True,
+        lambda c: (
+            replay.use_challenge(c, cid, now) and factor_store.advance_sign_count(c, fid, seen, new)
+        ),
+        amr=verdict.amr,
+    )
+
+
 def _recovery_code(
     ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime
 ) -> _Check:
@@ -427,6 +471,7 @@ _VERIFIERS = {
     "device": _device,
     "recovery_code": _recovery_code,
     "attested": _attestation,
+    "passkey": _passkey,
 }
 if set(_VERIFIERS) != set(registry.NAMES):
     raise RuntimeError("every registered factor needs a verifier in service.usecases.proofs")
