@@ -17,7 +17,7 @@ from service.domain.policy import load_policy
 from service.factors.registry import CATALOG
 from service.settings import packaged_policy_file
 from tests.http.authenticator import Authenticator, b64url, unb64url
-from tests.http.flow import PIN, User, verified_claims
+from tests.http.flow import PHONE, PIN, User, carrier_event, now_rfc3339, verified_claims
 from tests.http.recovery_flow import audit_rows, client_id_of
 
 RP_ID = "loans.example"
@@ -305,3 +305,29 @@ def test_recovery_revokes_passkeys_and_cancel_recovery_offers_one_with_the_pin(
     assert login["status"] == "denied" and login["options"] == [], login
     refused = user.challenge(login["verification_id"], "passkey")
     assert refused.status_code == 409, refused.json
+
+
+def test_a_sim_change_holds_passkey_options_like_the_device_key(
+    user, http, auth, settings, carrier_auth
+):
+    # T1: the thief's new SIM sits in the stolen phone, beside its passkeys. A hold after a SIM
+    # change keeps only options with no phone-bound factor, so passkey+PIN is held too.
+    rp(http, auth, settings)
+    key = add_passkey(user)
+    user.add_pin(assertion=_enroll_assertion(user, key))
+    before = user.start("password_reset").json
+    assert before["status"] == "pending" and ["passkey", "knowledge"] in before["options"]
+    assert carrier_event(http, carrier_auth, PHONE, "sim_swap", now_rfc3339(-60)).status_code == 202
+    held = user.start("password_reset").json
+    assert held["status"] == "denied" and held["reasons"] == ["recent_sim_change"], held
+
+
+def test_recover_delayed_suspends_passkeys_at_once(user, http, auth, settings):
+    rp(http, auth, settings)
+    key = add_passkey(user)
+    user.add_pin(assertion=_enroll_assertion(user, key))
+    vid = user.start("recover_delayed").json["verification_id"]
+    assert user.prove(vid, {"factor": "knowledge", "secret": PIN}).json["status"] == "waiting"
+    listed = {f["type"]: f["status"] for f in user.factors().json["factors"]}
+    assert listed["passkey"] == "suspended", listed
+    assert user.start("login").json["options"] == []  # the thief's phone logs in no more
