@@ -71,6 +71,7 @@ _ACTION_KEYS = frozenset(
         "delay",
         "recovers",
         "suspended_factors_count",
+        "device_bound_keys",
     }
     | _METHOD_KEYS
 )
@@ -168,6 +169,9 @@ class ActionPolicy:
     delay: timedelta | None = None
     recovers: bool = False
     suspended_factors_count: bool = False
+    # An AAL3-style action (NIST SP 800-63B-4: AAL3 needs a non-exportable key): a passkey
+    # counts only when it is not backup-eligible (WebAuthn BE flag clear: device-bound, amr hwk).
+    device_bound_keys: bool = False
     # Which attestation methods complete an option with ``attested``: without ``knowledge`` in
     # the option, and beside it (API.md, Recovery).
     attested_methods: tuple[str, ...] = DEFAULT_ATTESTED_METHODS
@@ -355,6 +359,7 @@ class _Parser:
             delay=self.window(body, "delay", key),
             recovers=self.flag(body, "recovers", key),
             suspended_factors_count=self.flag(body, "suspended_factors_count", key),
+            device_bound_keys=self.flag(body, "device_bound_keys", key),
             attested_methods=self.methods(
                 body, "attested_methods", key, methods["attested_methods"]
             ),

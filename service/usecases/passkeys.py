@@ -130,7 +130,12 @@ def challenge(
     """Request options for the subject's active passkeys; user verification required for
     the actions the policy marks sensitive (API.md, Passkeys)."""
     rp_id, _ = relying_party(client)
-    allow = [c for _, c in credentials(ctx, factor_store.for_subject(conn, subject.pk))]
+    rule = ctx.policy.action(record.action)
+    allow = [
+        c
+        for _, c in credentials(ctx, factor_store.for_subject(conn, subject.pk))
+        if not (rule.device_bound_keys and c.backup_eligible)  # only those that can count
+    ]
     raw = passkey.new_challenge()
     expires = min(now + CEREMONY, record.expires_at)
     replay.add_challenge(
@@ -145,7 +150,7 @@ def challenge(
         rp_id=rp_id,
         challenge=raw,
         allow=allow,
-        user_verification=ctx.policy.action(record.action).sensitive,
+        user_verification=rule.sensitive,
     )
     return {"factor": "passkey", "options": options, "expires_at": rfc3339(expires)}
 
@@ -196,6 +201,8 @@ def judge(
     )
     if result is None:
         return Verdict(False)
+    if result.backup_eligible and ctx.policy.action(record.action).device_bound_keys:
+        return Verdict(False)  # a synced passkey where the policy asks for a device-bound key
     seen = factor.sign_count or 0
     if passkey.counter_regressed(seen, result.sign_count):
         return Verdict(False, factor.id, issued, seen, result.sign_count, cloned=True)

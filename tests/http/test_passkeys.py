@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from service.cli import cli
@@ -18,12 +19,28 @@ from service.factors.registry import CATALOG
 from service.settings import packaged_policy_file
 from tests.http.authenticator import Authenticator, b64url, unb64url
 from tests.http.flow import PHONE, PIN, User, carrier_event, now_rfc3339, verified_claims
-from tests.http.recovery_flow import audit_rows, client_id_of
+from tests.http.recovery_flow import audit_rows, client_id_of, settings_with_test_actions
 
 RP_ID = "loans.example"
 ORIGIN = "https://loans.example"
 POLICY = load_policy(packaged_policy_file(), factors=CATALOG)
 SENSITIVE = sorted(name for name, rule in POLICY.actions.items() if rule.sensitive)
+
+
+# NIST SP 800-63B-4: AAL3 needs a non-exportable key; a policy can ask for device-bound passkeys.
+AAL3 = """
+[actions.test_aal3]
+description = "test: a device-bound key and the PIN"
+acr = "aal3"
+sensitive = true
+device_bound_keys = true
+options = [["passkey", "knowledge"]]
+"""
+
+
+@pytest.fixture
+def settings(settings, tmp_path):
+    return settings_with_test_actions(settings, tmp_path, AAL3)
 
 
 def set_relying_party(settings, client_id: str, rp_id: str = RP_ID, *origins: str):
@@ -331,3 +348,20 @@ def test_recover_delayed_suspends_passkeys_at_once(user, http, auth, settings):
     listed = {f["type"]: f["status"] for f in user.factors().json["factors"]}
     assert listed["passkey"] == "suspended", listed
     assert user.start("login").json["options"] == []  # the thief's phone logs in no more
+
+
+def test_an_action_can_ask_for_a_device_bound_passkey(user, http, auth, settings):
+    rp(http, auth, settings)
+    bound = add_passkey(user)
+    user.add_pin(assertion=_enroll_assertion(user, bound))
+    synced = Authenticator(ORIGIN, RP_ID, synced=True)
+    add_passkey(user, synced, assertion=user.step_up_first("enroll_factor"))
+    vid = user.start("test_aal3").json["verification_id"]
+    ch = user.challenge(vid, "passkey").json["options"]
+    assert [c["id"] for c in ch["allowCredentials"]] == [b64url(bound.credential_id)]
+    refused = user.prove(vid, {"factor": "passkey", "credential": synced.get(ch)})
+    assert refused.json["accepted"] is False, refused.json
+    assert passkey_proof(user, vid, bound).json["accepted"]
+    done = user.prove(vid, {"factor": "knowledge", "secret": PIN})
+    claims = verified_claims(http, auth, done.json["assertion"])
+    assert claims["acr"] == "aal3" and "hwk" in claims["amr"] and "swk" not in claims["amr"]
