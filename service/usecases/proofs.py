@@ -6,7 +6,7 @@ record → state transition → audit → assertion. Plain code, top to bottom (
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,21 +20,18 @@ from service.domain.errors import (
 )
 from service.domain.policy import (
     ActionPolicy,
-    Decision,
-    attestation_counts,
     completed_options,
 )
-from service.factors import attested, device, recovery_code, registry, sms, totp
+from service.factors import registry
 from service.storage import attestations as attestation_store
 from service.storage import audit, replay
 from service.storage import factors as factor_store
-from service.storage import recovery_codes as code_store
 from service.storage import subjects as subject_store
 from service.storage import verifications as store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
-from service.usecases import notify, passkeys, recovery
+from service.usecases import notify, recovery
 from service.usecases.attested import watch_accepted
 from service.usecases.subjects import subject_ref
 from service.usecases.verifications import (
@@ -46,6 +43,9 @@ from service.usecases.verifications import (
     remaining,
     still_open,
 )
+from service.usecases.verifiers import Attempt as _Attempt
+from service.usecases.verifiers import Check as _Check
+from service.usecases.verifiers import extra_amr, verify
 
 
 @dataclass(frozen=True)
@@ -60,21 +60,6 @@ class ProofOutcome:
     ready_at: datetime | None = None  # a delayed recovery is waiting until then
     # API.md: failed proofs that remain before the verification locks (0 once locked).
     attempts_left: int = 0
-
-
-@dataclass
-class _Attempt:
-    """What a proof needs to know, read in one go."""
-
-    record: VerificationRecord
-    subject: SubjectRecord
-    options: list[list[str]]
-    decision: Decision
-    candidates: list[factor_store.FactorRecord]
-    live: list[tuple[int, str]]
-    ref: str  # the subject's pseudonym: rate-limit key and audit subject
-    tenant_keys: list[attested.TenantKey]  # an attested proof's: this tenant's keys only
-    client: ClientRecord | None = None  # a passkey proof's relying party
 
 
 def _load(
@@ -140,7 +125,7 @@ def prove(
                 conn.commit()
             if attempt.options:
                 rules = _throttle(ctx, client, attempt, factor)
-                check = _verify(ctx, factor, proof, attempt, now)
+                check = verify(ctx, factor, proof, attempt, now)
                 with ctx.engine.begin() as conn:
                     attempt.record = pending(conn, client, verification_id, now, for_update=True)
                     outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
@@ -149,7 +134,7 @@ def prove(
             attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=True)
             if attempt.options:
                 rules = _throttle(ctx, client, attempt, factor)
-                check = _verify(ctx, factor, proof, attempt, now)
+                check = verify(ctx, factor, proof, attempt, now)
                 outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
     if outcome is None:  # a signal arrived since the start: the policy no longer allows it
         raise deny(ctx, attempt.record, attempt.decision, now)
@@ -285,7 +270,7 @@ def _accept(
             subject=subject.subject_id,
             action=record.action,
             acr=acr,
-            amr=registry.amr_values(satisfied, _extra_amr(method) + list(amr)),
+            amr=registry.amr_values(satisfied, extra_amr(method) + list(amr)),
             auth_time=now,
             now=now,
             ttl=ctx.settings.assertion_ttl,
@@ -317,161 +302,3 @@ def _accept(
         | ({"method": check.method} if check.method else {}),
     )
     return token, status, satisfied
-
-
-@dataclass
-class _Check:
-    """A verifier's verdict and how to record its single use atomically."""
-
-    accepted: bool
-    record_use: Any = None  # callable(conn) -> bool
-    rehash: tuple[str, str] | None = None
-    method: str | None = None  # an accepted attestation's method
-    amr: tuple[str, ...] = ()  # RFC 8176 values this proof adds (a passkey's hwk/swk, user)
-    alarm: str | None = None  # an audit event a refused proof raises besides proof.failed
-    detail: dict[str, Any] = field(default_factory=dict)  # the alarm's audit detail
-
-    def consume(self, conn: Connection) -> bool:
-        return True if self.record_use is None else bool(self.record_use(conn))
-
-
-def _extra_amr(method: str | None) -> list[str]:
-    """The ``amr`` values an accepted attestation's method adds (RFC 8176 §2 ``face``)."""
-    return [attested.METHOD_AMR[method]] if method in attested.METHOD_AMR else []
-
-
-def _verify(
-    ctx: ServiceContext, factor: str, proof: dict[str, Any], attempt: _Attempt, now: datetime
-) -> _Check:
-    """Run the factor's verifier; never raises for a wrong proof."""
-    return _VERIFIERS[factor](ctx, proof, attempt, now)
-
-
-def _totp(ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime) -> _Check:
-    """A current code of one of the subject's TOTP factors."""
-    for f in attempt.candidates:
-        secret = ctx.keys.decrypt(f.secret_ct, f"factor:{f.id}")
-        step = totp.matching_step(secret, proof["code"], now.timestamp())
-        if step is not None:
-            # RFC 6238 §5.2: the unique (factor, step) row is the one-use guard.
-            return _Check(True, lambda c, fid=f.id, s=step: replay.use_totp_step(c, fid, s, now))
-    return _Check(False)
-
-
-def _sms(ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime) -> _Check:
-    """The code of one of this verification's live SMS challenges."""
-    key = ctx.keys.derived_key("sms-code")
-    for challenge_id, digest in attempt.live:
-        if sms.code_matches(key, attempt.record.id, proof["code"], digest, ctx.keys.profile):
-            return _Check(True, lambda c, cid=challenge_id: replay.use_challenge(c, cid, now))
-    return _Check(False)
-
-
-def _knowledge(
-    ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime
-) -> _Check:
-    """The subject's PIN; argon2 runs even when it has none (ASVS 6.3.8: no timing tell)."""
-    stored = attempt.candidates[0] if attempt.candidates else None
-    stored_hash = ctx.keys.decrypt(stored.secret_ct, f"factor:{stored.id}") if stored else None
-    # Bounded: PIN floods cannot starve other proofs.
-    ok, new_hash = ctx.argon2_slots.run(ctx.hasher.verify, stored_hash, proof["secret"])
-    if not ok or stored is None:
-        return _Check(False)
-    rehash = (stored.id, ctx.keys.encrypt(new_hash, f"factor:{stored.id}")) if new_hash else None
-    return _Check(True, None, rehash)
-
-
-def _device(ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime) -> _Check:
-    """A signature by the named device key over one of this verification's live challenges."""
-    bound = next((f for f in attempt.candidates if f.id == proof["factor_id"]), None)
-    if bound is None:
-        return _Check(False)
-    pem = ctx.keys.decrypt(bound.secret_ct, f"factor:{bound.id}")
-    for challenge_id, text in attempt.live:
-        if device.verify_signature(pem, bound.alg or "", text, proof["signature"]):
-            return _Check(True, lambda c, cid=challenge_id: replay.use_challenge(c, cid, now))
-    return _Check(False)
-
-
-def _passkey(
-    ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime
-) -> _Check:
-    """An assertion by one of the subject's passkeys over a live challenge of this
-    verification; single use of the challenge and the counter's compare-and-set together."""
-    if attempt.client is None:
-        return _Check(False)
-    verdict = passkeys.judge(
-        ctx, attempt.client, attempt.record, proof["credential"], attempt.candidates, attempt.live
-    )
-    if verdict.cloned:  # WebAuthn §6.1.1: refused, and audited as a possible clone
-        detail = {"factor_id": verdict.factor_id, "sign_count": verdict.new_count}
-        return _Check(False, alarm="passkey.clone_suspected", detail=detail)
-    if not verdict.accepted or verdict.factor_id is None or verdict.challenge_id is None:
-        return _Check(False)
-    fid, cid, seen, new = (
-        verdict.factor_id,
-        verdict.challenge_id,
-        verdict.seen_count,
-        verdict.new_count,
-    )
-    return _Check(
-        True,
-        lambda c: (
-            replay.use_challenge(c, cid, now) and factor_store.advance_sign_count(c, fid, seen, new)
-        ),
-        amr=verdict.amr,
-    )
-
-
-def _recovery_code(
-    ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime
-) -> _Check:
-    """A recovery code of the subject's set: whether it is one (unused) is decided by the
-    single-use UPDATE itself, in the proof's transaction (ASVS 6.5.1); a code that matches no
-    unused row is a failed proof like any wrong code."""
-    code, candidates = proof["code"], attempt.candidates
-    if not candidates or recovery_code.normalize(code) is None:
-        return _Check(False)
-    key, newest = ctx.keys.derived_key("recovery-code"), candidates[-1]
-    digest = recovery_code.digest(key, newest.id, code)
-    return _Check(True, lambda c: code_store.use(c, newest.id, digest, now))
-
-
-def _attestation(
-    ctx: ServiceContext, proof: dict[str, Any], attempt: _Attempt, now: datetime
-) -> _Check:
-    """A tenant's attestation, signed by one of its own keys and bound to this subject and
-    verification; it counts only when its method completes some option (API.md, Recovery)."""
-    record = attempt.record
-    found = attested.verify(
-        proof["attestation"],
-        attempt.tenant_keys,
-        client_id=record.client_id,
-        audience=ctx.settings.issuer,
-        subject=attempt.subject.subject_id,
-        verification_id=record.id,
-        now=now,
-    )
-    rules = ctx.policy.action(record.action)
-    if found is None or not attestation_counts(rules, attempt.options, found.method):
-        return _Check(False)
-    return _Check(
-        True,
-        lambda c: attestation_store.use_jti(c, record.client_id, found.jti, now),
-        method=found.method,
-    )
-
-
-# One verifier per factor of the registry (issue 22): the glue between a factor's pure check and
-# its stored material and single-use record. A factor without one fails at import, not at a proof.
-_VERIFIERS = {
-    "totp": _totp,
-    "sms": _sms,
-    "knowledge": _knowledge,
-    "device": _device,
-    "recovery_code": _recovery_code,
-    "attested": _attestation,
-    "passkey": _passkey,
-}
-if set(_VERIFIERS) != set(registry.NAMES):
-    raise RuntimeError("every registered factor needs a verifier in service.usecases.proofs")
