@@ -348,4 +348,6 @@ SPEC = FactorSpec(
     activate_fields=fields(
         credential=Input(dict, description="passkey: the RegistrationResponseJSON")
     ),
+    # Like a TOTP set-up: a new registration voids one never finished (no pile of pending rows).
+    replaces="pending",
 )
