@@ -180,10 +180,12 @@ def test_registration_from_a_wrong_origin_or_rp_id_or_challenge_is_refused(
         assert got.status_code == 422 and got.json["error"] == "invalid_code", (tamper, got.json)
     # A response to another registration's challenge does not activate this one.
     one, two = begin(user), begin(user)
-    crossed = activate(
-        user, two.json["factor_id"], Authenticator(ORIGIN, RP_ID).create(one.json["options"])
-    )
-    assert crossed.status_code in (404, 422), crossed.json
+    crossed = Authenticator(ORIGIN, RP_ID).create(one.json["options"])
+    got = activate(user, two.json["factor_id"], crossed)
+    assert got.status_code == 422 and got.json["error"] == "invalid_code", got.json
+    # And the newer set-up voided the older one, never finished (one pending registration).
+    gone = activate(user, one.json["factor_id"], crossed)
+    assert gone.status_code == 404, gone.json
 
 
 def test_a_registration_is_used_once(user, http, auth, settings):
