@@ -367,3 +367,15 @@ def test_an_action_can_ask_for_a_device_bound_passkey(user, http, auth, settings
     done = user.prove(vid, {"factor": "knowledge", "secret": PIN})
     claims = verified_claims(http, auth, done.json["assertion"])
     assert claims["acr"] == "aal3" and "hwk" in claims["amr"] and "swk" not in claims["amr"]
+
+
+def test_the_openapi_document_describes_the_passkey_fields(http):
+    schemas = http.get("/openapi.json").json["components"]["schemas"]
+    assert "passkey" in schemas["EnrollFactor"]["properties"]["type"]["enum"]
+    for model, name in (
+        ("EnrolledFactor", "options"),
+        ("ActivateFactor", "credential"),
+        ("Challenge", "options"),
+        ("Proof", "credential"),
+    ):
+        assert name in schemas[model]["properties"], (model, name)
