@@ -189,7 +189,7 @@ def verify_registration(
 ) -> Credential | None:
     """The credential a RegistrationResponseJSON registers, or None when it does not verify
     (origin, RP id hash, challenge, user presence, attestation). Never raises."""
-    if not _small(credential):
+    if not _small(credential) or not isinstance(credential.get("response"), dict):
         return None
     try:
         verified = verify_registration_response(
@@ -200,7 +200,7 @@ def verify_registration(
         )
     except (WebAuthnException, ValueError, TypeError, KeyError, AttributeError, binascii.Error):
         return None
-    hints = credential.get("response", {}).get("transports") or []
+    hints = credential["response"].get("transports") or []
     transports = tuple(t for t in hints if isinstance(t, str) and t in _TRANSPORTS)
     return Credential(
         credential_id=b64url(verified.credential_id),
@@ -274,9 +274,9 @@ def verify_authentication(
     The signature counter is NOT judged here (see ``counter_regressed``): a clone is told apart
     from a forgery only once the signature holds. Never raises.
     """
-    if not _small(credential):
+    if not _small(credential) or not isinstance(credential.get("response"), dict):
         return None
-    handle = credential.get("response", {}).get("userHandle")
+    handle = credential["response"].get("userHandle")
     if handle not in (None, "") and (
         not isinstance(handle, str) or handle.rstrip("=") != stored.user_handle
     ):

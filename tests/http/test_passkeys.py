@@ -379,3 +379,26 @@ def test_the_openapi_document_describes_the_passkey_fields(http):
         ("Proof", "credential"),
     ):
         assert name in schemas[model]["properties"], (model, name)
+
+
+def test_malformed_credentials_are_refused_never_a_500(user, http, auth, settings):
+    rp(http, auth, settings)
+    key = add_passkey(user)
+    vid = user.start("login").json["verification_id"]
+    ch = user.challenge(vid, "passkey").json["options"]
+    good = key.get(ch)
+    junk = [
+        {"response": "x"},
+        {"id": good["id"], "rawId": good["rawId"], "response": "x"},
+        {**good, "response": {**good["response"], "userHandle": 7}},
+        {**good, "response": {**good["response"], "signature": "%%%"}},
+    ]  # four: the fifth failure would lock the verification
+    for credential in junk:
+        got = user.prove(vid, {"factor": "passkey", "credential": credential})
+        assert got.status_code == 200 and got.json["accepted"] is False, (credential, got.json)
+    r = begin(user, {"assertion": user.step_up("enroll_factor", ["sms"])})
+    for credential in ({"response": "x"}, {"id": "a", "rawId": "b", "response": {}}):
+        got = activate(user, r.json["factor_id"], credential)
+        assert got.status_code == 422 and got.json["error"] == "invalid_code", got.json
+    empty = user.prove(vid, {"factor": "passkey", "credential": {}})
+    assert empty.status_code == 400 and empty.json["error"] == "invalid_request"
