@@ -1,7 +1,7 @@
 """Security settings: the person's factors, the ``enroll_factor`` unlock that allows one change,
 setting a PIN, an authenticator app (kept on screen until a code activates it), this browser as
-a device key, a passkey, and removal. ASVS 5.0 7.5.1: every change after the first strong factor needs a
-step-up; the assertion is spent only by a change idv accepted."""
+a device key, a passkey, and removal. ASVS 5.0 7.5.1: every change after the first strong factor
+needs a step-up; the assertion is spent only by a change idv accepted."""
 
 from __future__ import annotations
 
