@@ -308,14 +308,14 @@ class Setup:
                 # Activate on the past step: later ones stay free. A 30-s boundary between
                 # this clock read and the server's makes that step two behind: read again.
                 step = int(time.time()) // TOTP_STEP - 1
-                code = pyotp.TOTP(enrolled.secret).at(step * TOTP_STEP)
+                code = pyotp.TOTP(enrolled.shown["secret"]).at(step * TOTP_STEP)
                 try:
-                    factors.activate(self.ctx, client, sid, enrolled.factor_id, code)
+                    factors.activate(self.ctx, client, sid, enrolled.factor_id, {"code": code})
                     break
                 except InvalidCode:
                     if attempt:
                         raise
-            out["totp"] = pyotp.TOTP(enrolled.secret)
+            out["totp"] = pyotp.TOTP(enrolled.shown["secret"])
         if device:
             key = ec.generate_private_key(ec.SECP256R1())
             pem = (

@@ -26,9 +26,10 @@ def prepare(settings: Settings) -> None:
     from alembic.script import ScriptDirectory
 
     from service.domain.policy import load_policy
+    from service.factors.registry import CATALOG
     from service.storage.db import alembic_config, make_engine, upgrade
 
-    load_policy(settings.policy_file)
+    load_policy(settings.policy_file, factors=CATALOG)
     changed = adopt_profile(settings.key_file, settings.keys_json, settings.crypto_profile)
     if changed:  # e.g. the first start under IDV_CRYPTO_PROFILE=gm: SM4 and SM2 keys added
         click.echo(
@@ -193,6 +194,44 @@ def clients_issuer(client_id: str, name: str) -> None:
     click.echo(f"issuer of {client_id}: {issuer}")
 
 
+@clients.command("webauthn")
+@click.argument("client_id")
+@click.option("--rp-id", required=True, help="The WebAuthn relying party id, e.g. loans.example.")
+@click.option(
+    "--origin",
+    "origins",
+    multiple=True,
+    required=True,
+    help="An origin ceremonies may come from, e.g. https://loans.example (repeatable).",
+)
+def clients_webauthn(client_id: str, rp_id: str, origins: tuple[str, ...]) -> None:
+    """Set CLIENT_ID's WebAuthn relying party: its passkeys are bound to RP_ID and accepted
+    only from these origins (API.md, Passkeys)."""
+    from service.domain.errors import InvalidRequest
+    from service.factors.passkey import check_relying_party
+    from service.storage import audit
+    from service.storage import clients as store
+
+    ctx = _context()
+    try:
+        rp_id, checked = check_relying_party(rp_id, list(origins))
+    except InvalidRequest as exc:
+        raise click.BadParameter(str(exc)) from None
+    with ctx.engine.begin() as conn:
+        if not store.set_webauthn(conn, client_id, rp_id, checked):
+            raise click.ClickException(f"no client {client_id}")
+        audit.append(
+            conn,
+            event="client.webauthn",
+            outcome="ok",
+            now=ctx.clock(),
+            client_id=client_id,
+            operator="cli",
+            detail={"rp_id": rp_id, "origins": checked},
+        )
+    click.echo(f"WebAuthn relying party of {client_id}: {rp_id} ({', '.join(checked)})")
+
+
 @clients.command("revoke")
 @click.argument("client_id")
 def clients_revoke(client_id: str) -> None:
@@ -221,8 +260,9 @@ def policy() -> None:
 def policy_check(file: str) -> None:
     """Validate a policy file; a problem names the file, the key and what is wrong."""
     from service.domain.policy import load_policy
+    from service.factors.registry import CATALOG
 
-    loaded = load_policy(file)
+    loaded = load_policy(file, factors=CATALOG)
     click.echo(f"{file}: OK ({len(loaded.actions)} actions: {', '.join(sorted(loaded.actions))})")
 
 
@@ -248,11 +288,13 @@ def policy_explain(
     """Print the decision for ACTION and the rules behind it (touches no database)."""
     from service.domain.clock import utcnow
     from service.domain.policy import decide, format_decision, load_policy, state_from_args
+    from service.factors.registry import CATALOG
 
-    loaded = load_policy(policy_file or _settings().policy_file)
+    loaded = load_policy(policy_file or _settings().policy_file, factors=CATALOG)
     now = utcnow()
     try:
-        state = state_from_args([f for f in factors.split(",") if f], list(signals), now)
+        names = [f for f in factors.split(",") if f]
+        state = state_from_args(names, list(signals), now, known=CATALOG.names)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     click.echo(format_decision(decide(loaded, action, state, now)))
@@ -366,9 +408,9 @@ def subjects_unlock(client_id: str, subject_id: str, operator: str) -> None:
             subject_ref=ref,
             operator=operator,
         )
-    from service.domain.policy import FACTORS
+    from service.factors.registry import NAMES
 
-    for factor in sorted(FACTORS):
+    for factor in NAMES:
         for action in ctx.policy.actions.values():
             ctx.limits.reset("failed_proofs", ref, factor, action_limits=action.limits)
     ctx.limits.reset("subject_failures", ref)

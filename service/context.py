@@ -23,6 +23,7 @@ from service.crypto.keyring import KeyRing, load_key_ring
 from service.domain.clock import utcnow
 from service.domain.errors import ConfigError, RateLimited
 from service.domain.policy import Policy, load_policy
+from service.factors import registry
 from service.factors.knowledge import KnowledgeHasher
 from service.factors.sms import SmsSender, sender_from_spec
 from service.guessing import NIST_CONSECUTIVE_FAILURES, daily_guesses
@@ -159,7 +160,7 @@ class ServiceContext:
             profile=settings.crypto_profile,
         )
         audit.configure(keys.derived_keys("audit-mac"), settings.crypto_profile)
-        policy = load_policy(settings.policy_file)
+        policy = load_policy(settings.policy_file, factors=registry.CATALOG)
         limits = RateLimits(settings.redis_url, dict(settings.rate_limits))
         failure_limit = min(rules.failure_limit for rules in policy.actions.values())
         for name, rules in policy.actions.items():  # an action's own limits, too

@@ -136,6 +136,12 @@ class AsyncIdvClient(ClientBase[httpx.AsyncBaseTransport]):
             api.activate_factor(subject_id, factor_id, {"credential": credential})
         )
 
+    async def finish_passkey(
+        self, subject_id: str, factor_id: str, credential: dict[str, Any]
+    ) -> FactorStatus:
+        """Async ``IdvClient.finish_passkey``."""
+        return await self.activate_passkey(subject_id, factor_id, credential)
+
     async def list_factors(self, subject_id: str) -> list[Factor]:
         """Async ``IdvClient.list_factors``."""
         return await self._run(api.list_factors(subject_id))
@@ -160,6 +166,10 @@ class AsyncIdvClient(ClientBase[httpx.AsyncBaseTransport]):
     async def send_challenge(self, verification_id: str, factor: FactorType) -> Challenge:
         """Async ``IdvClient.send_challenge``."""
         return await self._run(api.send_challenge(verification_id, factor))
+
+    async def passkey_challenge(self, verification_id: str) -> Challenge:
+        """Async ``IdvClient.passkey_challenge``."""
+        return await self.send_challenge(verification_id, "passkey")
 
     async def prove(self, verification_id: str, factor: FactorType, **fields: Any) -> ProofResult:
         """Async ``IdvClient.prove``."""

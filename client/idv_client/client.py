@@ -143,6 +143,14 @@ class IdvClient(ClientBase[httpx.BaseTransport]):
         """Activate a pending passkey with the browser's RegistrationResponseJSON."""
         return self._run(api.activate_factor(subject_id, factor_id, {"credential": credential}))
 
+    def finish_passkey(
+        self, subject_id: str, factor_id: str, credential: dict[str, Any]
+    ) -> FactorStatus:
+        """Finish a passkey's registration: ``activate_passkey`` under the name of the
+        ceremony's second half (``credential``: ``navigator.credentials.create()``'s answer,
+        serialised with ``PublicKeyCredential.toJSON()``)."""
+        return self.activate_passkey(subject_id, factor_id, credential)
+
     def list_factors(self, subject_id: str) -> list[Factor]:
         """The subject's factors (never a secret; ``remaining`` for recovery codes)."""
         return self._run(api.list_factors(subject_id))
@@ -169,6 +177,11 @@ class IdvClient(ClientBase[httpx.BaseTransport]):
         """``sms``: a code goes to the phone; ``device``: a ``challenge`` string to sign;
         ``passkey``: request ``options`` for ``navigator.credentials.get()``."""
         return self._run(api.send_challenge(verification_id, factor))
+
+    def passkey_challenge(self, verification_id: str) -> Challenge:
+        """Request ``options`` for ``navigator.credentials.get()`` (``allowCredentials``: the
+        subject's passkeys; ``userVerification: "required"`` for sensitive actions)."""
+        return self.send_challenge(verification_id, "passkey")
 
     def prove(self, verification_id: str, factor: FactorType, **fields: Any) -> ProofResult:
         """Submit any proof (the typed ``prove_*`` helpers name the fields). A wrong one answers

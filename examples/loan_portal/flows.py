@@ -196,7 +196,7 @@ def verify() -> Any:
 
 @bp.post("/verify/challenge")
 def verify_challenge() -> Any:
-    """Send an SMS code, or fetch a device challenge (JSON, for portal.js)."""
+    """Send an SMS code, or fetch a device challenge or passkey options (JSON, for portal.js)."""
     flow = session.get("flow") or abort(400)
     factor = str((request.get_json(silent=True) or request.form).get("factor", ""))
     try:
@@ -214,7 +214,9 @@ def verify_challenge() -> Any:
         flash(message, "error")
         return redirect(url_for("flows.verify"))
     if request.is_json:
-        return jsonify({"challenge": ch.challenge, "expires_at": ch.expires_at})
+        return jsonify(
+            {"challenge": ch.challenge, "options": ch.options, "expires_at": ch.expires_at}
+        )
     session["sent_to"] = ch.sent_to
     flash(t("sms_sent", to=ch.sent_to), "ok")
     return redirect(url_for("flows.verify"))
@@ -228,7 +230,7 @@ def attempts_left(proof: ProofResult) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def proof_fields(factor: str, body: Any) -> dict[str, str]:
+def proof_fields(factor: str, body: Any) -> dict[str, Any]:
     """The fields of one proof, checked as far as the portal can (``FormError`` otherwise)."""
     if factor in ("sms", "totp"):
         return {"code": one_time_code(body.get("code"))}
@@ -242,6 +244,9 @@ def proof_fields(factor: str, body: Any) -> dict[str, str]:
         if not code or len(code) > 64:
             raise FormError("recovery_code_empty")
         return {"code": code}
+    if factor == "passkey":  # the browser's AuthenticationResponseJSON, checked by idv
+        credential = body.get("credential")
+        return {"credential": credential} if isinstance(credential, dict) else {}
     return {k: str(body[k]) for k in ("factor_id", "signature") if body.get(k)}
 
 

@@ -1,7 +1,7 @@
 """Security settings: the person's factors, the ``enroll_factor`` unlock that allows one change,
 setting a PIN, an authenticator app (kept on screen until a code activates it), this browser as
-a device key, and removal. ASVS 5.0 7.5.1: every change after the first strong factor needs a
-step-up; the assertion is spent only by a change idv accepted."""
+a device key, a passkey, and removal. ASVS 5.0 7.5.1: every change after the first strong factor
+needs a step-up; the assertion is spent only by a change idv accepted."""
 
 from __future__ import annotations
 
@@ -176,6 +176,27 @@ def register(app: Flask) -> None:
         )
         changed("browser_bound")
         return jsonify({"factor_id": enrolled.factor_id})
+
+    @app.post("/security/passkey")
+    def security_passkey() -> Any:
+        """JSON for the page: a pending passkey's creation options (API.md, Passkeys)."""
+        subject_id = login_required()
+        enrolled = portal().idv.enroll_passkey(subject_id, assertion=change_assertion(subject_id))
+        session.pop("enroll_assertion", None)  # idv spent it on this set-up
+        return jsonify({"factor_id": enrolled.factor_id, "options": enrolled.options})
+
+    @app.post("/security/passkey/finish")
+    def security_passkey_finish() -> Any:
+        """JSON from the page: the browser's RegistrationResponseJSON for the pending passkey."""
+        subject_id = login_required()
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("credential"), dict):
+            return jsonify({"error": "invalid_request", "message": t("failed")}), 400
+        try:
+            portal().idv.finish_passkey(subject_id, str(body.get("factor_id")), body["credential"])
+        except (InvalidCode, InvalidRequest, NotFound):
+            return jsonify({"error": "invalid_code", "message": t("failed")}), 422
+        return jsonify({"redirect": changed("passkey_added").location})
 
     @app.post("/security/remove/<factor_id>")
     def security_remove(factor_id: str) -> Any:

@@ -23,20 +23,17 @@ from service.domain.errors import StepUpRequired
 
 TYP = "idv-assertion+jwt"
 ALGORITHMS = ("ES256", "EdDSA", sm2.ALG)
-# RFC 8176 §2: sms, otp (TOTP, and a recovery code: a look-up secret is a one-time password),
-# swk (a key held in software by the user's app), pin. An attestation adds the value of its
-# method where RFC 8176 registers one (``ATTESTED_AMR``), and nothing otherwise.
-AMR = {"sms": "sms", "totp": "otp", "device": "swk", "knowledge": "pin", "recovery_code": "otp"}
-ATTESTED_AMR = {"face": "face"}  # RFC 8176 §2 "face": facial recognition
+# RFC 8176 §2 "user": a user-presence/verification test; it says how a factor was used, so it
+# does not by itself make an authentication multi-factor.
+_NOT_A_FACTOR = frozenset({"user"})
 
 
-def amr_for(factors: Iterable[str], attested_method: str | None = None) -> list[str]:
-    """The ``amr`` claim for the factors that satisfied a verification (``mfa`` for two+)."""
-    values = {AMR[f] for f in factors if f in AMR}
-    if "attested" in factors and attested_method in ATTESTED_AMR:
-        values.add(ATTESTED_AMR[attested_method])
-    ordered = sorted(values)
-    return ordered + ["mfa"] if len(ordered) > 1 else ordered
+def amr_for(values: Iterable[str]) -> list[str]:
+    """The ``amr`` claim from the RFC 8176 values the accepted factors contributed (each
+    factor's values come from its module's ``SPEC``), with ``mfa`` for two or more."""
+    ordered = sorted(set(values))
+    kinds = [v for v in ordered if v not in _NOT_A_FACTOR]
+    return ordered + ["mfa"] if len(kinds) > 1 else ordered
 
 
 def issue(
@@ -47,12 +44,11 @@ def issue(
     subject: str,
     action: str,
     acr: str,
-    factors: Sequence[str],
+    amr: Sequence[str],
     auth_time: datetime,
     now: datetime,
     ttl: int,
     jti: str,
-    attested_method: str | None = None,
 ) -> str:
     """Sign an assertion with the active signing key."""
     key = keys.active_signing_key
@@ -63,7 +59,7 @@ def issue(
         "sub": subject,
         "action": action,
         "acr": acr,
-        "amr": amr_for(factors, attested_method),
+        "amr": amr_for(amr),
         "auth_time": int(auth_time.timestamp()),
         "iat": iat,
         "exp": iat + min(ttl, 300),

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from service.domain.policy_file import (
-    FACTORS,
-    PHONE_BOUND_FACTORS,
     SENSITIVE_EVENTS,
     ActionPolicy,
     Conditional,
+    FactorCatalog,
     Policy,
     format_duration,
     load_policy,
@@ -28,10 +27,9 @@ from service.domain.policy_file import (
 )
 
 __all__ = [
-    "FACTORS",
-    "PHONE_BOUND_FACTORS",
     "ActionPolicy",
     "Conditional",
+    "FactorCatalog",
     "Decision",
     "Policy",
     "SubjectState",
@@ -245,8 +243,10 @@ def _base_options(
     return tuple(options)
 
 
-def _phone_free(options: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
-    return tuple(o for o in options if not PHONE_BOUND_FACTORS & set(o))
+def _phone_free(
+    options: tuple[tuple[str, ...], ...], phone_bound: frozenset[str]
+) -> tuple[tuple[str, ...], ...]:
+    return tuple(o for o in options if not phone_bound & set(o))
 
 
 def decide(policy: Policy, action: str, state: SubjectState, now: datetime) -> Decision:
@@ -261,7 +261,11 @@ def decide(policy: Policy, action: str, state: SubjectState, now: datetime) -> D
     candidates = _base_options(rule, state, now, chosen)
     if found.reasons:
         # A SIM change never holds an option none of whose factors travels with the SIM.
-        free = _phone_free(candidates) if set(found.reasons) <= _SIM_HOLDS else ()
+        free = (
+            _phone_free(candidates, policy.factors.phone_bound)
+            if set(found.reasons) <= _SIM_HOLDS
+            else ()
+        )
         if not free:
             return Decision(action, "denied", [], found.reasons, found.lines, found.held_until)
         candidates = free
@@ -369,7 +373,9 @@ def _signal_duration(arg: str, value: str | None) -> timedelta:
         raise ValueError(f"signal {arg!r}: {exc}") from None
 
 
-def state_from_args(factors: list[str], signals: list[str], now: datetime) -> SubjectState:
+def state_from_args(
+    factors: list[str], signals: list[str], now: datetime, *, known: frozenset[str]
+) -> SubjectState:
     """Build a ``SubjectState`` from CLI arguments (``idv policy explain``).
 
     ``factors``: names, each item may hold several separated by commas. ``signals``:
@@ -379,10 +385,10 @@ def state_from_args(factors: list[str], signals: list[str], now: datetime) -> Su
     ``locked=10m`` (locked for that much longer). Bad arguments raise ``ValueError``.
     """
     names = {name.strip() for item in factors for name in item.split(",") if name.strip()}
-    unknown = sorted(names - FACTORS)
+    unknown = sorted(names - known)
     if unknown:
         raise ValueError(
-            f"unknown factor(s) {', '.join(unknown)}; known: {', '.join(sorted(FACTORS))}"
+            f"unknown factor(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
     sim_change: datetime | None = None
     sim_lost: datetime | None = None

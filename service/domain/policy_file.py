@@ -19,11 +19,6 @@ import limits
 
 from service.domain.errors import PolicyError, UnknownAction
 
-FACTORS = frozenset({"sms", "totp", "device", "knowledge", "recovery_code", "attested"})
-# Factors a thief holds once he holds the unlocked phone (T1 step 1): the SIM, the authenticator
-# app and the device key all travel with it. "knowledge" stays with the person, and so do a
-# printed sheet of recovery codes and the person's own face or ID in front of the tenant.
-PHONE_BOUND_FACTORS = frozenset({"sms", "totp", "device"})
 # How a tenant checked the person itself (an ``attested`` proof's ``method``): face against the
 # ID photo, the national network identity credential, an ID document, a visit in person.
 ATTESTED_METHODS = ("face", "eid", "id_document", "in_person")
@@ -76,6 +71,7 @@ _ACTION_KEYS = frozenset(
         "delay",
         "recovers",
         "suspended_factors_count",
+        "device_bound_keys",
     }
     | _METHOD_KEYS
 )
@@ -173,6 +169,9 @@ class ActionPolicy:
     delay: timedelta | None = None
     recovers: bool = False
     suspended_factors_count: bool = False
+    # An AAL3-style action (NIST SP 800-63B-4: AAL3 needs a non-exportable key): a passkey
+    # counts only when it is not backup-eligible (WebAuthn BE flag clear: device-bound, amr hwk).
+    device_bound_keys: bool = False
     # Which attestation methods complete an option with ``attested``: without ``knowledge`` in
     # the option, and beside it (API.md, Recovery).
     attested_methods: tuple[str, ...] = DEFAULT_ATTESTED_METHODS
@@ -186,12 +185,27 @@ class ActionPolicy:
 
 
 @dataclass(frozen=True)
+class FactorCatalog:
+    """The factor types a policy may name, handed in at start by ``service.factors.registry``
+    (the domain never imports the factors: that arrow would run back up).
+
+    ``phone_bound``: the factors a thief holds once he holds the unlocked phone (T1 step 1):
+    the SIM, the authenticator app, the device key and passkeys travel with it; the PIN, a
+    printed sheet of recovery codes and the person's own face stay with the person.
+    """
+
+    names: frozenset[str]
+    phone_bound: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Policy:
     """A validated policy file: every action by name, plus global settings."""
 
     source: str
     actions: Mapping[str, ActionPolicy]
     knowledge_min_length: int
+    factors: FactorCatalog
 
     def action(self, name: str) -> ActionPolicy:
         """The policy of ``name``; ``UnknownAction`` if the file defines no such action."""
@@ -221,7 +235,7 @@ def format_duration(delta: timedelta) -> str:
     return f"{seconds}s"
 
 
-def load_policy(path: str | os.PathLike[str]) -> Policy:
+def load_policy(path: str | os.PathLike[str], *, factors: FactorCatalog) -> Policy:
     """Read and validate a policy file; ``PolicyError(file, key, problem)`` when it is wrong."""
     source = os.fspath(path)
     try:
@@ -229,23 +243,25 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(source, "<file>", f"cannot read: {exc}") from None
-    return parse_policy(text, source)
+    return parse_policy(text, source, factors=factors)
 
 
-def parse_policy(text: str, source: str = "<string>") -> Policy:
-    """Validate policy TOML given as text; ``source`` names it in errors and in ``Policy``."""
+def parse_policy(text: str, source: str = "<string>", *, factors: FactorCatalog) -> Policy:
+    """Validate policy TOML given as text; ``source`` names it in errors and in ``Policy``;
+    ``factors`` are the factor names it may use."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(source, "<toml>", str(exc)) from None
-    return _Parser(source).policy(data)
+    return _Parser(source, factors).policy(data)
 
 
 class _Parser:
     """Validation of one file; knows its name so every error can point at file and key."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, factors: FactorCatalog) -> None:
         self.source = source
+        self.factors = factors
 
     def fail(self, key: str, problem: str) -> PolicyError:
         return PolicyError(self.source, key, problem)
@@ -288,7 +304,7 @@ class _Parser:
             if not _ACTION_NAME.match(name):
                 raise self.fail(f"actions.{name}", "action names match ^[a-z][a-z0-9_]{0,63}$")
             actions[name] = self.action(name, body, lifetime, failure_limit, methods)
-        return Policy(self.source, MappingProxyType(actions), knowledge_min_length)
+        return Policy(self.source, MappingProxyType(actions), knowledge_min_length, self.factors)
 
     def action(
         self,
@@ -343,6 +359,7 @@ class _Parser:
             delay=self.window(body, "delay", key),
             recovers=self.flag(body, "recovers", key),
             suspended_factors_count=self.flag(body, "suspended_factors_count", key),
+            device_bound_keys=self.flag(body, "device_bound_keys", key),
             attested_methods=self.methods(
                 body, "attested_methods", key, methods["attested_methods"]
             ),
@@ -369,10 +386,9 @@ class _Parser:
             if not isinstance(option, list) or not option:
                 raise self.fail(key, f"option {index} must be a non-empty list of factor names")
             for factor in option:
-                if not isinstance(factor, str) or factor not in FACTORS:
-                    raise self.fail(
-                        key, f"unknown factor {factor!r} (known: {', '.join(sorted(FACTORS))})"
-                    )
+                if not isinstance(factor, str) or factor not in self.factors.names:
+                    known = ", ".join(sorted(self.factors.names))
+                    raise self.fail(key, f"unknown factor {factor!r} (known: {known})")
             if len(set(option)) != len(option):
                 raise self.fail(key, f"option {index} names a factor twice")
             if frozenset(option) in seen:
@@ -394,7 +410,7 @@ class _Parser:
             conditions: dict[str, Any] = {}
             for name in named:
                 factor = block[name]
-                if not isinstance(factor, str) or factor not in FACTORS:
+                if not isinstance(factor, str) or factor not in self.factors.names:
                     raise self.fail(f"{where}.{name}", f"unknown factor {factor!r}")
                 conditions[name] = factor
             for flag in ("onboarding", "recovered_with_knowledge"):

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from service.domain.errors import InvalidRequest
 from service.domain.policy_file import ATTESTED_METHODS
 from service.factors import device
+from service.factors.spec import FactorSpec, Input, fields
 
 TYP = "idv-attestation+jwt"
 ALGORITHMS = device.ALGORITHMS  # ES256, EdDSA: the same keys a device may hold
@@ -38,6 +39,9 @@ MAX_AHEAD_SECONDS = 60  # ... and at most a minute ahead (the tenant's clock may
 MAX_JTI = 128
 MAX_TOKEN = 8192
 METHODS = ATTESTED_METHODS
+# An accepted attestation adds the ``amr`` value of its method where RFC 8176 registers one
+# (§2 "face": facial recognition), and nothing otherwise.
+METHOD_AMR = {"face": "face"}
 
 
 @dataclass(frozen=True)
@@ -162,3 +166,19 @@ def _claims(
     if nbf is not None and (not _number(nbf) or nbf > now):
         return None
     return Attestation(method, jti, float(iat))
+
+
+SPEC = FactorSpec(
+    name="attested",
+    phone_bound=False,  # the person's face or presence in front of the tenant
+    challenge=None,
+    proof_fields=fields(
+        attestation=Input(
+            str, 8192, description="attested: the tenant's JWS (typ idv-attestation+jwt)"
+        )
+    ),
+    amr=(),  # the method's value (``face``) is added per proof, where RFC 8176 registers one
+    replay="the token's jti, accepted once per tenant",
+    stores="nothing per subject; the tenant's public keys (idv clients attestation-key)",
+    enrollable=False,
+)

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from service.crypto import profile as crypto_profile
 from service.crypto import sm2
 from service.domain.errors import InvalidRequest
+from service.factors.spec import FactorSpec, Input, fields
 
 ALGORITHMS = ("ES256", "EdDSA", sm2.ALG)  # RFC 7518 §3.4, RFC 8037 §3.1 and API.md names
 NONCE_BYTES = 32  # ASVS 6.7.2 asks for at least 64 bits; idv uses 256
@@ -195,3 +196,16 @@ def raw_to_der(sig: bytes) -> bytes:
     r = int.from_bytes(sig[:32], "big")
     s = int.from_bytes(sig[32:], "big")
     return encode_dss_signature(r, s)
+
+
+SPEC = FactorSpec(
+    name="device",
+    phone_bound=True,  # THREATS.md T1: the key is in the phone's app
+    challenge="nonce",
+    proof_fields=fields(factor_id=Input(str, 64), signature=Input(str, 1024)),
+    amr=("swk",),  # RFC 8176 §2: a key held in software by the user's app
+    replay="the challenge row it signed, used once (RFC 9449-style)",
+    stores="the public key (PEM SubjectPublicKeyInfo) and its algorithm",
+    enrol_fields=fields(public_key=Input(str, 4096), alg=Input(str, choices=ALGORITHMS)),
+    challenge_fields=fields(challenge=Input(str, description="device: the text to sign")),
+)

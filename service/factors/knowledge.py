@@ -15,6 +15,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from service.domain.errors import InvalidRequest, WeakSecret
+from service.factors.spec import FactorSpec, Input, fields
 
 MAX_LENGTH = 256  # NIST SP 800-63B §3.1.1.2 asks verifiers to allow at least 64 characters
 _DUMMY_SECRET = "idv-no-knowledge-factor"
@@ -107,3 +108,17 @@ class KnowledgeHasher:
         if self._hasher.check_needs_rehash(stored):
             return True, self._hasher.hash(candidate)
         return True, None
+
+
+SPEC = FactorSpec(
+    name="knowledge",
+    phone_bound=False,  # the PIN stays in the person's head
+    challenge=None,
+    proof_fields=fields(secret=Input(str, 1024)),
+    amr=("pin",),  # RFC 8176 §2
+    replay="none: a PIN is reused by design; the throttle and lockout guard it",
+    stores="the argon2id hash of the secret",
+    enrol_fields=fields(secret=Input(str, 1024)),
+    off_phone=True,
+    replaces="any",
+)

@@ -20,6 +20,8 @@ import hashlib
 import hmac
 import secrets
 
+from service.factors.spec import FactorSpec, Input, fields
+
 CODE_COUNT = 10
 CODE_LENGTH = 16
 GROUP = 4
@@ -68,3 +70,25 @@ def digest(key: bytes, factor_id: str, code: str) -> str:
         raise ValueError("not a recovery code")
     message = _DIGEST_CONTEXT + factor_id.encode() + b"\x00" + canonical.encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+SPEC = FactorSpec(
+    name="recovery_code",
+    phone_bound=False,  # printed or written down, kept off the phone
+    challenge=None,
+    proof_fields=fields(
+        code=Input(str, 64, description="typed with or without spaces and hyphens")
+    ),
+    amr=("otp",),  # RFC 8176 §2: a look-up secret is a one-time password
+    replay="the code's row marked used by one conditional UPDATE (ASVS 6.5.1)",
+    stores="nothing in the factor row; keyed hashes of the codes in recovery_codes",
+    enrolled_fields=fields(
+        codes=Input(
+            list,
+            description="recovery_code only: the 10 codes of the new set, shown once (keep "
+            "them off the phone: print them or write them down)",
+        )
+    ),
+    off_phone=True,
+    replaces="any",
+)

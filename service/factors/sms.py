@@ -17,6 +17,7 @@ from typing import Protocol
 
 from service import outbound
 from service.crypto.profile import INTL, keyed_hash
+from service.factors.spec import FactorSpec, Input, fields
 
 CODE_DIGITS = 6  # NIST SP 800-63B §3.1.3.1 (out-of-band): at least 6 digits
 CODE_TTL_SECONDS = 300  # NIST SP 800-63B: at most 10 minutes; ASVS 6.5.5
@@ -156,3 +157,17 @@ def sender_from_spec(spec: str | None) -> SmsSender:
     if sep and kind == "webhook":
         return WebhookSender(rest)
     raise ValueError("IDV_SMS_SENDER must be empty, 'file:PATH' or 'webhook:http(s)://...'")
+
+
+SPEC = FactorSpec(
+    name="sms",
+    # THREATS.md T1: the SIM travels with the phone; carrier signals take SMS away.
+    phone_bound=True,
+    challenge="sms",
+    proof_fields=fields(code=Input(str, 64)),
+    amr=("sms",),  # RFC 8176 §2
+    replay="the challenge row of the code, used once",
+    stores="nothing: the subject's phone number is the factor",
+    challenge_fields=fields(sent_to=Input(str, description="sms: the masked phone")),
+    enrollable=False,
+)

@@ -13,6 +13,7 @@ import pyotp
 import segno
 
 from service.domain.errors import InvalidRequest
+from service.factors.spec import FactorSpec, Input, fields
 
 STEP_SECONDS = 30  # RFC 6238 §5.2: a 30-second time step
 DIGITS = 6  # RFC 4226 §5.3: at least 6 digits
@@ -83,3 +84,21 @@ def matching_step(secret: str, code: str, now: float) -> int | None:
         if hmac.compare_digest(expected.encode("ascii"), code.encode("ascii")) and matched is None:
             matched = step
     return matched
+
+
+SPEC = FactorSpec(
+    name="totp",
+    phone_bound=True,  # THREATS.md T1: the authenticator app lives on the phone
+    challenge=None,
+    proof_fields=fields(code=Input(str, 64)),
+    amr=("otp",),  # RFC 8176 §2
+    replay="the (factor, time step) row: RFC 6238 §5.2, a code accepted once",
+    stores="the 160-bit base32 secret",
+    activate_fields=fields(code=Input(str, 16)),
+    enrolled_fields=fields(
+        secret=Input(str, description="TOTP only, shown once"),
+        otpauth_uri=Input(str),
+        qr_svg=Input(str),
+    ),
+    replaces="pending",
+)

@@ -3,12 +3,17 @@ document is generated from these."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from service.factors import registry
+from service.factors.spec import FactorSpec, Input
 
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9._:@\-]{1,128}$"
-FactorType = Literal["sms", "totp", "device", "knowledge", "recovery_code", "attested"]
+FactorType = Literal[registry.NAMES]  # type: ignore[valid-type]
 
 
 class Request(BaseModel):
@@ -40,11 +45,8 @@ class Subject(BaseModel):
     phone: str | None = Field(description="masked, e.g. +86 138****8000")
 
 
-class EnrollFactor(Request):
-    type: Literal["totp", "knowledge", "device", "recovery_code"]
-    secret: str | None = Field(default=None, max_length=1024)
-    public_key: str | None = Field(default=None, max_length=4096)
-    alg: Literal["ES256", "EdDSA", "SM2"] | None = None
+class EnrollFactorBase(Request):
+    type: Literal[registry.ENROLLABLE]  # type: ignore[valid-type]
     label: str | None = Field(
         default=None,
         max_length=200,
@@ -54,23 +56,11 @@ class EnrollFactor(Request):
     assertion: str | None = Field(default=None, max_length=8192)
 
 
-class EnrolledFactor(BaseModel):
+class EnrolledFactorBase(BaseModel):
     factor_id: str
     type: str
     status: str
     label: str | None = None
-    secret: str | None = Field(default=None, description="TOTP only, shown once")
-    otpauth_uri: str | None = None
-    qr_svg: str | None = None
-    codes: list[str] | None = Field(
-        default=None,
-        description="recovery_code only: the 10 codes of the new set, shown once (keep them "
-        "off the phone: print them or write them down)",
-    )
-
-
-class ActivateFactor(Request):
-    code: str = Field(max_length=16)
 
 
 class FactorStatus(BaseModel):
@@ -129,25 +119,13 @@ class ChallengeRequest(Request):
     factor: str = Field(max_length=32)
 
 
-class Challenge(BaseModel):
+class ChallengeBase(BaseModel):
     factor: str
     expires_at: str
-    sent_to: str | None = None
-    challenge: str | None = None
 
 
-class Proof(Request):
+class ProofBase(Request):
     factor: str = Field(max_length=32)
-    # A TOTP or SMS code, or a recovery code typed with spaces and hyphens.
-    code: str | None = Field(default=None, max_length=64)
-    secret: str | None = Field(default=None, max_length=1024)
-    factor_id: str | None = Field(default=None, max_length=64)
-    signature: str | None = Field(default=None, max_length=1024)
-    attestation: str | None = Field(
-        default=None,
-        max_length=8192,
-        description="attested: the tenant's JWS (typ idv-attestation+jwt)",
-    )
 
 
 class ProofResult(BaseModel):
@@ -206,3 +184,44 @@ class OperatorView(BaseModel):
     locked_until: str | None
     factors: list[OperatorFactor]
     recent_decisions: list[Decision]
+
+
+# -- the factor-specific fields, read from each factor's SPEC (issue 22) ------------------------
+
+
+def _field(spec: Input) -> tuple[Any, Any]:
+    """One optional pydantic field for a factor's ``Input``."""
+    kind: Any = {str: str, dict: dict[str, Any], list: list[str]}[spec.kind]
+    if spec.choices is not None:
+        kind = Literal[spec.choices]
+    constraints = {"max_length": spec.max_length} if spec.max_length is not None else {}
+    return kind | None, Field(default=None, description=spec.description, **constraints)
+
+
+def _merged(pick: Callable[[FactorSpec], Mapping[str, Input]]) -> dict[str, Any]:
+    """Every factor's fields of one kind. A name two factors share (a TOTP code and a recovery
+    code are both ``code``) is one field, as long as the longer of the two."""
+    merged: dict[str, Input] = {}
+    for spec in registry.FACTORS.values():
+        for name, given in pick(spec).items():
+            seen = merged.setdefault(name, given)
+            longest = max(seen.max_length or 0, given.max_length or 0) or None
+            merged[name] = replace(
+                seen, max_length=longest, description=seen.description or given.description
+            )
+    return {name: _field(spec) for name, spec in merged.items()}
+
+
+EnrollFactor = create_model(
+    "EnrollFactor", __base__=EnrollFactorBase, **_merged(lambda f: f.enrol_fields)
+)
+EnrolledFactor = create_model(
+    "EnrolledFactor", __base__=EnrolledFactorBase, **_merged(lambda f: f.enrolled_fields)
+)
+Challenge = create_model(
+    "Challenge", __base__=ChallengeBase, **_merged(lambda f: f.challenge_fields)
+)
+ActivateFactor = create_model(
+    "ActivateFactor", __base__=Request, **_merged(lambda f: f.activate_fields)
+)
+Proof = create_model("Proof", __base__=ProofBase, **_merged(lambda f: f.proof_fields))

@@ -33,15 +33,17 @@ def enroll(subject_id: str) -> tuple[Response, int]:
     client = caller("verify")
     body = parse(EnrollFactor)
     result = factors.enroll(ctx(), client, subject_id, body.model_dump())
-    return jsonify(_without_none(asdict(result))), 201
+    answer = {"factor_id": result.factor_id, "type": result.type, "status": result.status}
+    answer |= {"label": result.label} | result.shown
+    return jsonify(_without_none(answer)), 201
 
 
 @bp.post("/v1/subjects/<subject_id>/factors/<factor_id>/activate")
 def activate(subject_id: str, factor_id: str) -> Response:
-    """Activate a pending TOTP factor with a current code."""
+    """Activate a pending factor (a TOTP with a code, a passkey with its credential)."""
     client = caller("verify")
     body = parse(ActivateFactor)
-    status = factors.activate(ctx(), client, subject_id, factor_id, body.code)
+    status = factors.activate(ctx(), client, subject_id, factor_id, body.model_dump())
     return jsonify({"factor_id": factor_id, "status": status})
 
 
@@ -79,7 +81,7 @@ def get(verification_id: str) -> Response:
 
 @bp.post("/v1/verifications/<verification_id>/challenges")
 def challenge(verification_id: str) -> Response:
-    """Send an SMS code or issue a device challenge."""
+    """Send an SMS code, or issue a device challenge or passkey request options."""
     client = caller("verify")
     body = parse(ChallengeRequest)
     return jsonify(challenges.challenge(ctx(), client, verification_id, body.factor))

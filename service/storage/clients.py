@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,6 +26,9 @@ class ClientRecord:
     last_used_at: datetime | None
     issuer: str | None = None  # the tenant's name in authenticator apps (otpauth issuer)
     sms_regions: frozenset[str] = frozenset()  # empty: any region (issue 20 item 4)
+    # The tenant's WebAuthn relying party (idv clients webauthn); None: no passkeys.
+    webauthn_rp_id: str | None = None
+    webauthn_origins: tuple[str, ...] = ()
 
 
 def _record(row) -> ClientRecord:  # type: ignore[no-untyped-def]
@@ -39,6 +43,8 @@ def _record(row) -> ClientRecord:  # type: ignore[no-untyped-def]
         last_used_at=opt(row.last_used_at),
         issuer=row.issuer,
         sms_regions=frozenset(filter(None, (row.sms_regions or "").split(","))),
+        webauthn_rp_id=row.webauthn_rp_id,
+        webauthn_origins=tuple(json.loads(row.webauthn_origins or "[]")),
     )
 
 
@@ -90,6 +96,16 @@ def all_clients(conn: Connection) -> list[ClientRecord]:
 def set_issuer(conn: Connection, client_id: str, issuer: str) -> bool:
     """Set the tenant's name in authenticator apps; True if the client exists."""
     res = conn.execute(update(clients).where(clients.c.id == client_id).values(issuer=issuer))
+    return res.rowcount == 1
+
+
+def set_webauthn(conn: Connection, client_id: str, rp_id: str, origins: list[str]) -> bool:
+    """Set the tenant's WebAuthn RP id and allowed origins; True if the client exists."""
+    res = conn.execute(
+        update(clients)
+        .where(clients.c.id == client_id)
+        .values(webauthn_rp_id=rp_id, webauthn_origins=json.dumps(origins))
+    )
     return res.rowcount == 1
 
 

@@ -25,6 +25,7 @@ class FactorRecord:
     created_at: datetime
     # Unused codes of a recovery-code set (read by the decision snapshot); None for other types.
     remaining: int | None = None
+    sign_count: int | None = None  # a passkey's signature counter
 
     @property
     def usable(self) -> bool:
@@ -42,6 +43,7 @@ def _record(row) -> FactorRecord:  # type: ignore[no-untyped-def]
         alg=row.alg,
         label=row.label,
         created_at=as_utc(row.created_at),
+        sign_count=row.sign_count,
     )
 
 
@@ -98,6 +100,30 @@ def activate(conn: Connection, factor_id: str, now: datetime) -> bool:
         update(factors)
         .where(factors.c.id == factor_id, factors.c.status == "pending")
         .values(status="active", activated_at=now)
+    )
+    return res.rowcount == 1
+
+
+def activate_credential(
+    conn: Connection, factor_id: str, secret_ct: str, sign_count: int, now: datetime
+) -> bool:
+    """Store a verified passkey credential and activate it, once: False when the factor was
+    no longer pending (its registration challenge was already spent)."""
+    res = conn.execute(
+        update(factors)
+        .where(factors.c.id == factor_id, factors.c.status == "pending")
+        .values(status="active", activated_at=now, secret_ct=secret_ct, sign_count=sign_count)
+    )
+    return res.rowcount == 1
+
+
+def advance_sign_count(conn: Connection, factor_id: str, seen: int, new: int) -> bool:
+    """Compare-and-set of a passkey's signature counter: False when another proof moved it
+    since ``seen`` was read (two racing proofs with one counter value: one wins)."""
+    res = conn.execute(
+        update(factors)
+        .where(factors.c.id == factor_id, factors.c.sign_count == seen)
+        .values(sign_count=new)
     )
     return res.rowcount == 1
 

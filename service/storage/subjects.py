@@ -146,6 +146,20 @@ def unlock(conn: Connection, pk: int) -> None:
     conn.execute(update(subjects).where(subjects.c.pk == pk).values(locked_until=None))
 
 
+def webauthn_handle(conn: Connection, pk: int, fresh: str) -> str:
+    """The subject's WebAuthn user handle, set to ``fresh`` the first time it is asked for
+    (a conditional UPDATE, so racing registrations agree on one handle)."""
+    conn.execute(
+        update(subjects)
+        .where(subjects.c.pk == pk, subjects.c.webauthn_handle.is_(None))
+        .values(webauthn_handle=fresh)
+    )
+    handle = conn.execute(
+        select(subjects.c.webauthn_handle).where(subjects.c.pk == pk)
+    ).scalar_one()
+    return str(handle)
+
+
 def remove(conn: Connection, pk: int) -> None:
     """Erase the subject; factors, verifications and events go with it (ON DELETE CASCADE).
 
@@ -224,6 +238,7 @@ _SNAPSHOT = Lean(
             factors.c.created_at,
             type_coerce(null(), TS).label("at"),
             _REMAINING_CODES.label("remaining"),
+            factors.c.sign_count,
         ).where(factors.c.subject_pk == bindparam("pk")),
         # One index seek per type (max() of an equality-bound index prefix), never a scan of
         # every event of the number.
@@ -244,6 +259,7 @@ _SNAPSHOT = Lean(
                 )
                 .scalar_subquery(),
                 null(),
+                null(),
             )
             for kind in CARRIER_EVENT_TYPES
         ),
@@ -257,6 +273,7 @@ _SNAPSHOT = Lean(
             null(),
             null(),
             func.max(subject_events.c.occurred_at),
+            null(),
             null(),
         )
         .where(subject_events.c.subject_pk == bindparam("pk"))
@@ -273,13 +290,14 @@ _SNAPSHOT = Lean(
             null(),
             verifications.c.expires_at,
             null(),
+            null(),
         ).where(
             verifications.c.subject_pk == bindparam("pk"),
             # A literal, not a bound value, so that SQLite and PostgreSQL plans can use the
             # partial unique index (uq_verifications_one_waiting), whose predicate it matches.
             verifications.c.status == literal_column("'waiting'"),
         ),
-        select(literal("a"), *[null()] * 9).where(
+        select(literal("a"), *[null()] * 10).where(
             exists().where(attestation_keys.c.client_id == bindparam("client_id"))
         ),
     )
@@ -294,9 +312,8 @@ def snapshot(conn: Connection, subject: SubjectRecord) -> Snapshot:
     waiting_until: datetime | None = None
     attests = False
     params = {"pk": subject.pk, "phone_hash": subject.phone_hash, "client_id": subject.client_id}
-    for kind, fid, type_, status, secret_ct, alg, label, created_at, at, left in _SNAPSHOT.all(
-        conn, params
-    ):
+    for row in _SNAPSHOT.all(conn, params):
+        kind, fid, type_, status, secret_ct, alg, label, created_at, at, left, count = row
         if kind == "a":
             attests = True
         elif kind == "f":
@@ -311,6 +328,7 @@ def snapshot(conn: Connection, subject: SubjectRecord) -> Snapshot:
                     label=label,
                     created_at=as_utc(created_at),
                     remaining=None if left is None else int(left),
+                    sign_count=count,
                 )
             )
         elif kind == "c":

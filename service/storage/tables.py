@@ -50,6 +50,10 @@ clients = Table(
     Column("issuer", String(64)),
     # ISO 3166 regions the tenant may text (``CN,HK``); NULL: any, throttled per calling code.
     Column("sms_regions", String(200)),
+    # The tenant's WebAuthn relying party (idv clients webauthn): its RP id and the JSON list of
+    # origins its ceremonies may come from. NULL: the tenant is never offered passkeys.
+    Column("webauthn_rp_id", String(253)),
+    Column("webauthn_origins", Text),
 )
 
 subjects = Table(
@@ -64,6 +68,8 @@ subjects = Table(
     Column("locked_until", TS),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    # The WebAuthn user.id of the subject's passkeys: random, never the subject id.
+    Column("webauthn_handle", String(64)),
     UniqueConstraint("client_id", "subject_id", name="uq_subjects_client_subject"),
     Index("ix_subjects_phone_hash", "phone_hash"),
 )
@@ -80,6 +86,8 @@ factors = Table(
     Column("label", String(200)),
     Column("created_at", TS, nullable=False),
     Column("activated_at", TS),
+    # A passkey's signature counter (WebAuthn §6.1.1), advanced by a compare-and-set.
+    Column("sign_count", BigInteger),
     Index("ix_factors_subject", "subject_pk", "type"),
     # One chosen secret per subject: racing PIN enrolments cannot both land.
     Index(
@@ -143,6 +151,9 @@ verifications = Table(
     # The method of the attestation this verification accepted (face, eid, id_document,
     # in_person): a later proof that completes an option checks that the method counts there.
     Column("attested_method", String(16)),
+    # RFC 8176 values accepted proofs reported beyond their factor's own (a passkey's hwk or
+    # swk, and user), space-separated.
+    Column("amr", String(64)),
     Index("ix_verifications_subject", "subject_pk"),
     Index(
         "uq_verifications_one_waiting",

@@ -32,6 +32,7 @@ class VerificationRecord:
     held_until: datetime | None = None
     attested_method: str | None = None  # the method of the attestation it accepted
     ready_at: datetime | None = None  # a delayed recovery: when its wait ends
+    amr: tuple[str, ...] = ()  # RFC 8176 values its accepted proofs reported (a passkey's)
 
 
 # A delayed recovery waits, then takes proofs like a pending verification (API.md, Recovery).
@@ -54,6 +55,7 @@ def _record(row) -> VerificationRecord:  # type: ignore[no-untyped-def]
         held_until=as_utc(row.held_until) if row.held_until else None,
         ready_at=as_utc(row.ready_at) if row.ready_at else None,
         attested_method=row.attested_method,
+        amr=tuple((row.amr or "").split()),
     )
 
 
@@ -111,6 +113,7 @@ def insert(
             "held_until": held_until,
             "ready_at": None,
             "attested_method": None,
+            "amr": None,
         },
     )
     return record
@@ -253,6 +256,7 @@ _ADD_SATISFIED = Lean(
         status=bindparam("b_status"),
         completed_at=bindparam("b_completed_at"),
         attested_method=bindparam("b_attested_method"),
+        amr=bindparam("b_amr"),
     )
 )
 
@@ -264,9 +268,11 @@ def add_satisfied(
     status: str,
     now: datetime,
     attested_method: str | None = None,
+    amr: tuple[str, ...] = (),
 ) -> bool:
     """Record the factors accepted so far (and ``satisfied`` when an option is complete), and
-    the method of the attestation accepted so far (pass the stored one on to keep it)."""
+    the method of the attestation and the ``amr`` values accepted so far (pass the stored ones
+    on to keep them)."""
     changed = _ADD_SATISFIED.rowcount(
         conn,
         {
@@ -275,6 +281,7 @@ def add_satisfied(
             "b_status": status,
             "b_completed_at": now if status != "pending" else None,
             "b_attested_method": attested_method,
+            "b_amr": " ".join(sorted(set(amr))) or None,
         },
     )
     return changed == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -14,13 +15,13 @@ from service.domain.errors import (
     ServiceUnavailable,
 )
 from service.domain.phone import mask_phone
-from service.factors import device, sms
+from service.factors import device, registry, sms
 from service.storage import audit, replay
 from service.storage import subjects as subject_store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
-from service.usecases import sms_budget
+from service.usecases import passkeys, sms_budget
 from service.usecases.subjects import phone_of, subject_ref
 from service.usecases.verifications import (
     check_lock,
@@ -30,16 +31,18 @@ from service.usecases.verifications import (
     still_open,
 )
 
-CHALLENGE_FACTORS = ("sms", "device")
+CHALLENGE_FACTORS = registry.CHALLENGE_FACTORS
 DEVICE_CHALLENGE_TTL = timedelta(minutes=2)
 
 
 def challenge(
     ctx: ServiceContext, client: ClientRecord, verification_id: str, factor: str
-) -> dict[str, str]:
-    """Send an SMS code or issue a device challenge for a pending verification."""
+) -> dict[str, Any]:
+    """Send an SMS code, or issue a device challenge or passkey request options, for a
+    pending verification."""
     if factor not in CHALLENGE_FACTORS:
-        raise InvalidRequest("only sms and device have challenges")
+        raise InvalidRequest(f"only {', '.join(CHALLENGE_FACTORS)} have challenges")
+    kind = registry.FACTORS[factor].challenge
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         record, subject = pending_with_subject(conn, client, verification_id, now)
@@ -49,8 +52,10 @@ def challenge(
         if options:
             if factor not in remaining(options, record.satisfied):
                 raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
-            if factor == "device":
+            if kind == "nonce":
                 return _device_challenge(conn, record, now)
+            if kind == "webauthn":
+                return passkeys.challenge(ctx, conn, client, record, subject, now)
             phone, code, expires = _sms_challenge(ctx, conn, client, record, subject, now)
     if not options:
         raise deny(ctx, record, decision, now)

@@ -7,7 +7,8 @@ assertion (API.md; ASVS 6.4.4: replacing a factor needs proof at the level of en
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,70 +18,114 @@ from service.context import ServiceContext
 from service.domain.clock import rfc3339
 from service.domain.errors import InvalidCode, InvalidRequest, NotFound
 from service.domain.phone import mask_phone
-from service.factors import device, knowledge, recovery_code, totp
+from service.factors import device, knowledge, recovery_code, registry, totp
 from service.storage import audit, replay
 from service.storage import factors as store
 from service.storage import recovery_codes as code_store
 from service.storage import subjects as subject_store
 from service.storage import verifications as verification_store
 from service.storage.clients import ClientRecord
-from service.usecases import notify
+from service.storage.subjects import SubjectRecord
+from service.usecases import notify, passkeys
+from service.usecases.prepared import Prepared
 from service.usecases.signals import PHONE_FACTOR_TYPES, in_onboarding
 from service.usecases.subjects import find, phone_of, require_step_up, subject_ref
 
 # Factors that do not travel with the phone: outside onboarding a subject's first one needs an
 # enroll_factor step-up even when SMS is its only factor (API.md, Subjects and factors).
-OFF_PHONE = frozenset({"knowledge", "recovery_code"})
+OFF_PHONE = registry.OFF_PHONE
 
 
 @dataclass(frozen=True)
 class Enrolled:
-    """The answer to an enrolment; ``secret``/``otpauth_uri`` only for TOTP and ``codes`` only
-    for recovery codes, shown once."""
+    """The answer to an enrolment; ``shown`` holds what the factor's SPEC says its answer adds
+    (a TOTP secret and URI, a recovery-code set, passkey creation options), shown once."""
 
     factor_id: str
     type: str
     status: str
     label: str | None = None
-    secret: str | None = None
-    otpauth_uri: str | None = None
-    qr_svg: str | None = None
-    codes: list[str] | None = None
+    shown: dict[str, Any] = field(default_factory=dict)
+
+
+def _prepare_totp(
+    ctx: ServiceContext, client: ClientRecord, factor_id: str, body: dict
+) -> Prepared:
+    label = body.get("label")
+    totp.check_account_label(label)
+    secret = totp.new_secret()
+
+    def shown(subject: SubjectRecord) -> dict[str, Any]:
+        # What the authenticator app shows: the tenant (``idv clients issuer``) and the person
+        # (the label given, else the masked phone), never the subject id (issue 21).
+        phone = phone_of(ctx, subject)
+        account = label or (mask_phone(phone) if phone else factor_id)
+        uri = totp.provisioning_uri(secret, account, client.issuer or ctx.settings.issuer)
+        return {"secret": secret, "otpauth_uri": uri, "qr_svg": totp.qr_svg(uri)}
+
+    return Prepared(secret, "pending", shown=shown)
+
+
+def _prepare_knowledge(
+    ctx: ServiceContext, client: ClientRecord, factor_id: str, body: dict
+) -> Prepared:
+    raw = body.get("secret")
+    if not isinstance(raw, str):
+        raise InvalidRequest("a knowledge factor needs 'secret'")
+    knowledge.check_strength(raw, ctx.policy.knowledge_min_length)
+    return Prepared(ctx.argon2_slots.run(ctx.hasher.hash, raw))
+
+
+def _prepare_device(
+    ctx: ServiceContext, client: ClientRecord, factor_id: str, body: dict
+) -> Prepared:
+    pem, alg = body.get("public_key"), body.get("alg")
+    if not isinstance(pem, str) or alg not in device.ALGORITHMS:
+        raise InvalidRequest("a device factor needs 'public_key' (PEM) and 'alg' ES256|EdDSA|SM2")
+    return Prepared(device.normalize_pem(pem, alg), alg=alg)
+
+
+def _prepare_recovery_code(
+    ctx: ServiceContext, client: ClientRecord, factor_id: str, body: dict
+) -> Prepared:
+    # The codes live only as keyed hashes in recovery_codes; the factor row holds no secret.
+    codes = recovery_code.new_codes()
+
+    def store_digests(conn: Connection, subject: SubjectRecord) -> None:
+        key = ctx.keys.derived_key("recovery-code")
+        code_store.add_set(
+            conn, factor_id, [recovery_code.digest(key, factor_id, c) for c in codes]
+        )
+
+    return Prepared(
+        "recovery_code:v1", after_insert=store_digests, shown=lambda _: {"codes": codes}
+    )
+
+
+# How each enrollable factor of the registry is prepared (issue 22).
+_PREPARE: dict[str, Callable[[ServiceContext, ClientRecord, str, dict], Prepared]] = {
+    "totp": _prepare_totp,
+    "knowledge": _prepare_knowledge,
+    "device": _prepare_device,
+    "recovery_code": _prepare_recovery_code,
+    "passkey": passkeys.prepare,
+}
+if set(_PREPARE) != set(registry.ENROLLABLE):
+    raise RuntimeError("every enrollable factor needs a preparer in service.usecases.factors")
 
 
 def enroll(
     ctx: ServiceContext, client: ClientRecord, subject_id: str, body: dict[str, Any]
 ) -> Enrolled:
-    """Enrol a TOTP (pending until activated), a knowledge secret, a device key or a set of
-    recovery codes (replacing the old set)."""
+    """Enrol a factor of the registry: a TOTP (pending until activated), a knowledge secret, a
+    device key, a set of recovery codes (replacing the old set), ..."""
     kind = body.get("type")
+    if kind not in _PREPARE:
+        raise InvalidRequest(f"type must be one of {', '.join(registry.ENROLLABLE)}")
+    spec = registry.FACTORS[kind]
     factor_id = "fa_" + secrets.token_urlsafe(12)
     label = body.get("label")
-    secret_plain: str
-    alg = None
-    status = "active"
-    codes: list[str] | None = None
-    if kind == "totp":
-        totp.check_account_label(label)
-        secret_plain, status = totp.new_secret(), "pending"
-    elif kind == "knowledge":
-        raw = body.get("secret")
-        if not isinstance(raw, str):
-            raise InvalidRequest("a knowledge factor needs 'secret'")
-        knowledge.check_strength(raw, ctx.policy.knowledge_min_length)
-        secret_plain = ctx.argon2_slots.run(ctx.hasher.hash, raw)
-    elif kind == "device":
-        pem, alg = body.get("public_key"), body.get("alg")
-        if not isinstance(pem, str) or alg not in device.ALGORITHMS:
-            raise InvalidRequest(
-                "a device factor needs 'public_key' (PEM) and 'alg' ES256|EdDSA|SM2"
-            )
-        secret_plain = device.normalize_pem(pem, alg)
-    elif kind == "recovery_code":
-        # The codes live only as keyed hashes in recovery_codes; the factor row holds no secret.
-        codes, secret_plain = recovery_code.new_codes(), "recovery_code:v1"
-    else:
-        raise InvalidRequest("type must be totp, knowledge, device or recovery_code")
+    prepared = _PREPARE[kind](ctx, client, factor_id, body)
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         subject = find(ctx, conn, client, subject_id)
@@ -105,11 +150,11 @@ def enroll(
         # set-ups repeated without end (no step-up is needed before a first strong factor)
         # made every decision about the subject read them all (3,000 pending factors made a
         # verification 40 times slower). A device is active at once: nothing to replace.
-        first_pin = kind == "knowledge"
         # A new set of recovery codes voids the old one (API.md): its codes are gone with it.
-        if kind in ("knowledge", "totp", "recovery_code"):
+        first_pin = kind == "knowledge"
+        if spec.replaces is not None:
             for old in store.for_subject(conn, subject.pk):
-                if old.type == kind and (kind != "totp" or old.status == "pending"):
+                if old.type == kind and (spec.replaces == "any" or old.status == "pending"):
                     first_pin = first_pin and kind != "knowledge"
                     store.remove(conn, old.id)
         if redeemed == "reset_knowledge":  # money actions wait out their cooling-off
@@ -121,58 +166,71 @@ def enroll(
             factor_id=factor_id,
             subject_pk=subject.pk,
             type=kind,
-            status=status,
-            secret_ct=ctx.keys.encrypt(secret_plain, f"factor:{factor_id}"),
-            alg=alg,
+            status=prepared.status,
+            secret_ct=ctx.keys.encrypt(prepared.secret, f"factor:{factor_id}"),
+            alg=prepared.alg,
             label=label,
             now=now,
         )
-        if codes is not None:
-            key = ctx.keys.derived_key("recovery-code")
-            code_store.add_set(
-                conn, factor_id, [recovery_code.digest(key, factor_id, c) for c in codes]
-            )
+        if prepared.after_insert is not None:
+            prepared.after_insert(conn, subject)
         subject_store.record_event(conn, subject.pk, "factor_added", now)
         notify.event(conn, client.id, subject_id, "factor.added", now, type=kind)
         audit.append(
             conn,
             event="factor.enrolled",
-            outcome=status,
+            outcome=prepared.status,
             now=now,
             client_id=client.id,
             subject_ref=subject_ref(ctx, client.id, subject_id),
             detail={"factor_id": factor_id, "type": kind, "stepped_up": stepped_up},
         )
-    if kind == "totp":
-        # What the authenticator app shows: the tenant (``idv clients issuer``) and the person
-        # (the label given, else the masked phone), never the subject id (issue 21).
-        phone = phone_of(ctx, subject)
-        account = label or (mask_phone(phone) if phone else factor_id)
-        uri = totp.provisioning_uri(secret_plain, account, client.issuer or ctx.settings.issuer)
-        return Enrolled(factor_id, kind, status, label, secret_plain, uri, totp.qr_svg(uri))
-    return Enrolled(factor_id, kind, status, label, codes=codes)
+    shown = prepared.shown(subject) if prepared.shown is not None else {}
+    return Enrolled(factor_id, kind, prepared.status, label, shown)
+
+
+def _activate_totp(
+    ctx: ServiceContext,
+    conn: Connection,
+    client: ClientRecord,
+    factor: store.FactorRecord,
+    body: dict[str, Any],
+    now: datetime,
+) -> None:
+    """A current code activates a pending TOTP and counts as that code's one use."""
+    code = body.get("code")
+    if not isinstance(code, str):
+        raise InvalidRequest("a totp factor is activated with 'code'")
+    secret = ctx.keys.decrypt(factor.secret_ct, f"factor:{factor.id}")
+    step = totp.matching_step(secret, code, now.timestamp())
+    if step is None or not replay.use_totp_step(conn, factor.id, step, now):
+        raise InvalidCode("the code does not match")
+    store.activate(conn, factor.id, now)
+
+
+# How a pending factor of each type is activated (issue 22); ``InvalidCode`` when it does not.
+_ACTIVATE = {"totp": _activate_totp, "passkey": passkeys.activate}
 
 
 def activate(
-    ctx: ServiceContext, client: ClientRecord, subject_id: str, factor_id: str, code: str
+    ctx: ServiceContext, client: ClientRecord, subject_id: str, factor_id: str, body: dict
 ) -> str:
-    """Activate a pending TOTP with a current code; the code counts as its one use."""
+    """Activate a pending factor (a TOTP with a current code, a passkey with the browser's
+    registration response). Failures are throttled like failed proofs (RFC 4226 §7.3)."""
     now = ctx.clock()
     ref = subject_ref(ctx, client.id, subject_id)
-    ctx.limits.check("failed_proofs", ref, "totp")  # RFC 4226 §7.3: throttle activation guesses
+    kind = "totp"
     try:
         with ctx.engine.begin() as conn:
             subject = find(ctx, conn, client, subject_id)
             factor = store.get(conn, subject.pk, factor_id)
             if factor is None:
                 raise NotFound("no such factor")
-            if factor.type != "totp" or factor.status != "pending":
-                raise InvalidRequest("only a pending totp factor can be activated")
-            secret = ctx.keys.decrypt(factor.secret_ct, f"factor:{factor.id}")
-            step = totp.matching_step(secret, code, now.timestamp())
-            if step is None or not replay.use_totp_step(conn, factor.id, step, now):
-                raise InvalidCode("the code does not match")
-            store.activate(conn, factor.id, now)
+            kind = factor.type
+            if kind not in _ACTIVATE or factor.status != "pending":
+                raise InvalidRequest("only a pending totp or passkey factor can be activated")
+            ctx.limits.check("failed_proofs", ref, kind)  # before any verifier work
+            _ACTIVATE[kind](ctx, conn, client, factor, body, now)
             audit.append(
                 conn,
                 event="factor.activated",
@@ -180,10 +238,10 @@ def activate(
                 now=now,
                 client_id=client.id,
                 subject_ref=ref,
-                detail={"factor_id": factor.id},
+                detail={"factor_id": factor.id, "type": kind},
             )
     except InvalidCode:
-        ctx.limits.record("failed_proofs", ref, "totp")
+        ctx.limits.record("failed_proofs", ref, kind)
         raise
     return "active"
 

@@ -20,16 +20,13 @@ from service.domain.errors import (
 )
 from service.domain.policy import (
     ActionPolicy,
-    Decision,
-    attestation_counts,
     completed_options,
 )
-from service.factors import attested, device, recovery_code, sms, totp
+from service.factors import registry
 from service.ratelimit import Taken
 from service.storage import attestations as attestation_store
 from service.storage import audit, replay
 from service.storage import factors as factor_store
-from service.storage import recovery_codes as code_store
 from service.storage import subjects as subject_store
 from service.storage import verifications as store
 from service.storage.clients import ClientRecord
@@ -47,15 +44,9 @@ from service.usecases.verifications import (
     remaining,
     still_open,
 )
-
-PROOF_FIELDS = {
-    "totp": ("code",),
-    "sms": ("code",),
-    "knowledge": ("secret",),
-    "device": ("factor_id", "signature"),
-    "recovery_code": ("code",),
-    "attested": ("attestation",),
-}
+from service.usecases.verifiers import Attempt as _Attempt
+from service.usecases.verifiers import Check as _Check
+from service.usecases.verifiers import extra_amr, verify
 
 
 @dataclass(frozen=True)
@@ -70,20 +61,6 @@ class ProofOutcome:
     ready_at: datetime | None = None  # a delayed recovery is waiting until then
     # API.md: failed proofs that remain before the verification locks (0 once locked).
     attempts_left: int = 0
-
-
-@dataclass
-class _Attempt:
-    """What a proof needs to know, read in one go."""
-
-    record: VerificationRecord
-    subject: SubjectRecord
-    options: list[list[str]]
-    decision: Decision
-    candidates: list[factor_store.FactorRecord]
-    live: list[tuple[int, str]]
-    ref: str  # the subject's pseudonym: rate-limit key and audit subject
-    tenant_keys: list[attested.TenantKey]  # an attested proof's: this tenant's keys only
 
 
 def _load(
@@ -106,8 +83,9 @@ def _load(
     options, decision = still_open(ctx, record, subject, snap, now)
     if options and factor not in remaining(options, record.satisfied):
         raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
+    spec = registry.FACTORS[factor]
     live = (
-        replay.live_challenges(conn, record.id, factor, now) if factor in ("sms", "device") else []
+        replay.live_challenges(conn, record.id, factor, now) if spec.challenge is not None else []
     )
     return _Attempt(
         record,
@@ -118,6 +96,7 @@ def _load(
         live,
         subject_ref(ctx, client.id, subject.subject_id),
         attestation_store.keys_of(conn, client.id) if factor == "attested" else [],
+        client,
     )
 
 
@@ -130,11 +109,12 @@ def prove(
     one commit). A knowledge proof reads first, runs argon2 outside any transaction, then
     records the outcome, so slow hashing never holds a lock.
     """
-    factor = proof.get("factor")
-    if factor not in PROOF_FIELDS:
-        raise InvalidRequest(f"factor must be one of {', '.join(PROOF_FIELDS)}")
-    for name in PROOF_FIELDS[factor]:
-        if not isinstance(proof.get(name), str) or not proof[name]:
+    spec = registry.spec(proof.get("factor"))
+    if spec is None:
+        raise InvalidRequest(f"factor must be one of {', '.join(registry.NAMES)}")
+    factor = spec.name
+    for name, given in spec.proof_fields.items():
+        if not isinstance(proof.get(name), given.kind) or not proof[name]:
             raise InvalidRequest(f"a {factor} proof needs {name!r}")
     now = ctx.clock()
     outcome: ProofOutcome | None = None
@@ -190,10 +170,10 @@ def _verify_counted(
     attempt: _Attempt,
     now: datetime,
 ) -> _Check:
-    """``_verify``; an attempt that never got a verdict (a full argon2 gate, a fault) is given
+    """``verify``; an attempt that never got a verdict (a full argon2 gate, a fault) is given
     back. Once the verifier answered, a failure stays counted whatever happens next."""
     try:
-        return _verify(ctx, factor, proof, attempt, now)
+        return verify(ctx, factor, proof, attempt, now)
     except BaseException:
         ctx.limits.give_back(taken)
         raise
@@ -239,6 +219,16 @@ def _settle(
         left = max(0, rules.failure_limit - record.failures)
         return ProofOutcome(record.id, status, True, satisfied, token, attempts_left=left)
     failures, status = store.count_failure(conn, record.id, rules.failure_limit, now)
+    if check.alarm is not None:  # e.g. a cloned passkey: the signature held, the counter did not
+        audit.append(
+            conn,
+            event=check.alarm,
+            outcome="refused",
+            now=now,
+            client_id=client.id,
+            subject_ref=ref,
+            detail={"verification_id": record.id, "factor": factor} | check.detail,
+        )
     lock_subject_if_repeated(ctx, conn, subject, now)  # every failure counts, not only locks
     if record.satisfied or status == "locked":
         # ASVS 6.3.4: one factor passed and another failed, or the attempt was locked.
@@ -288,7 +278,8 @@ def _accept(
     if complete and all(len(option) == 1 for option in done) and acr != "aal1":
         acr = "aal1"  # NIST SP 800-63B-4: AAL2 needs two factors; a one-factor option is AAL1
     status = "satisfied" if complete else "pending"
-    store.add_satisfied(conn, record.id, satisfied, status, now, method)
+    amr = tuple(record.amr) + check.amr
+    store.add_satisfied(conn, record.id, satisfied, status, now, method, amr)
     token = None
     if complete:
         token = assertions.issue(
@@ -298,12 +289,11 @@ def _accept(
             subject=subject.subject_id,
             action=record.action,
             acr=acr,
-            factors=satisfied,
+            amr=registry.amr_values(satisfied, extra_amr(method) + list(amr)),
             auth_time=now,
             now=now,
             ttl=ctx.settings.assertion_ttl,
             jti=record.id,
-            attested_method=method,
         )
         if record.action == "password_reset":  # T1: starts the cooling-off of the chain
             subject_store.record_event(conn, subject.pk, "password_reset", now)
@@ -331,99 +321,3 @@ def _accept(
         | ({"method": check.method} if check.method else {}),
     )
     return token, status, satisfied
-
-
-@dataclass
-class _Check:
-    """A verifier's verdict and how to record its single use atomically."""
-
-    accepted: bool
-    record_use: Any = None  # callable(conn) -> bool
-    rehash: tuple[str, str] | None = None
-    method: str | None = None  # an accepted attestation's method
-
-    def consume(self, conn: Connection) -> bool:
-        return True if self.record_use is None else bool(self.record_use(conn))
-
-
-def _verify(
-    ctx: ServiceContext, factor: str, proof: dict[str, Any], attempt: _Attempt, now: datetime
-) -> _Check:
-    """Run the factor's verifier; never raises for a wrong proof."""
-    record, candidates, live = attempt.record, attempt.candidates, attempt.live
-    if factor == "totp":
-        for f in candidates:
-            secret = ctx.keys.decrypt(f.secret_ct, f"factor:{f.id}")
-            step = totp.matching_step(secret, proof["code"], now.timestamp())
-            if step is not None:
-                # RFC 6238 §5.2: the unique (factor, step) row is the one-use guard.
-                return _Check(
-                    True, lambda c, fid=f.id, s=step: replay.use_totp_step(c, fid, s, now)
-                )
-        return _Check(False)
-    if factor == "sms":
-        key = ctx.keys.derived_key("sms-code")
-        for challenge_id, digest in live:
-            if sms.code_matches(key, record.id, proof["code"], digest, ctx.keys.profile):
-                return _Check(True, lambda c, cid=challenge_id: replay.use_challenge(c, cid, now))
-        return _Check(False)
-    if factor == "knowledge":
-        stored = candidates[0] if candidates else None
-        stored_hash = ctx.keys.decrypt(stored.secret_ct, f"factor:{stored.id}") if stored else None
-        # Bounded: PIN floods cannot starve other proofs.
-        ok, new_hash = ctx.argon2_slots.run(ctx.hasher.verify, stored_hash, proof["secret"])
-        if not ok or stored is None:
-            return _Check(False)
-        rehash = (
-            (stored.id, ctx.keys.encrypt(new_hash, f"factor:{stored.id}")) if new_hash else None
-        )
-        return _Check(True, None, rehash)
-    if factor == "recovery_code":
-        return _recovery_code(ctx, proof["code"], candidates, now)
-    if factor == "attested":
-        return _attestation(ctx, proof["attestation"], attempt, now)
-    # device
-    bound = next((f for f in candidates if f.id == proof["factor_id"]), None)
-    if bound is None:
-        return _Check(False)
-    pem = ctx.keys.decrypt(bound.secret_ct, f"factor:{bound.id}")
-    for challenge_id, text in live:
-        if device.verify_signature(pem, bound.alg or "", text, proof["signature"]):
-            return _Check(True, lambda c, cid=challenge_id: replay.use_challenge(c, cid, now))
-    return _Check(False)
-
-
-def _recovery_code(
-    ctx: ServiceContext, code: str, candidates: list[factor_store.FactorRecord], now: datetime
-) -> _Check:
-    """A recovery code of the subject's set: whether it is one (unused) is decided by the
-    single-use UPDATE itself, in the proof's transaction (ASVS 6.5.1); a code that matches no
-    unused row is a failed proof like any wrong code."""
-    if not candidates or recovery_code.normalize(code) is None:
-        return _Check(False)
-    key, newest = ctx.keys.derived_key("recovery-code"), candidates[-1]
-    digest = recovery_code.digest(key, newest.id, code)
-    return _Check(True, lambda c: code_store.use(c, newest.id, digest, now))
-
-
-def _attestation(ctx: ServiceContext, token: str, attempt: _Attempt, now: datetime) -> _Check:
-    """A tenant's attestation, signed by one of its own keys and bound to this subject and
-    verification; it counts only when its method completes some option (API.md, Recovery)."""
-    record = attempt.record
-    found = attested.verify(
-        token,
-        attempt.tenant_keys,
-        client_id=record.client_id,
-        audience=ctx.settings.issuer,
-        subject=attempt.subject.subject_id,
-        verification_id=record.id,
-        now=now,
-    )
-    rules = ctx.policy.action(record.action)
-    if found is None or not attestation_counts(rules, attempt.options, found.method):
-        return _Check(False)
-    return _Check(
-        True,
-        lambda c: attestation_store.use_jti(c, record.client_id, found.jti, now),
-        method=found.method,
-    )

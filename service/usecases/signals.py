@@ -12,14 +12,15 @@ from datetime import datetime, timedelta
 
 from service.carrier.provider import CarrierProvider, Reason, RecycleStatus
 from service.domain.policy import SubjectState
+from service.factors import registry
 from service.storage.subjects import Snapshot, SubjectRecord
 
 # Factors added or removed while a subject is being set up are onboarding, not a change to an
 # established account: they start no cooling-off (T1 targets established accounts).
 ONBOARDING = timedelta(hours=24)
 # Factors a waiting delayed recovery suspends and a completed recovery revokes (API.md,
-# Recovery): everything that lives on the phone. SMS goes with them.
-PHONE_FACTOR_TYPES = frozenset({"totp", "device", "passkey"})
+# Recovery): everything that lives on the phone (each factor's SPEC says). SMS goes with them.
+PHONE_FACTOR_TYPES = registry.PHONE_FACTOR_TYPES
 # A subject re-created with a phone its tenant erased in the last 30 days: no onboarding.
 ONBOARDING_WAIVED = "onboarding_waived"
 

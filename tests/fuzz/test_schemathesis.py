@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from service.context import ServiceContext
 from service.domain.policy import load_policy
+from service.factors.registry import CATALOG
 from service.http.openapi import ROUTES
 from service.settings import packaged_policy_file
 from service.usecases.clients import create_client
@@ -31,7 +32,7 @@ from service.usecases.clients import create_client
 MAX_EXAMPLES = 30
 FIXED_SEED = 20240611
 CHECKS = [not_a_server_error, response_schema_conformance]
-ACTIONS = sorted(load_policy(packaged_policy_file()).actions)
+ACTIONS = sorted(load_policy(packaged_policy_file(), factors=CATALOG).actions)
 _PEM = (
     ec.generate_private_key(ec.SECP256R1())
     .public_key()

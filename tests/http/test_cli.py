@@ -65,7 +65,7 @@ def test_rotate_signing_keeps_old_key_published(settings, env, tmp_path):
             subject="s",
             action="login",
             acr="aal1",
-            factors=["sms"],
+            amr=["sms"],
             auth_time=now,
             now=now,
             ttl=300,

@@ -3,6 +3,7 @@ property over any subject state, and strict validation of policy files."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,19 +11,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.domain import policy as engine
 from service.domain.errors import PolicyError, UnknownAction
 from service.domain.policy import (
-    PHONE_BOUND_FACTORS,
     Decision,
     Policy,
     SubjectState,
     decide,
     format_decision,
-    load_policy,
     parse_duration,
-    parse_policy,
-    state_from_args,
 )
+from service.factors.registry import CATALOG
+
+parse_policy = functools.partial(engine.parse_policy, factors=CATALOG)
+load_policy = functools.partial(engine.load_policy, factors=CATALOG)
+state_from_args = functools.partial(engine.state_from_args, known=CATALOG.names)
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -358,7 +361,7 @@ def test_t1_no_sensitive_option_travels_with_the_phone(subject: SubjectState, ac
         if bootstrap:
             continue
         assert option != ["sms"]
-        assert not set(option) <= PHONE_BOUND_FACTORS
+        assert not set(option) <= CATALOG.phone_bound
         assert "knowledge" in option
 
 

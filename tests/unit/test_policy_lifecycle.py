@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from service.domain import policy as engine
 from service.domain.errors import PolicyError
-from service.domain.policy import SubjectState, decide, load_policy, parse_policy, state_from_args
+from service.domain.policy import (
+    SubjectState,
+    decide,
+)
+from service.factors.registry import CATALOG
 from service.settings import packaged_policy_file
+
+parse_policy = functools.partial(engine.parse_policy, factors=CATALOG)
+load_policy = functools.partial(engine.load_policy, factors=CATALOG)
+state_from_args = functools.partial(engine.state_from_args, known=CATALOG.names)
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 

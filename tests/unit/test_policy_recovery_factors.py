@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 import pytest
 
 from service.domain import assertions
+from service.domain import policy as engine
 from service.domain.errors import PolicyError
 from service.domain.policy import (
-    FACTORS,
-    PHONE_BOUND_FACTORS,
     SubjectState,
     attestation_counts,
     completed_options,
     decide,
     open_options,
-    parse_policy,
 )
+from service.factors import attested, registry
+from service.factors.registry import CATALOG
+
+parse_policy = functools.partial(engine.parse_policy, factors=CATALOG)
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
 
@@ -32,8 +35,8 @@ options = [["knowledge", "recovery_code"], ["knowledge", "attested"], ["recovery
 
 def test_both_factors_are_known_and_not_phone_bound():
     # A thief with the unlocked phone has neither the printed codes nor the person's face.
-    assert {"recovery_code", "attested"} <= FACTORS
-    assert not {"recovery_code", "attested"} & PHONE_BOUND_FACTORS
+    assert {"recovery_code", "attested"} <= CATALOG.names
+    assert not {"recovery_code", "attested"} & CATALOG.phone_bound
 
 
 def test_default_method_rule():
@@ -135,7 +138,11 @@ def test_options_offer_the_new_factors_only_when_the_subject_can_use_them():
 
 def test_amr_of_recovery_code_is_otp_and_face_attestation_is_face():
     # RFC 8176 §2: a look-up secret is an "otp"; facial recognition is "face".
-    assert assertions.amr_for(["knowledge", "recovery_code"]) == ["otp", "pin", "mfa"]
-    assert assertions.amr_for(["attested", "recovery_code"], "face") == ["face", "otp", "mfa"]
-    assert assertions.amr_for(["attested", "knowledge"], "id_document") == ["pin"]
-    assert assertions.amr_for(["attested"], "in_person") == []
+    def amr(factors: list[str], method: str | None = None) -> list[str]:
+        extra = [attested.METHOD_AMR[method]] if method in attested.METHOD_AMR else []
+        return assertions.amr_for(registry.amr_values(factors, extra))
+
+    assert amr(["knowledge", "recovery_code"]) == ["otp", "pin", "mfa"]
+    assert amr(["attested", "recovery_code"], "face") == ["face", "otp", "mfa"]
+    assert amr(["attested", "knowledge"], "id_document") == ["pin"]
+    assert amr(["attested"], "in_person") == []

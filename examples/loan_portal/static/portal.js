@@ -108,6 +108,33 @@ async function signWithBrowser(subject) {
   location.href = redirect;
 }
 
+// -- Passkeys (WebAuthn): idv's options in their JSON form, the browser's answers as toJSON() ----
+async function addPasskey() {
+  const { factor_id, options } = await postJson("/security/passkey", {});
+  const credential = await navigator.credentials.create(
+    { publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(options) });
+  const { redirect } = await postJson("/security/passkey/finish",
+    { factor_id, credential: credential.toJSON() });
+  location.href = redirect;
+}
+
+async function usePasskey() {
+  const { options } = await postJson("/verify/challenge", { factor: "passkey" });
+  const credential = await navigator.credentials.get(
+    { publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(options) });
+  const { redirect } = await postJson("/verify/prove",
+    { factor: "passkey", credential: credential.toJSON() });
+  location.href = redirect;
+}
+
+const passkeysWork = () => typeof PublicKeyCredential !== "undefined"
+  && typeof PublicKeyCredential.parseCreationOptionsFromJSON === "function";
+
+function wireButton(el, action) {
+  el.hidden = false;
+  el.addEventListener("click", () => { el.disabled = true; action().catch((e) => { el.disabled = false; showError(e); }); });
+}
+
 // The person's time zone, so the server words hold ends in local time (idv_client.messages).
 function rememberTimeZone() {
   const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
@@ -148,6 +175,13 @@ async function wire() {
   // Recovery codes go on paper, not on the phone: the print stylesheet shows only the codes.
   const print = document.getElementById("print-codes");
   if (print) print.addEventListener("click", () => window.print());
+  if (passkeysWork()) {
+    for (const el of document.querySelectorAll("[data-passkey-sign]")) wireButton(el, usePasskey);
+    for (const el of document.querySelectorAll("[data-passkey-bind]")) {
+      el.hidden = false;
+      wireButton(el.querySelector("button"), addPasskey);
+    }
+  }
   document.body.dataset.ready = "1";
 }
 
