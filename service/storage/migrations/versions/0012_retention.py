@@ -1,0 +1,48 @@
+"""retention: the indexes the purge walks, and audit-chain checkpoints for pruned prefixes
+
+Revision ID: 0012_retention
+Revises: 0010
+
+Issue 23. Each purge finds its next batch by an index on the time the record stopped
+mattering, so a batch is a short range scan, never a table scan holding the writer.
+``audit_checkpoints`` records, sealed, where the kept part of each pruned audit chain starts
+(``service.storage.audit``).
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0012_retention"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+_INDEXES = (
+    ("ix_verifications_expires_at", "verifications", ["expires_at"]),
+    ("ix_challenges_expires_at", "challenges", ["expires_at"]),
+    ("ix_totp_used_steps_used_at", "totp_used_steps", ["used_at"]),
+    ("ix_used_assertions_expires_at", "used_assertions", ["expires_at"]),
+    ("ix_attestation_jtis_used_at", "attestation_jtis", ["used_at"]),
+    ("ix_webhook_outbox_created", "webhook_outbox", ["created_at"]),
+    ("ix_carrier_events_occurred", "carrier_events", ["occurred_at"]),
+)
+
+
+def upgrade() -> None:
+    for name, table, columns in _INDEXES:
+        op.create_index(name, table, columns)
+    op.create_table(
+        "audit_checkpoints",
+        sa.Column("writer", sa.String(40), primary_key=True),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("hash", sa.String(64), nullable=False),
+        sa.Column("mac", sa.String(64), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("writer", name="pk_audit_checkpoints"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("audit_checkpoints")
+    for name, table, _columns in reversed(_INDEXES):
+        op.drop_index(name, table_name=table)
