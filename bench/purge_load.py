@@ -10,8 +10,9 @@ on the main thread, while the purge runs as ``idv serve`` runs it: a background 
 same process (sharing its GIL and, on SQLite, its one writer connection), batches of 250 rows,
 each followed by a pause nine times as long (at least 10 ms). Phases: a warm-up, then proofs
 alone and with the purge, alternating (the machine may be shared and noisy: the figures compare
-the means), each with fresh subjects (a TOTP step is accepted once). Prints the rate and p50/p99 of each phase, the purge's
-rows and time, and its slowest batch (how long it held the writer).
+the means), each with fresh subjects (a TOTP step is accepted once); the purge stops when the
+proofs of its phase end. Prints the rate and p50/p99 of each phase, the purge's rows and time,
+and its batches (how long each held the writer).
 """
 
 from __future__ import annotations
@@ -147,7 +148,11 @@ def main() -> None:
     batches: list[float] = []
     inner = purge_module._sweep_batch
 
+    stop = threading.Event()  # the proofs ended: the purge ends after its current batch
+
     def sweep_batch(conn, sweep, batch):  # type: ignore[no-untyped-def]
+        if stop.is_set():
+            return 0
         started = time.perf_counter()
         try:
             return inner(conn, sweep, batch)
@@ -178,7 +183,9 @@ def main() -> None:
         rate, p50, p99 = timed(app, envs)
         still = runner is not None and runner.is_alive()
         if runner is not None:
+            stop.set()
             runner.join()
+            stop.clear()
         if phase != "warm-up":
             results.append((phase, rate, p50, p99))
         line = f"{phase:<12} {rate:8.0f} proofs/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
@@ -187,7 +194,7 @@ def main() -> None:
             assert isinstance(removed, dict)
             line += (
                 f"   purge: {sum(removed.values()):,} rows in {outcome['seconds']:.1f} s"
-                f" ({'still running when the proofs ended' if still else 'ended first'});"
+                f" ({'stopped when the proofs ended' if still else 'ended first'});"
                 f" batches: {len(batches)}, median {statistics.median(batches) * 1e3:.1f} ms,"
                 f" slowest {max(batches) * 1e3:.1f} ms"
             )
