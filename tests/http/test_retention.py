@@ -184,3 +184,22 @@ def test_a_bad_retention_stops_idv_at_start_with_one_line(value, words, tmp_path
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("idv: IDV_RETENTION") and words in lines[0]
+
+
+def test_idv_serve_purges_on_a_timer(user, ctx):
+    """The thread ``idv serve`` starts (service/cli.py) purges without being asked."""
+    import time
+
+    from service.usecases.purge import Purger
+
+    vid = user.start("login").json["verification_id"]
+    user.advance(31 * DAY)
+    purger = Purger(ctx, interval=0.05)
+    purger.start()
+    try:
+        deadline = time.monotonic() + 10
+        while _count(ctx, verifications) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        purger.stop()
+    assert _count(ctx, verifications) == 0, vid

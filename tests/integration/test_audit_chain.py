@@ -587,12 +587,14 @@ def _pruned_chains(
 
 
 def test_a_pruned_trail_still_verifies_and_keeps_its_checkpoints(
-    ctx: ServiceContext, key: bytes, writers: Callable[[], Connection]
+    ctx: ServiceContext, key: bytes, writers: Callable[[], Connection], cli_env: dict[str, str]
 ) -> None:
     a, b = _pruned_chains(ctx, writers)
     assert [r.seq for r in _chain(ctx, a)] == [4, 5, 6]
     assert [r.seq for r in _chain(ctx, b)] == [6, 7]
     assert _problems(ctx, key) == []
+    ok = CliRunner().invoke(audit_cli, ["verify"], env=cli_env)
+    assert ok.exit_code == 0 and ok.output.startswith("audit chain OK"), ok.output
     _write(a, 2, T0 + timedelta(days=3 * 365, seconds=10))  # the chain carries on
     assert _problems(ctx, key) == []
 
