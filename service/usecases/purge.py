@@ -141,6 +141,8 @@ def _sweeps(retention: Retention, policy: Policy, now: datetime) -> list[_Sweep]
             carrier_events,
             ("id",),
             and_(
+                # Found by the time it was received (the index), kept by when it occurred.
+                carrier_events.c.received_at < carrier_cut,
                 carrier_events.c.occurred_at < carrier_cut,
                 exists().where(
                     later.c.phone_hash == carrier_events.c.phone_hash,

@@ -95,6 +95,8 @@ def test_carrier_events_keep_the_latest_of_each_type_per_phone(http, carrier_aut
         assert r.status_code == 202
     r = carrier_event(http, carrier_auth, phone, "number_recycled", now_rfc3339(-300 * DAY))
     assert r.status_code == 202
+    assert purge(ctx)["carrier_events"] == 0  # received just now: kept 90 days from receipt
+    clock.shift(91 * DAY)
     removed = purge(ctx)
     # Both older sim_swaps go; the latest sim_swap and the only number_recycled stay, however
     # old: the recycled-number rule compares a phone's set time against it.
