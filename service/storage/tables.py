@@ -321,7 +321,6 @@ webhook_outbox = Table(
     Column("delivered_at", TS),
     Column("last_error", String(200)),
     Index("ix_webhook_outbox_due", "delivered_at", "next_attempt_at"),
-    Index("ix_webhook_outbox_created", "created_at"),
 )
 
 idempotency_keys = Table(

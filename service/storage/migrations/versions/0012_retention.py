@@ -4,7 +4,9 @@ Revision ID: 0012_retention
 Revises: 0010
 
 Issue 23. Each purge finds its next batch by an index on the time the record stopped
-mattering, so a batch is a short range scan, never a table scan holding the writer.
+mattering, so a batch is a short range scan, never a table scan holding the writer (webhooks
+use ``ix_webhook_outbox_due``, idempotency records ``ix_idempotency_keys_created``, audit
+entries ``ix_audit_log_at`` and ``uq_audit_log_writer_seq``, all there already).
 ``audit_checkpoints`` records, sealed, where the kept part of each pruned audit chain starts
 (``service.storage.audit``).
 """
@@ -23,7 +25,6 @@ _INDEXES = (
     ("ix_totp_used_steps_used_at", "totp_used_steps", ["used_at"]),
     ("ix_used_assertions_expires_at", "used_assertions", ["expires_at"]),
     ("ix_attestation_jtis_used_at", "attestation_jtis", ["used_at"]),
-    ("ix_webhook_outbox_created", "webhook_outbox", ["created_at"]),
     # received_at, not occurred_at: an index that leads with occurred_at tempts PostgreSQL to
     # answer a decision's max(occurred_at) per phone and type by scanning it backwards.
     ("ix_carrier_events_received", "carrier_events", ["received_at"]),
