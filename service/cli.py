@@ -88,10 +88,12 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
         def load(self):  # type: ignore[no-untyped-def]
             from service.storage.db import Checkpointer
             from service.usecases.notify import Deliverer
+            from service.usecases.purge import Purger
 
             app = create_app(settings)
             Deliverer(app.extensions["idv"]).start()  # durable outbox → tenants' webhooks
             Checkpointer(app.extensions["idv"].engine).start()  # SQLite: WAL off the requests
+            Purger(app.extensions["idv"]).start()  # IDV_RETENTION, small batches (issue 23)
             settle_heap()  # start-up objects out of the GC's full collections (short pauses)
             return app
 
@@ -99,6 +101,25 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
         f"idv serving on http://{host}:{port} ({workers} worker(s), {threads} threads)", err=True
     )
     _Server().run()
+
+
+@cli.command("purge")
+@click.option("--dry-run", is_flag=True, help="Count what would go; remove nothing.")
+def purge_command(dry_run: bool) -> None:
+    """Remove what is past its retention (IDV_RETENTION) now; print what went per kind."""
+    from service.usecases.purge import purge
+
+    ctx = _context()
+    try:
+        removed = purge(ctx, dry_run=dry_run)
+    finally:
+        ctx.engine.dispose()
+    if removed is None:
+        click.echo("another instance is purging now; nothing done")
+        return
+    verb = "would remove" if dry_run else "removed"
+    for kind, count in removed.items():
+        click.echo(f"{kind}: {verb} {count}")
 
 
 @cli.group()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.domain.errors import ConfigError
+from service.domain.retention import Retention, parse_retention
 
 MAX_ASSERTION_TTL = 300  # API.md: exp at most 5 minutes after iat
 
@@ -145,6 +146,8 @@ class Settings:
     carrier_client_secret: str | None = None
     default_region: str | None = None  # ISO 3166, e.g. "CN": national phone numbers allowed
     crypto_profile: str = "intl"  # IDV_CRYPTO_PROFILE: intl | gm (service.crypto.profile)
+    # IDV_RETENTION: how long each kind of record stays (service.domain.retention, issue 23).
+    retention: Retention = field(default_factory=Retention)
 
     @property
     def is_sqlite(self) -> bool:
@@ -235,4 +238,5 @@ class Settings:
             carrier_client_id=carrier["client_id"],
             carrier_client_secret=carrier["client_secret"],
             crypto_profile=crypto_profile,
+            retention=parse_retention(env.get("IDV_RETENTION")),
         )

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from service.http import models as m
+from service.http.models_export import SubjectExport
 
 bp = Blueprint("openapi", __name__)
 
@@ -36,6 +37,14 @@ ROUTES: list[tuple[str, str, str, str | None, type[BaseModel] | None, dict[int, 
         "verify",
         m.AssertionBody,
         {204: None},
+    ),
+    (
+        "get",
+        "/v1/subjects/{subject_id}/export",
+        "What idv holds about the subject (PIPL art. 45), audited",
+        "verify",
+        None,
+        {200: SubjectExport},
     ),
     (
         "post",

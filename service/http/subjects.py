@@ -8,6 +8,7 @@ from service.http.auth import caller, client_ip, ctx
 from service.http.body import parse
 from service.http.models import AssertionBody, PutSubject
 from service.usecases import operators, subjects
+from service.usecases.export import export_subject
 
 bp = Blueprint("subjects", __name__)
 
@@ -40,6 +41,13 @@ def delete_subject(subject_id: str) -> tuple[str, int]:
     body = parse(AssertionBody, optional=True)
     subjects.delete_subject(ctx(), client, subject_id, body.assertion, ip=client_ip())
     return "", 204
+
+
+@bp.get("/v1/subjects/<subject_id>/export")
+def export(subject_id: str) -> Response:
+    """What idv holds about the subject, for a person's access request (PIPL art. 45)."""
+    client = caller("verify")
+    return jsonify(export_subject(ctx(), client, subject_id, ip=client_ip()))
 
 
 @bp.get("/v1/admin/subjects/<subject_id>")

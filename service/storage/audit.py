@@ -393,10 +393,14 @@ def verify_chain(conn: Connection, mac_key: bytes | Mapping[str, bytes]) -> list
     Run it in one snapshot (the CLI uses REPEATABLE READ on PostgreSQL; a SQLite transaction
     is one) so heads and entries are read at the same moment.
     """
+    from service.storage.audit_prune import checkpoints
+
     keys = _keys_by_profile(mac_key)
     heads = {h.writer: h for h in conn.execute(select(audit_heads))}
     anchored = _anchored(conn, keys)
-    problems: list[tuple[int, str]] = []
+    # A pruned chain starts after its sealed checkpoint (service.storage.audit_prune).
+    pruned, bad_checkpoints = checkpoints(conn, keys)
+    problems: list[tuple[int, str]] = [(-1, message) for message in bad_checkpoints]
     seen: set[str] = set()
     writer: str | None = None
     expected_seq, prev_hash, last = 1, GENESIS, None
@@ -432,7 +436,8 @@ def verify_chain(conn: Connection, mac_key: bytes | Mapping[str, bytes]) -> list
     for row in rows:
         if row.writer != writer:
             close_chain()
-            writer, expected_seq, prev_hash, last = row.writer, 1, GENESIS, None
+            writer, last = row.writer, None
+            expected_seq, prev_hash = _chain_start(pruned.get(writer))
             seen.add(writer)
         label = _label(row)
         problem = _entry_problem(row, keys)
@@ -459,11 +464,33 @@ def verify_chain(conn: Connection, mac_key: bytes | Mapping[str, bytes]) -> list
             for p in crypto_profile.PROFILES
         ):
             problems.append((-1, f"writer {name}: head MAC mismatch (forged head)"))
-        if name not in seen:
+        if name not in seen and pruned.get(name) != (head.seq, head.hash):
             problems.append((-1, f"writer {name}: head records seq {head.seq}, no entries left"))
+    problems.extend((-1, message) for message in _pruned_anchors(anchored, pruned))
     problems.extend((-1, message) for message in _missing_anchored(anchored, seen))
     problems.sort(key=lambda p: (p[0] < 0, p[0]))
     return [message for _, message in problems]
+
+
+def _chain_start(checkpoint: tuple[int, str] | None) -> tuple[int, str]:
+    """The (seq, prev_hash) a chain's first surviving entry must have."""
+    return (1, GENESIS) if checkpoint is None else (checkpoint[0] + 1, checkpoint[1])
+
+
+def _pruned_anchors(
+    anchored: dict[tuple[str, int], tuple[str, str]], pruned: dict[str, tuple[int, str]]
+) -> list[str]:
+    """Take out of ``anchored`` the anchors that point into pruned prefixes; one that points at
+    the checkpointed entry itself must match its hash."""
+    messages = []
+    for (writer, seq), (digest, by) in list(anchored.items()):
+        checkpoint = pruned.get(writer)
+        if checkpoint is None or seq > checkpoint[0]:
+            continue
+        del anchored[(writer, seq)]
+        if seq == checkpoint[0] and digest != checkpoint[1]:
+            messages.append(f"writer {writer}: checkpoint differs from what {by} anchored")
+    return messages
 
 
 def _missing_anchored(

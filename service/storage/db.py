@@ -129,6 +129,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows are overwritten with zeros, not left in free pages (an erased
+            # subject must not be readable in the file: PIPL art. 47, issue 23).
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -353,6 +356,16 @@ class Checkpointer:
         self.passes += 1
         self.largest_wal = max(self.largest_wal, frames)
         return frames
+
+
+def scrub_wal(engine: Engine) -> None:
+    """SQLite: copy the WAL into the database and truncate it, so the frames that held an
+    erased subject's rows are gone from the WAL file too (issue 23). Best effort: a reader
+    that holds its snapshot longer than the busy timeout leaves them to the next writes."""
+    if not sqlite_file(engine):
+        return
+    with engine.connect() as conn:
+        _driver(conn).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
 
 def _driver(conn: Connection) -> Any:

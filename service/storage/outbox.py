@@ -128,3 +128,28 @@ def postpone(conn: Connection, client_id: str, until: datetime) -> int:
         .values(next_attempt_at=until)
     )
     return int(res.rowcount)
+
+
+def forget_subject(conn: Connection, client_id: str, subject_id: str) -> int:
+    """Delete every queued or delivered event of ``client_id`` whose payload names
+    ``subject_id`` (erasure, PIPL art. 47); returns how many.
+
+    ``LIKE`` narrows by the JSON-encoded id (its wildcards escaped; on SQLite it ignores ASCII
+    case), and the exact ``subject_id`` of each payload decides."""
+    needle = json.dumps(subject_id)
+    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    rows = conn.execute(
+        select(webhook_outbox.c.id, webhook_outbox.c.payload).where(
+            webhook_outbox.c.client_id == client_id,
+            webhook_outbox.c.payload.like(f"%{escaped}%", escape="\\"),
+        )
+    )
+    doomed = [r.id for r in rows if json.loads(r.payload).get("subject_id") == subject_id]
+    if doomed:
+        conn.execute(delete(webhook_outbox).where(webhook_outbox.c.id.in_(doomed)))
+    return len(doomed)
+
+
+def remove(conn: Connection, event_id: str) -> None:
+    """Delete one event (an erasure's alert, once delivered: it names an erased subject)."""
+    conn.execute(delete(webhook_outbox).where(webhook_outbox.c.id == event_id))

@@ -127,6 +127,7 @@ totp_used_steps = Table(
     Column("used_at", TS, nullable=False),
     # RFC 6238 §5.2: a code is accepted once; the constraint is the atomic guard.
     UniqueConstraint("factor_id", "step", name="uq_totp_used_steps_factor_step"),
+    Index("ix_totp_used_steps_used_at", "used_at"),
 )
 
 verifications = Table(
@@ -155,6 +156,7 @@ verifications = Table(
     # swk, and user), space-separated.
     Column("amr", String(64)),
     Index("ix_verifications_subject", "subject_pk"),
+    Index("ix_verifications_expires_at", "expires_at"),  # the retention purge (0012)
     Index(
         "uq_verifications_one_waiting",
         "subject_pk",
@@ -194,6 +196,7 @@ challenges = Table(
     Column("expires_at", TS, nullable=False),
     Column("used_at", TS),
     Index("ix_challenges_verification", "verification_id", "factor"),
+    Index("ix_challenges_expires_at", "expires_at"),
 )
 
 used_assertions = Table(
@@ -202,6 +205,7 @@ used_assertions = Table(
     Column("jti", String(64), primary_key=True),
     Column("used_at", TS, nullable=False),
     Column("expires_at", TS, nullable=False),
+    Index("ix_used_assertions_expires_at", "expires_at"),
 )
 
 attestation_keys = Table(
@@ -223,6 +227,7 @@ attestation_jtis = Table(
     Column("client_id", String(40), primary_key=True),
     Column("jti", String(128), primary_key=True),
     Column("used_at", TS, nullable=False),
+    Index("ix_attestation_jtis_used_at", "used_at"),
 )
 
 subject_events = Table(
@@ -248,6 +253,8 @@ carrier_events = Table(
     Column("received_at", TS, nullable=False),
     Column("client_id", String(40)),
     UniqueConstraint("phone_hash", "type", "occurred_at", name="uq_carrier_events_event"),
+    # The retention purge; not occurred_at (0012_retention says why).
+    Index("ix_carrier_events_received", "received_at"),
 )
 
 audit_log = Table(
@@ -286,6 +293,18 @@ audit_heads = Table(
     Column("mac", String(64), nullable=False),
     # When the head last moved (not sealed: it only picks the heads a writer anchors).
     Column("at", TS),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    # Where the kept part of a pruned chain starts (issue 23): its last pruned entry's seq and
+    # hash, sealed like a head, so the first kept entry must link to exactly that hash.
+    Column("writer", String(40), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("mac", String(64), nullable=False),
+    Column("at", TS, nullable=False),
 )
 
 webhooks = Table(

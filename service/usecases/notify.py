@@ -60,6 +60,13 @@ def event(
     )
 
 
+def names_erased_subject(payload: dict[str, Any]) -> bool:
+    """Whether an event is the desk's erasure alert: it must name the subject to the tenant
+    (T3), and is the one row that outlives the erasure, until it is delivered."""
+    detail = payload.get("detail")
+    return isinstance(detail, dict) and detail.get("why") == "subject_erased"
+
+
 def carrier_event(
     conn: Connection, phone_hash: str, kind: str, occurred_at: datetime, now: datetime
 ) -> None:
@@ -117,7 +124,10 @@ def deliver_due(ctx: ServiceContext, limit: int = 50) -> tuple[int, int]:
             int(now.timestamp()),
         )
         with ctx.engine.begin() as conn:
-            if error is None:
+            if error is None and names_erased_subject(item.payload):
+                outbox.remove(conn, item.id)  # delivered; the erased subject stays nowhere
+                ok += 1
+            elif error is None:
                 outbox.delivered(conn, item.id, ctx.clock())
                 ok += 1
             else:

@@ -17,6 +17,7 @@ from service.domain.phone import mask_phone
 from service.storage import audit
 from service.storage import factors as factor_store
 from service.storage.clients import ClientRecord
+from service.storage.db import scrub_wal
 from service.storage.tables import verifications
 from service.usecases import notify
 from service.usecases.factors import recovery_waits, summaries
@@ -120,6 +121,7 @@ def erase(
                 detail=detail,
             )
         notify.event(conn, client.id, subject_id, "operator.alert", now, operator=operator, why=why)
+    scrub_wal(ctx.engine)
 
 
 def lookup(

@@ -16,10 +16,11 @@ from service.domain import assertions
 from service.domain.errors import InvalidRequest, NotFound, StepUpRequired
 from service.domain.phone import mask_phone, normalize_e164
 from service.domain.policy import decide
-from service.storage import audit, erasures, factors, replay
+from service.storage import audit, erasures, factors, outbox, replay
 from service.storage import subjects as store
 from service.storage import verifications as verification_store
 from service.storage.clients import ClientRecord
+from service.storage.db import scrub_wal
 from service.storage.subjects import SubjectRecord
 from service.usecases import notify
 from service.usecases.signals import ONBOARDING_WAIVED, sms_suspended_by_recovery, subject_state
@@ -258,9 +259,12 @@ def delete_subject(
             ip=ip,
             detail={"stepped_up": bool(stepped_up)},
         )
+    scrub_wal(ctx.engine)
 
 
 def erase(conn: Connection, subject: SubjectRecord, now: datetime) -> None:
     """Remove the subject, keeping its phone's keyed hash 30 days (``storage.erasures``)."""
     erasures.remember(conn, subject.client_id, subject.phone_hash, now)
     store.remove(conn, subject.pk)
+    # Webhook payloads name the subject id: queued or delivered, they go too (issue 23).
+    outbox.forget_subject(conn, subject.client_id, subject.subject_id)

@@ -568,3 +568,102 @@ def test_anchoring_reads_the_heads_once_per_interval_and_again_after_a_rollback(
     event.remove(b.engine, "before_cursor_execute", count)
     assert json.loads(_chain(ctx, b)[-1].anchors)[0][:2] == [_chain(ctx, a)[0].writer, 2]
     assert _problems(ctx, key) == []
+
+
+# -- pruning past the retention (issue 23, item 3) ---------------------------------------
+def _pruned_chains(
+    ctx: ServiceContext, writers: Callable[[], Connection]
+) -> tuple[Connection, Connection]:
+    """Two anchored chains, then pruned by the real purge three years (the default audit
+    retention) after T0 + 5 s: A keeps seq 4-6, B keeps 6-7, each behind a sealed checkpoint."""
+    from service.usecases.purge import purge
+
+    a, b = _two_anchored_chains(writers)  # A 1-3 at T0, B 1-5 at T0+1s, A 4-5 at T0+40s
+    _write(b, 2, T0 + 2 * audit.ANCHOR_INTERVAL + timedelta(seconds=20))  # B 6 anchors A 5
+    _write(a, 1, T0 + 4 * audit.ANCHOR_INTERVAL)  # A 6 anchors B 7
+    removed = purge(ctx, now=T0 + timedelta(days=3 * 365, seconds=5), batch=2)
+    assert removed is not None and removed["audit"] == 8
+    return a, b
+
+
+def test_a_pruned_trail_still_verifies_and_keeps_its_checkpoints(
+    ctx: ServiceContext, key: bytes, writers: Callable[[], Connection], cli_env: dict[str, str]
+) -> None:
+    a, b = _pruned_chains(ctx, writers)
+    assert [r.seq for r in _chain(ctx, a)] == [4, 5, 6]
+    assert [r.seq for r in _chain(ctx, b)] == [6, 7]
+    assert _problems(ctx, key) == []
+    ok = CliRunner().invoke(audit_cli, ["verify"], env=cli_env)
+    assert ok.exit_code == 0 and ok.output.startswith("audit chain OK"), ok.output
+    _write(a, 2, T0 + timedelta(days=3 * 365, seconds=10))  # the chain carries on
+    assert _problems(ctx, key) == []
+
+
+def test_after_pruning_an_edit_a_deletion_and_a_reordering_are_still_found(
+    ctx: ServiceContext, key: bytes, writers: Callable[[], Connection]
+) -> None:
+    a, b = _pruned_chains(ctx, writers)
+    first, middle = _chain(ctx, a)[0], _chain(ctx, a)[1]
+    saved = _rows(ctx)
+
+    def restore() -> None:
+        with ctx.engine.begin() as conn:
+            conn.execute(audit_log.delete())
+            conn.execute(audit_log.insert(), [dict(r._mapping) for r in saved])
+        assert _problems(ctx, key) == []
+
+    _sql(ctx, "UPDATE audit_log SET outcome = 'denied' WHERE id = :id", id=middle.id)
+    assert _problems(ctx, key)[0].startswith(f"entry {middle.id} (writer {middle.writer}, seq 5)")
+    restore()
+    _sql(ctx, "DELETE FROM audit_log WHERE id = :id", id=middle.id)
+    assert "seq gap, entries deleted after seq 4" in _problems(ctx, key)[0]
+    restore()
+    # The first kept entry deleted: the chain no longer continues from its checkpoint.
+    _sql(ctx, "DELETE FROM audit_log WHERE id = :id", id=first.id)
+    assert "seq gap, entries deleted after seq 3" in _problems(ctx, key)[0]
+    restore()
+    b6, b7 = _chain(ctx, b)
+    with ctx.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET seq = -1 WHERE id = :id"), {"id": b6.id})
+        conn.execute(text("UPDATE audit_log SET seq = 6 WHERE id = :id"), {"id": b7.id})
+        conn.execute(text("UPDATE audit_log SET seq = 7 WHERE id = :id"), {"id": b6.id})
+    assert _problems(ctx, key)
+
+
+def test_after_pruning_a_chain_removed_whole_is_found(
+    ctx: ServiceContext, key: bytes, writers: Callable[[], Connection]
+) -> None:
+    from service.storage.tables import audit_checkpoints
+
+    a, b = _pruned_chains(ctx, writers)
+    gone = _chain(ctx, b)[0].writer
+    with ctx.engine.begin() as conn:
+        conn.execute(audit_log.delete().where(audit_log.c.writer == gone))
+        conn.execute(audit_heads.delete().where(audit_heads.c.writer == gone))
+        conn.execute(audit_checkpoints.delete().where(audit_checkpoints.c.writer == gone))
+    problems = _problems(ctx, key)
+    assert len(problems) == 1 and problems[0].startswith(f"writer {gone}: seq 7, anchored by")
+    assert "whole chain are missing" in problems[0]
+
+
+def test_a_checkpoint_forged_moved_or_removed_is_found(
+    ctx: ServiceContext, key: bytes, writers: Callable[[], Connection]
+) -> None:
+    """Without the key nobody can prune more than the purge did and hide it."""
+    from service.storage.tables import audit_checkpoints
+
+    a, _b = _pruned_chains(ctx, writers)
+    first = _chain(ctx, a)[0]
+    with ctx.engine.begin() as conn:
+        conn.execute(audit_log.delete().where(audit_log.c.id == first.id))
+        conn.execute(
+            audit_checkpoints.update()
+            .where(audit_checkpoints.c.writer == first.writer)
+            .values(seq=first.seq, hash=first.hash)
+        )
+    problems = _problems(ctx, key)
+    assert f"writer {first.writer}: checkpoint MAC mismatch (forged checkpoint)" in problems
+    assert any("seq gap, entries deleted at the start" in p for p in problems)
+    with ctx.engine.begin() as conn:
+        conn.execute(audit_checkpoints.delete())
+    assert any("seq gap, entries deleted at the start" in p for p in _problems(ctx, key))

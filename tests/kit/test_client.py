@@ -106,6 +106,12 @@ def test_whoami_subjects_and_errors_of_tenancy(idv_server, idv, carrier, phone):
     other = IdvClient(idv_server.url, idv_server.api_key("other", "verify"))
     with other, pytest.raises(NotFound):
         other.list_factors("alice")
+    # A person's data on request (PIPL art. 45): the masked phone, never another tenant's.
+    held = idv.export_subject("alice")
+    assert held["subject_id"] == "alice" and held["phone"]["masked"] == created.phone
+    stranger = IdvClient(idv_server.url, idv_server.api_key("other2", "verify"))
+    with stranger, pytest.raises(NotFound):
+        stranger.export_subject("alice")
 
     idv.delete_subject("alice")
     with pytest.raises(NotFound) as e:
