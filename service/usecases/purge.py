@@ -316,9 +316,11 @@ class Purger:
         """Start purging."""
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop after the current batch's pass."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the current pass, and wait (at most ``timeout`` s) for it to end."""
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

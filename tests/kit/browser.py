@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -31,6 +32,13 @@ def launch(playwright):  # type: ignore[no-untyped-def]
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
 
 
+# The browser walks and the quickstart test what a person and a relying party see, not storage:
+# they run once, in the SQLite pass of .ci/run, and the PostgreSQL pass keeps its minutes for the
+# tests where the database matters.
+once = pytest.mark.skipif(
+    bool(os.environ.get("IDV_TEST_DATABASE_URL")),
+    reason="runs once, in the SQLite pass (browser and client flows, not storage)",
+)
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="/usr/bin/chromium missing (apt-get install -y chromium)"
 )

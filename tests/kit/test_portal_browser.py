@@ -37,10 +37,11 @@ from tests.kit.browser import (
     latin_words,
     launch,
     needs_chromium,
+    once,
     serving,
 )
 
-pytestmark = [pytest.mark.slow, needs_chromium]
+pytestmark = [pytest.mark.slow, needs_chromium, once]
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 ARTEFACTS = Path(__file__).resolve().parents[2] / "artefacts" / "portal"

@@ -18,10 +18,10 @@ from werkzeug.serving import make_server
 
 from idv_client import IdvClient
 from tests.e2e.conftest import free_port
-from tests.kit.browser import DESKTOP, launch, needs_chromium
+from tests.kit.browser import DESKTOP, launch, needs_chromium, once
 from tests.kit.test_portal_browser import Walk
 
-pytestmark = [pytest.mark.slow, needs_chromium]
+pytestmark = [pytest.mark.slow, needs_chromium, once]
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 PLATFORM = {

@@ -34,11 +34,12 @@ from tests.kit.browser import (
     assert_fits,
     latin_words,
     needs_chromium,
+    once,
     serving,
 )
 from tests.kit.test_portal_browser import PIN, ZH_ALLOWED, Walk, browser  # noqa: F401
 
-pytestmark = [pytest.mark.slow, needs_chromium]
+pytestmark = [pytest.mark.slow, needs_chromium, once]
 NEW_PIN = "582047"
 DELAY = timedelta(hours=72)  # policies/default.toml [actions.recover_delayed] delay
 

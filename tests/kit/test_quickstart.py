@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit.browser import once
+
 QUICKSTART = Path(__file__).resolve().parents[2] / "client" / "examples" / "quickstart.py"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, once]
 
 
 def test_quickstart_runs_against_a_live_idv(idv_server):
