@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from idv_client import messages as idv_text
+from tests.kit.browser import once
 
-pytestmark = pytest.mark.slow  # a real idv serve per test
+pytestmark = [pytest.mark.slow, once]  # a real idv serve per test; UI, not storage
 PIN = "739184"
 
 

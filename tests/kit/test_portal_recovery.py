@@ -15,10 +15,11 @@ from flask.sessions import SecureCookieSessionInterface
 from idv_client import IdvClient
 from service.settings import packaged_policy_file
 from tests.e2e.conftest import free_port, serve_env
+from tests.kit.browser import once
 from tests.kit.conftest import KitServer
 from tests.kit.test_portal import PIN, Visitor, body, flashes
 
-pytestmark = pytest.mark.slow  # a real idv serve per test
+pytestmark = [pytest.mark.slow, once]  # a real idv serve per test; UI, not storage
 
 
 def portal_kit(idv_server, phone):

@@ -13,9 +13,10 @@ import pytest
 
 from idv_client import IdvClient
 from tests.http.flow import PIN
+from tests.kit.browser import once
 from tests.kit.test_client import device_step_up, with_device
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, once]  # a real idv serve per test; UI, not storage
 EXAMPLE = Path(__file__).resolve().parents[2] / "client" / "examples" / "relying_party.py"
 
 
