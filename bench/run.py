@@ -920,7 +920,7 @@ def main() -> None:
     if floor is not None:
         rows.insert(0, floor)
         for row in rows:  # the same work on the same database: how close idv comes to it
-            named = row.scenario in ("TOTP proof", "device proof", "whole login")
+            named = row.scenario in ("TOTP proof", "device proof")
             if named and row.db == floor.db and floor.result.rate:
                 share = f"{row.result.rate / floor.result.rate:.0%} of the floor"
                 row.note = f"{row.note}; {share}" if row.note else share
