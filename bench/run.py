@@ -6,7 +6,8 @@
 
 Prints one table: scenario, database, requests/s, p50 and p99 latency, the ratio to the ceiling
 (a bare Flask ``/healthz`` under the same gunicorn settings, measured in the same run) and the
-peak RSS of each gunicorn worker. See bench/README.md for what each scenario does and why.
+peak RSS of each gunicorn worker, then the ratios issue 24 sets targets for (idv against the
+floor, and with ``--peer`` against privacyIDEA). See bench/README.md for what each scenario does.
 """
 
 from __future__ import annotations
@@ -41,7 +42,30 @@ FLOOD_PER_VERIFICATION = 4  # failure_limit is 5: the 5th locks the verification
 FLOOD_PER_SUBJECT = 8  # failed_proofs is 10 per 15 minutes per subject and factor
 
 Job = tuple[str, str, bytes, dict[str, str]]  # method, path, body, headers
-SCENARIOS = ("totp", "device", "knowledge", "carrier", "flood", "floor")
+SCENARIOS = ("totp", "login", "device", "knowledge", "carrier", "flood", "floor")
+# ../shared/peers/... from the project's root (from a worktree under wt/, one level more up)
+PEER = next(
+    (
+        up / "shared" / "peers" / "privacyidea" / "run_all.sh"
+        for up in (ROOT.parent, ROOT.parent.parent)
+        if (up / "shared" / "peers" / "privacyidea" / "run_all.sh").exists()
+    ),
+    ROOT.parent / "shared" / "peers" / "privacyidea" / "run_all.sh",
+)
+PEER_SCENARIO = "correct OTP, otppin=none"  # privacyIDEA's cheapest correct check (no PIN hash)
+
+
+@dataclass(frozen=True)
+class Login:
+    """A whole login as one client operation, what a caller pays: ``create`` (the verification),
+    then a TOTP proof with ``code`` on the verification that answer names."""
+
+    create: Job
+    code: str
+
+    def proof(self, vid: str) -> Job:
+        body = _body({"factor": "totp", "code": self.code})
+        return ("POST", f"/v1/verifications/{vid}/proofs", body, self.create[3])
 
 
 # -- the load generator ------------------------------------------------------------------------
@@ -55,6 +79,7 @@ class Result:
     elapsed: float = 0.0
     exhausted: bool = False
     server_cpu: float = 0.0  # CPU seconds the server's processes spent during the timed phase
+    quantiles: dict[float, float] = field(default_factory=dict)  # ms, when measured elsewhere
 
     @property
     def cpu_ms_per_request(self) -> float:
@@ -66,7 +91,7 @@ class Result:
 
     def percentile(self, q: float) -> float:
         if not self.latencies:
-            return float("nan")
+            return self.quantiles.get(q, float("nan"))
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
@@ -91,8 +116,24 @@ async def _request(
     return status, await reader.readexactly(length) if length else b""
 
 
+async def _login(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, login: Login
+) -> tuple[int, bytes]:
+    """Create the verification, then prove TOTP on it: (status, body) of the proof, or of the
+    creation when it was refused."""
+    status, body = await _request(reader, writer, host, login.create)
+    if status != 201:
+        return status, body
+    vid = json.loads(body)["verification_id"]
+    return await _request(reader, writer, host, login.proof(vid))
+
+
 async def _drive(
-    port: int, jobs: Callable[[], Job | None], connections: int, duration: float, ok: set[int]
+    port: int,
+    jobs: Callable[[], Job | Login | None],
+    connections: int,
+    duration: float,
+    ok: set[int],
 ) -> Result:
     """Run ``connections`` keep-alive connections until ``duration`` or ``jobs`` runs dry."""
     result = Result()
@@ -107,8 +148,12 @@ async def _drive(
                     result.exhausted = True
                     return
                 t0 = time.perf_counter()
+                host = f"127.0.0.1:{port}"
                 try:
-                    status, body = await _request(reader, writer, f"127.0.0.1:{port}", job)
+                    if isinstance(job, Login):
+                        status, body = await _login(reader, writer, host, job)
+                    else:
+                        status, body = await _request(reader, writer, host, job)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     writer.close()
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -117,7 +162,7 @@ async def _drive(
                     status = 1200  # a proof the server refused: reported as "1200" in the notes
                 result.latencies.append(time.perf_counter() - t0)
                 result.requests += 1
-                if status == 429 and isinstance(jobs, Retrying):
+                if status == 429 and isinstance(jobs, Retrying) and not isinstance(job, Login):
                     jobs.again(job)
                 if status not in ok:
                     result.errors[status] = result.errors.get(status, 0) + 1
@@ -132,7 +177,7 @@ async def _drive(
 
 def drive(
     server: Server,
-    jobs: Callable[[], Job | None],
+    jobs: Callable[[], Job | Login | None],
     args: argparse.Namespace,
     ok: set[int],
     connections: int | None = None,
@@ -145,7 +190,7 @@ def drive(
     return result
 
 
-def from_list(items: list[Job]) -> Callable[[], Job | None]:
+def from_list(items: list[Job] | list[Login]) -> Callable[[], Job | Login | None]:
     """A job source that hands out each prepared request once."""
     it = iter(items)
     return lambda: next(it, None)
@@ -388,6 +433,31 @@ def totp_jobs(setup: Setup, n: int) -> Callable[[], list[Job]]:
     return jobs
 
 
+def login_jobs(setup: Setup, n: int) -> Callable[[], list[Login]]:
+    """``n`` whole logins (verification create + TOTP proof): two per subject, for steps c and
+    c+1 as in :func:`totp_jobs`, at most ``PER_CLIENT_CREATIONS`` per client. Returns a function
+    that computes the codes: call it right before the timed phase."""
+    prepared = []
+    for size in _chunks((n + 1) // 2, PER_CLIENT_CREATIONS // 2):
+        client, headers = setup.client()
+        for _ in range(size):
+            subject = setup.subject(client, totp=True)
+            create = _body({"subject_id": subject["id"], "action": "login"})
+            prepared.append((subject["totp"], ("POST", "/v1/verifications", create, headers)))
+
+    def jobs() -> list[Login]:
+        step = int(time.time()) // TOTP_STEP
+        out = [
+            Login(create, totp.at(s * TOTP_STEP))
+            for totp, create in prepared
+            for s in (step, step + 1)
+        ]
+        random.shuffle(out)
+        return out
+
+    return jobs
+
+
 def device_jobs(setup: Setup, n: int) -> list[Job]:
     """``n`` device proofs, each on its own verification with a challenge issued beforehand."""
     from cryptography.hazmat.primitives import hashes
@@ -516,6 +586,12 @@ def run_idv(db: str, url: str | None, args: argparse.Namespace, rows: list[Row])
             totp = drive(server, from_list(totp_jobs(setup, n)()), args, {200})
             mine.append(Row("TOTP proof", db, totp))
 
+        if "login" in args.only:  # at most about half the creation rate: half the pool
+            say(f"[{db}] whole login (create + TOTP proof): preparing {n // 2}")
+            login = drive(server, from_list(login_jobs(setup, n // 2)()), args, {200})
+            note = "verification create + TOTP proof, one client operation"
+            mine.append(Row("whole login", db, login, note=note))
+
         if "device" in args.only:
             say(f"[{db}] device proof: preparing {n}")
             device = drive(server, from_list(device_jobs(setup, n)), args, {200})
@@ -623,6 +699,69 @@ def run_floor(args: argparse.Namespace, rate: float) -> Row:
         result,
         ", ".join(f"{r:.0f}" for r in rss),
         "an upper bound for idv's TOTP proof: raw sqlite3, no policy, limits or metrics",
+    )
+
+
+def run_peer(args: argparse.Namespace) -> Row | None:
+    """privacyIDEA's correct-OTP ``/validate/check`` with otppin=none (gunicorn -w2, SQLite),
+    run by its own script (``../shared/peers/privacyidea/run_all.sh``, about 4 minutes with
+    30-s scenarios) on this machine right after idv's runs; ``None`` if it could not run."""
+    if not PEER.exists():
+        say(f"peer: {PEER} not found, no privacyIDEA row")
+        return None
+    tmp = Path(tempfile.mkdtemp(prefix="idv-bench-peer-"))
+    env = {
+        **os.environ,
+        "PI_DIR": str(tmp),
+        "PI_BENCH_SECONDS": str(args.peer_seconds),
+        "PI_PORT": str(free_port()),
+    }
+    say(f"peer: privacyIDEA, {args.peer_seconds:g} s per scenario (about 4 minutes)")
+    done = subprocess.run(["bash", str(PEER)], env=env, capture_output=True, text=True)
+    results = tmp / "results.jsonl"
+    lines = results.read_text().splitlines() if results.exists() else []
+    found = [r for r in map(json.loads, lines) if r["scenario"] == PEER_SCENARIO]
+    if done.returncode not in (0, 2) or not found:  # 2: a scenario saw unexpected answers
+        say(f"peer failed (rc={done.returncode}), logs kept in {tmp}:\n{done.stderr[-2000:]}")
+        return None
+    shutil.rmtree(tmp, ignore_errors=True)
+    peer = found[-1]
+    result = Result(requests=peer["requests"], elapsed=peer["elapsed_s"])
+    result.quantiles = {0.5: float(peer["p50_ms"]), 0.99: float(peer["p99_ms"])}
+    failed = {599: peer["error"], 1200: peer["reject"]}  # as idv's rows count them
+    result.errors = {status: count for status, count in failed.items() if count}
+    note = (
+        f"privacyIDEA 3.14 {PEER_SCENARIO}, gunicorn -w2 sync, {peer['threads']} client threads;"
+        f" other CPU {peer['other_cpu_pct']}%"
+    )
+    return Row("peer: privacyIDEA /validate/check", "sqlite", result, note=note)
+
+
+def ratios(rows: list[Row], floor: Row | None, peer: Row | None) -> str:
+    """Issue 24's targets, each as measured in this run (SQLite rows; the floor is SQLite)."""
+    by = {(row.scenario, row.db): row.result for row in rows}
+    lines = []
+
+    def say_ratio(label: str, value: float, target: str) -> None:
+        lines.append(f"- {label}: {value:.2f} ({target})")
+
+    for name in ("TOTP proof", "device proof"):
+        r = by.get((name, "sqlite"))
+        if floor and r and floor.result.rate:
+            f = floor.result
+            say_ratio(f"{name} / floor, rate", r.rate / f.rate, "target 1: >= 0.70")
+            p99 = r.percentile(0.99) / f.percentile(0.99)
+            say_ratio(f"{name} p99 / floor p99", p99, "target 2: <= 1.5")
+    for name in ("TOTP proof", "device proof"):
+        lite, pg = by.get((name, "sqlite")), by.get((name, "postgresql"))
+        if lite and pg and lite.rate:
+            say_ratio(f"{name}, PostgreSQL / SQLite", pg.rate / lite.rate, "target 1: >= 0.75")
+    for name in ("TOTP proof", "whole login"):
+        r = by.get((name, "sqlite"))
+        if peer and r and peer.result.rate:
+            say_ratio(f"{name} / privacyIDEA", r.rate / peer.result.rate, "target 3: >= 40")
+    return "\n".join(
+        ["", "Ratios (issue 24's targets; SQLite rows, measured in this run):", *lines]
     )
 
 
@@ -744,6 +883,12 @@ def main() -> None:
         help="comma-separated scenarios to run after verification create (which sizes the"
         f" pools and always runs): {', '.join(SCENARIOS)}; the ceiling then runs once",
     )
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="then run privacyIDEA's /validate/check (../shared/peers/privacyidea/run_all.sh)",
+    )
+    parser.add_argument("--peer-seconds", type=float, default=30, help="per peer scenario")
     parser.add_argument("--rounds", type=int, default=1, help="flood phases in a row (A/B runs)")
     args = parser.parse_args()
     args.only = {name.strip() for name in args.only.split(",") if name.strip()}
@@ -775,10 +920,13 @@ def main() -> None:
     if floor is not None:
         rows.insert(0, floor)
         for row in rows:  # the same work on the same database: how close idv comes to it
-            if row.scenario == "TOTP proof" and row.db == floor.db and floor.result.rate:
+            named = row.scenario in ("TOTP proof", "device proof")
+            if named and row.db == floor.db and floor.result.rate:
                 share = f"{row.result.rate / floor.result.rate:.0%} of the floor"
                 row.note = f"{row.note}; {share}" if row.note else share
-    print(table([ceiling, *rows], ceiling.result, args))
+    peer = run_peer(args) if args.peer else None
+    print(table([ceiling, *rows, *([peer] if peer else [])], ceiling.result, args))
+    print(ratios(rows, floor, peer))
 
 
 if __name__ == "__main__":
