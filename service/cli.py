@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from datetime import timedelta
+from typing import Any
 
 import click
 
@@ -190,28 +191,31 @@ def clients_list() -> None:
             click.echo(f"{c.id}\t{c.name}\t{','.join(c.scopes)}\t{state}\tlast used {used}")
 
 
+def _change_client(
+    client_id: str, setter: Any, value: Any, event: str, **audit_fields: Any
+) -> None:
+    """Set one of CLIENT_ID's settings with ``setter`` and audit it, in one transaction."""
+    from service.storage import audit
+
+    ctx = _context()
+    with ctx.engine.begin() as conn:
+        if not setter(conn, client_id, value):
+            raise click.ClickException(f"no client {client_id}")
+        audit.append(
+            conn, event=event, outcome="ok", now=ctx.clock(), client_id=client_id, **audit_fields
+        )
+
+
 @clients.command("issuer")
 @click.argument("client_id")
 @click.argument("name")
 def clients_issuer(client_id: str, name: str) -> None:
     """Set CLIENT_ID's name in authenticator apps: the otpauth issuer of new TOTP set-ups."""
-    from service.storage import audit
     from service.storage import clients as store
     from service.usecases.clients import check_issuer
 
-    ctx = _context()
     issuer = check_issuer(name)
-    with ctx.engine.begin() as conn:
-        if not store.set_issuer(conn, client_id, issuer):
-            raise click.ClickException(f"no client {client_id}")
-        audit.append(
-            conn,
-            event="client.issuer",
-            outcome="ok",
-            now=ctx.clock(),
-            client_id=client_id,
-            operator="cli",
-        )
+    _change_client(client_id, store.set_issuer, issuer, "client.issuer", operator="cli")
     click.echo(f"issuer of {client_id}: {issuer}")
 
 
@@ -511,7 +515,6 @@ def clients_sms_regions(client_id: str, regions: str) -> None:
     An SMS to a phone of another region is then 422 ``factor_not_allowed``: a loan platform in
     China has no reason to text +882 (SMS pumping). Audited.
     """
-    from service.storage import audit
     from service.storage import clients as store
     from service.usecases.sms_budget import parse_regions
 
@@ -519,18 +522,8 @@ def clients_sms_regions(client_id: str, regions: str) -> None:
         wanted = parse_regions(regions)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="REGIONS") from None
-    ctx = _context()
-    with ctx.engine.begin() as conn:
-        if not store.set_sms_regions(conn, client_id, wanted):
-            raise click.ClickException(f"no client {client_id}")
-        audit.append(
-            conn,
-            event="client.sms_regions",
-            outcome="ok",
-            now=ctx.clock(),
-            client_id=client_id,
-            detail={"regions": sorted(wanted)},
-        )
+    detail = {"regions": sorted(wanted)}
+    _change_client(client_id, store.set_sms_regions, wanted, "client.sms_regions", detail=detail)
     click.echo(f"{client_id} may text {', '.join(sorted(wanted)) or 'any region'}")
 
 
