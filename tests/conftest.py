@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
 
 from service.app import create_app
 from service.context import ServiceContext
@@ -23,6 +23,42 @@ from service.storage.db import dispose, make_engine, upgrade
 from service.storage.tables import metadata
 from service.usecases.clients import create_client
 
+
+def _worker_services() -> None:
+    """Under pytest-xdist (``-n``), give worker ``gwN`` (N > 0) its own PostgreSQL database
+    (``<db>_gwN``, created on first use) and its own Redis databases (two numbers below the
+    configured ones per worker), so one worker's TRUNCATE or FLUSHDB never reaches another's
+    test. Worker ``gw0`` and a run without xdist use the configured URLs as they are."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    n = int(worker.removeprefix("gw") or 0)
+    if n == 0:
+        return
+    pg = os.environ.get("IDV_TEST_DATABASE_URL")
+    if pg:
+        url = make_url(pg)
+        name = f"{url.database}_gw{n}"
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        os.environ["IDV_TEST_DATABASE_URL"] = url.set(database=name).render_as_string(
+            hide_password=False
+        )
+    for var, default in (
+        ("IDV_TEST_REDIS_URL", None),
+        ("IDV_TEST_RATELIMIT_REDIS_URL", "redis://127.0.0.1:6379/14"),
+    ):
+        value = os.environ.get(var, default)
+        if value:
+            base, _, db = value.rpartition("/")
+            os.environ[var] = f"{base}/{int(db or 0) - 2 * n}"
+
+
+_worker_services()
 PG_URL = os.environ.get("IDV_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("IDV_TEST_REDIS_URL")
 

@@ -230,7 +230,9 @@ def test_racing_pin_enrolments_leave_one_knowledge_factor(app, auth):
 
     with ThreadPoolExecutor(max_workers=10) as pool:
         codes = list(pool.map(enrol, range(10)))
-    assert codes.count(201) >= 1 and set(codes) <= {201, 403, 409}, codes
+    # 429: on a loaded host argon2's gate turns away hashing it cannot start in time (a busy
+    # answer that writes nothing); what must never happen is a 500 or a second PIN.
+    assert codes.count(201) >= 1 and set(codes) <= {201, 403, 409, 429}, codes
     factors = client.get("/v1/subjects/pin/factors", headers=auth).json["factors"]
     assert [f["type"] for f in factors] == ["knowledge"]
 
