@@ -37,7 +37,9 @@ ENROLLABLE = tuple(n for n, s in FACTORS.items() if s.enrollable)
 OFF_PHONE = frozenset(n for n, s in FACTORS.items() if s.off_phone)
 # What a waiting delayed recovery suspends and a completed one revokes (API.md, Recovery): the
 # factors that live on the phone. SMS is the phone number itself and is suspended separately.
-PHONE_FACTOR_TYPES = frozenset(n for n, s in FACTORS.items() if s.phone_bound and n != "sms")
+PHONE_FACTOR_TYPES = frozenset(
+    n for n, s in FACTORS.items() if s.phone_bound and not s.phone_number
+)
 
 
 def spec(name: object) -> FactorSpec | None:
