@@ -36,6 +36,7 @@ from service.factors.ports import (
     Prepared,
     Subject,
     Verification,
+    uses_challenge,
 )
 from service.factors.spec import FactorSpec, Input, fields
 
@@ -236,7 +237,7 @@ def verify(port: FactorPort, proof: Mapping[str, Any], attempt: Attempt) -> Chec
     pem = port.open(bound)
     for challenge_id, text in attempt.live:
         if verify_signature(pem, bound.alg or "", text, proof["signature"]):
-            return Check(True, lambda p: p.use_challenge(challenge_id))
+            return Check(True, uses_challenge(challenge_id))
     return Check(False)
 
 

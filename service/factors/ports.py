@@ -170,6 +170,12 @@ class Check:
         return True if self.record_use is None else bool(self.record_use(port))
 
 
+def uses_challenge(challenge_id: int) -> Callable[[FactorPort], bool]:
+    """The ``record_use`` of a proof that answered challenge row ``challenge_id``: the row is
+    marked used by one conditional UPDATE, so it is accepted once."""
+    return lambda port: port.use_challenge(challenge_id)
+
+
 @dataclass(frozen=True)
 class Guessing:
     """What one online guess can hit (``service.guessing``): ``space`` values to choose from,

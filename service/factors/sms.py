@@ -29,6 +29,7 @@ from service.factors.ports import (
     Issued,
     Subject,
     Verification,
+    uses_challenge,
 )
 from service.factors.spec import FactorSpec, Input, fields
 
@@ -206,7 +207,7 @@ def verify(port: FactorPort, proof: Mapping[str, Any], attempt: Attempt) -> Chec
     key = port.derived_key("sms-code")
     for challenge_id, digest in attempt.live:
         if code_matches(key, attempt.record.id, proof["code"], digest, port.key_profile):
-            return Check(True, lambda p: p.use_challenge(challenge_id))
+            return Check(True, uses_challenge(challenge_id))
     return Check(False)
 
 

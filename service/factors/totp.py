@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyotp
@@ -126,13 +126,17 @@ def activate(port: FactorPort, factor: StoredFactor, body: Mapping[str, Any]) ->
     port.activate(factor.id)
 
 
+def _uses_step(factor_id: str, step: int) -> Callable[[FactorPort], bool]:
+    return lambda port: port.use_totp_step(factor_id, step)
+
+
 def verify(port: FactorPort, proof: Mapping[str, Any], attempt: Attempt) -> Check:
     """A current code of one of the subject's TOTP factors."""
     for f in attempt.candidates:
         step = matching_step(port.open(f), proof["code"], port.now.timestamp())
         if step is not None:
             # RFC 6238 §5.2: the unique (factor, step) row is the one-use guard.
-            return Check(True, lambda p: p.use_totp_step(f.id, step))
+            return Check(True, _uses_step(f.id, step))
     return Check(False)
 
 
