@@ -40,6 +40,12 @@ OFF_PHONE = frozenset(n for n, s in FACTORS.items() if s.off_phone)
 PHONE_FACTOR_TYPES = frozenset(
     n for n, s in FACTORS.items() if s.phone_bound and not s.phone_number
 )
+# The roles of FactorSpec, by name, for the use cases that ask "which factors are ...".
+PHONE_BOUND = frozenset(n for n, s in FACTORS.items() if s.phone_bound)
+PHONE_NUMBER = frozenset(n for n, s in FACTORS.items() if s.phone_number)
+TENANT_KEYED = frozenset(n for n, s in FACTORS.items() if s.tenant_keyed)
+RESETTABLE = frozenset(n for n, s in FACTORS.items() if s.resettable)
+SINGLE_USE_SETS = frozenset(n for n, s in FACTORS.items() if s.single_use_set)
 
 
 def spec(name: object) -> FactorSpec | None:

@@ -31,8 +31,6 @@ from service.usecases.subjects import find, require_step_up, subject_ref
 # Factors that do not travel with the phone: outside onboarding a subject's first one needs an
 # enroll_factor step-up even when SMS is its only factor (API.md, Subjects and factors).
 OFF_PHONE = registry.OFF_PHONE
-# Sets of one-time codes: a listing says how many of each set remain unused.
-SINGLE_USE_SETS = frozenset(n for n, s in registry.FACTORS.items() if s.single_use_set)
 
 
 @dataclass(frozen=True)
@@ -191,7 +189,7 @@ def summaries(
     conn: Connection, rows: list[store.FactorRecord], suspended: bool = False
 ) -> list[dict[str, Any]]:
     """``summary`` of each factor, with the unused codes of recovery-code sets counted."""
-    left = code_store.remaining(conn, [f.id for f in rows if f.type in SINGLE_USE_SETS])
+    left = code_store.remaining(conn, [f.id for f in rows if f.type in registry.SINGLE_USE_SETS])
     return [summary(f, left.get(f.id), suspended) for f in rows]
 
 
