@@ -30,7 +30,11 @@ FACTORS: Mapping[str, FactorSpec] = MappingProxyType(
 NAMES = tuple(FACTORS)
 # Handed to the policy parser at start: service.domain never imports service.factors.
 CATALOG = FactorCatalog(
-    names=frozenset(FACTORS), phone_bound=frozenset(n for n, s in FACTORS.items() if s.phone_bound)
+    names=frozenset(FACTORS),
+    phone_bound=frozenset(n for n, s in FACTORS.items() if s.phone_bound),
+    phone_number=frozenset(n for n, s in FACTORS.items() if s.phone_number),
+    attesting=frozenset(n for n, s in FACTORS.items() if s.tenant_keyed),
+    remembered=frozenset(n for n, s in FACTORS.items() if s.resettable),
 )
 CHALLENGE_FACTORS = tuple(n for n, s in FACTORS.items() if s.challenge is not None)
 ENROLLABLE = tuple(n for n, s in FACTORS.items() if s.enrollable)
