@@ -215,7 +215,7 @@ SPEC = FactorSpec(
     name="sms",
     # THREATS.md T1: the SIM travels with the phone; carrier signals take SMS away.
     phone_bound=True,
-    challenge="sms",
+    challenge="code",
     proof_fields=fields(code=Input(str, 64)),
     amr=("sms",),  # RFC 8176 §2
     replay="the challenge row of the code, used once",

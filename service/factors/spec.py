@@ -15,7 +15,7 @@ from typing import Literal
 
 from service.factors.ports import Activate, Guessing, IssueChallenge, Prepare, Verify
 
-Challenge = Literal["sms", "nonce", "webauthn"]
+Challenge = Literal["code", "nonce", "webauthn"]
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ class FactorSpec:
 
     ``phone_bound``: it travels with an unlocked phone (THREATS.md T1), so a sensitive option is
     never made of it and other phone-bound factors alone, and recovery revokes it.
-    ``challenge``: None, ``"sms"`` (a code sent), ``"nonce"`` (a server nonce the device signs)
-    or ``"webauthn"`` (PublicKeyCredentialRequestOptions).
+    ``challenge``: None, ``"code"`` (a code sent out of band), ``"nonce"`` (a server nonce the
+    device signs) or ``"webauthn"`` (PublicKeyCredentialRequestOptions).
     ``proof_fields``/``enrol_fields``: the fields of its proof and of its enrolment request;
     ``enrolled_fields``/``challenge_fields``: what its enrolment and challenge answers add;
     ``activate_fields``: what activates a pending one (``POST .../activate``).
