@@ -79,8 +79,10 @@ class FactorPort(Protocol):
     """The operations a factor hook may run. Key-ring and policy reads work everywhere; the
     storage operations need the use case's transaction (they raise outside one)."""
 
-    now: datetime
-    client: Tenant
+    @property
+    def now(self) -> datetime: ...  # the request's clock, read once
+    @property
+    def client(self) -> Tenant: ...
 
     # -- configuration and keys (no transaction needed) --------------------------------------
     @property

@@ -58,6 +58,7 @@ def enroll(
     spec = ENROLLABLE.get(kind) if isinstance(kind, str) else None
     if spec is None or spec.prepare is None:
         raise InvalidRequest(f"type must be one of {', '.join(registry.ENROLLABLE)}")
+    kind = spec.name
     factor_id = "fa_" + secrets.token_urlsafe(12)
     label = body.get("label")
     now = ctx.clock()

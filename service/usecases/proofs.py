@@ -22,8 +22,7 @@ from service.domain.policy import (
     ActionPolicy,
     completed_options,
 )
-from service.factors import registry
-from service.factors.ports import Attempt as _Attempt
+from service.factors import ports, registry
 from service.factors.ports import Check as _Check
 from service.factors.spec import FactorSpec
 from service.ratelimit import Taken
@@ -47,6 +46,14 @@ from service.usecases.verifications import (
     remaining,
     still_open,
 )
+
+
+@dataclass
+class _Attempt(ports.Attempt):
+    """The hooks' ``Attempt`` with the records this use case reads and writes."""
+
+    record: VerificationRecord
+    subject: SubjectRecord
 
 
 @dataclass(frozen=True)
