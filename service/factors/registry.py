@@ -2,30 +2,63 @@
 
 Adding a factor is its module (with a ``SPEC``), a line here, its migration, its tests, the
 default policy and the client. Everything else reads the tables below.
+
+``IDV_EXTRA_FACTORS`` (comma-separated module paths, each ending with a ``SPEC``) adds a
+deployment's own factors without editing this file, at start, like the policy file: the process
+that reads it imports those modules, so it is an operator's setting and trusted as much as the
+code. An extra factor can never replace one of idv's (a name they share stops idv at start), and
+the policy must name it before any action offers it (docs/factors.md).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
+from service.domain.errors import ConfigError
 from service.domain.policy_file import FactorCatalog
 from service.factors import attested, device, knowledge, passkey, recovery_code, sms, totp
 from service.factors.spec import FactorSpec
 
-FACTORS: Mapping[str, FactorSpec] = MappingProxyType(
-    {
-        spec.name: spec
-        for spec in (
-            sms.SPEC,
-            totp.SPEC,
-            device.SPEC,
-            knowledge.SPEC,
-            recovery_code.SPEC,
-            attested.SPEC,
-            passkey.SPEC,
-        )
-    }
+BUILT_IN = (
+    sms.SPEC,
+    totp.SPEC,
+    device.SPEC,
+    knowledge.SPEC,
+    recovery_code.SPEC,
+    attested.SPEC,
+    passkey.SPEC,
+)
+
+
+def _extra(setting: str) -> tuple[FactorSpec, ...]:
+    """The SPECs of the modules ``IDV_EXTRA_FACTORS`` names; ``ConfigError`` naming the
+    variable when one is not a factor module."""
+    specs = []
+    for path in filter(None, (part.strip() for part in setting.split(","))):
+        try:
+            found = getattr(importlib.import_module(path), "SPEC", None)
+        except ImportError as exc:
+            raise ConfigError("IDV_EXTRA_FACTORS", f"cannot import {path!r}: {exc}") from None
+        if not isinstance(found, FactorSpec):
+            raise ConfigError("IDV_EXTRA_FACTORS", f"{path!r} has no FactorSpec named SPEC")
+        specs.append(found)
+    return tuple(specs)
+
+
+def _by_name(specs: Iterable[FactorSpec]) -> Mapping[str, FactorSpec]:
+    table: dict[str, FactorSpec] = {}
+    for spec in specs:
+        if spec.name in table:  # an extra factor never stands in for sms, knowledge, ...
+            raise ConfigError("IDV_EXTRA_FACTORS", f"factor {spec.name!r} is already defined")
+        table[spec.name] = spec
+    return MappingProxyType(table)
+
+
+FACTORS: Mapping[str, FactorSpec] = _by_name(
+    BUILT_IN + _extra(os.environ.get("IDV_EXTRA_FACTORS", ""))
 )
 NAMES = tuple(FACTORS)
 # Handed to the policy parser at start: service.domain never imports service.factors.
