@@ -98,6 +98,6 @@ def test_a_factor_from_outside_idv_enrols_challenges_and_proves(tmp_path: Path) 
     assert seen["challenge"] == 200
     assert seen["wrong"][0] == 200 and seen["wrong"][1]["accepted"] is False
     assert seen["proof"] == [200, True, "satisfied", True]
-    # The challenge row was used once: the same answer on a new verification is refused.
+    # A challenge is bound to its verification: the answer replayed on another one is refused.
     assert seen["replay"][0] == 200 and seen["replay"][1]["accepted"] is False
     assert seen["openapi"]  # the API models and OpenAPI document read the registry
