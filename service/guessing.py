@@ -24,6 +24,9 @@ from functools import lru_cache
 
 import limits
 
+from service.factors.ports import Guessing
+from service.factors.registry import FACTORS
+
 # A subject locks at its 15th failed proof within 24 h (3 × the policy's failure limit), then
 # again at every further ``failure_limit`` failures, for 15 min doubling to 24 h.
 LOCKOUT_ROUNDS = 3
@@ -31,21 +34,12 @@ LOCKOUT_BASE = timedelta(minutes=15)
 LOCKOUT_CAP = timedelta(hours=24)
 LOCKOUT_WINDOW = timedelta(hours=24)
 
-# What one guess can hit, per factor: (values an attacker must choose from, values accepted at
-# any moment, whether the accepted values change between guesses).
-FACTOR_SPACES: Mapping[str, tuple[int, int, bool]] = {
-    # RFC 6238 §5.2: the current step and one each way are accepted; codes change every 30 s.
-    "totp": (10**6, 3, True),
-    # A 6-digit PIN chosen uniformly (the list of common PINs refuses the ~1,000 likeliest):
-    # a fixed secret, so the attacker never repeats a wrong guess.
-    "knowledge": (10**6, 1, False),
-    # NIST SP 800-63B-4 out-of-band code: 6 digits, and a proof is checked against the five
-    # newest live challenges of its verification (``sms_codes_per_proof``), each a new code.
-    "sms": (10**6, 1, True),
-    # NIST SP 800-63B-4 look-up secrets: 10 codes of at least 64 random bits, each accepted once.
-    "recovery_code": (2**64, 10, False),
+# What one guess can hit, per factor: each factor declares it (``FactorSpec.guessing``): the
+# values an attacker must choose from, those accepted at any moment, whether they change between
+# guesses, and how many live codes one proof is checked against.
+FACTOR_SPACES: Mapping[str, Guessing] = {
+    name: spec.guessing for name, spec in FACTORS.items() if spec.guessing is not None
 }
-SMS_CODES_PER_PROOF = 5
 # NIST SP 800-63B-4 throttling: no more than 100 consecutive failed attempts per account. idv
 # refuses to start with limits that allow that many failed proofs in one day.
 NIST_CONSECUTIVE_FAILURES = 100
@@ -152,10 +146,11 @@ def guessing_budget(
     )
     sends = limits.parse(rate_limits["sms_sends_daily"]).amount
     budget: dict[str, dict[str, float]] = {}
-    for factor, (space, accepted, changing) in FACTOR_SPACES.items():
-        tries = float(guesses)
-        if factor == "sms":
-            tries = float(min(SMS_CODES_PER_PROOF * guesses, failure_limit * sends))
+    for factor, hit in FACTOR_SPACES.items():
+        space, accepted, changing = hit.space, hit.accepted, hit.changing
+        tries = float(hit.codes_per_proof * guesses)
+        if hit.sent:  # no code outlives failure_limit proofs; sends a day bound the codes
+            tries = float(min(hit.codes_per_proof * guesses, failure_limit * sends))
         p = accepted / space
         period = tries * days
         if changing:

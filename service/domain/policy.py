@@ -274,10 +274,11 @@ def decide(policy: Policy, action: str, state: SubjectState, now: datetime) -> D
         found.held_until = None
     found.lines.extend(chosen.lines)
 
-    involves_sms = any("sms" in option for option in candidates)
+    phone_number = policy.factors.phone_number  # SMS: the phone number itself
+    involves_sms = any(phone_number.intersection(option) for option in candidates)
     # Only name SMS signals when SMS is on offer; otherwise the reason is noise.
     sms_out = _sms_ineligible(rule, state, now, found if involves_sms else None)
-    usable = set(state.factors) - ({"sms"} if sms_out else set())
+    usable = set(state.factors) - (phone_number if sms_out else set())
     if rule.suspended_factors_count:
         usable |= state.suspended  # cancel_recovery: the victim's own phone factors still count
     elif state.suspended:
@@ -325,7 +326,7 @@ def attestation_counts(rule: ActionPolicy, options: list[list[str]], method: str
     and the national identity app); beside ``knowledge``, ``attested_methods_with_knowledge``.
     """
     return any(
-        "attested" in option and method in rule.counted_methods(option) for option in options
+        rule.attests(option) and method in rule.counted_methods(option) for option in options
     )
 
 
@@ -340,7 +341,7 @@ def open_options(
     return [
         option
         for option in options
-        if "attested" not in option or attested_method in rule.counted_methods(option)
+        if not rule.attests(option) or attested_method in rule.counted_methods(option)
     ]
 
 
@@ -360,7 +361,7 @@ def completed_options(
     return [
         option
         for option in open_options(rule, options, attested_method)
-        if set(option) <= done and ("attested" not in option or attested_method is not None)
+        if set(option) <= done and (not rule.attests(option) or attested_method is not None)
     ]
 
 

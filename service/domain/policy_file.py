@@ -176,12 +176,20 @@ class ActionPolicy:
     # the option, and beside it (API.md, Recovery).
     attested_methods: tuple[str, ...] = DEFAULT_ATTESTED_METHODS
     attested_methods_with_knowledge: tuple[str, ...] = ATTESTED_METHODS
+    # The factor roles these rules read, from the catalogue handed in at start (FactorCatalog).
+    attesting: frozenset[str] = frozenset()
+    remembered: frozenset[str] = frozenset()
 
     def counted_methods(self, option: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-        """The attestation methods that count in ``option`` (which contains ``attested``)."""
-        if "knowledge" in option:
+        """The attestation methods that count in ``option`` (which contains an attesting
+        factor): more beside a remembered secret (the PIN) than without one."""
+        if self.remembered.intersection(option):
             return self.attested_methods_with_knowledge
         return self.attested_methods
+
+    def attests(self, option: tuple[str, ...] | list[str]) -> bool:
+        """Whether ``option`` holds an attesting factor (a tenant's attestation)."""
+        return bool(self.attesting.intersection(option))
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,14 @@ class FactorCatalog:
 
     names: frozenset[str]
     phone_bound: frozenset[str]
+    # ``phone_number``: the subject's phone number itself (SMS), a restricted authenticator
+    # (NIST SP 800-63B-4): never alone in a sensitive option, and carrier signals take it away.
+    # ``attesting``: a tenant's attestation, which counts only where its method does
+    # (``ActionPolicy.counted_methods``). ``remembered``: the secret the person chose (the PIN),
+    # beside which more attestation methods count.
+    phone_number: frozenset[str] = frozenset()
+    attesting: frozenset[str] = frozenset()
+    remembered: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -330,7 +346,7 @@ class _Parser:
         options = self.options(body["options"], f"{key}.options")
         if sensitive:
             for option in options:
-                if option == ("sms",):
+                if len(option) == 1 and option[0] in self.factors.phone_number:
                     # T1 step 2 and 5; NIST SP 800-63B-4: SMS is a restricted authenticator.
                     raise self.fail(
                         f"{key}.options", "SMS alone is never enough for a sensitive action"
@@ -360,6 +376,8 @@ class _Parser:
             recovers=self.flag(body, "recovers", key),
             suspended_factors_count=self.flag(body, "suspended_factors_count", key),
             device_bound_keys=self.flag(body, "device_bound_keys", key),
+            attesting=self.factors.attesting,
+            remembered=self.factors.remembered,
             attested_methods=self.methods(
                 body, "attested_methods", key, methods["attested_methods"]
             ),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard
@@ -28,8 +28,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from service.domain.errors import InvalidRequest
+from service.domain.policy import attestation_counts
 from service.domain.policy_file import ATTESTED_METHODS
 from service.factors import device
+from service.factors.ports import Attempt, Check, FactorPort
 from service.factors.spec import FactorSpec, Input, fields
 
 TYP = "idv-attestation+jwt"
@@ -168,6 +170,30 @@ def _claims(
     return Attestation(method, jti, float(iat))
 
 
+def check_proof(port: FactorPort, proof: Mapping[str, Any], attempt: Attempt) -> Check:
+    """A tenant's attestation, signed by one of its own keys and bound to this subject and
+    verification; it counts only when its method completes some option (API.md, Recovery)."""
+    record = attempt.record
+    found = verify(
+        proof["attestation"],
+        port.tenant_keys(),
+        client_id=record.client_id,
+        audience=port.issuer,
+        subject=attempt.subject.subject_id,
+        verification_id=record.id,
+        now=port.now,
+    )
+    rules = port.policy.action(record.action)
+    if found is None or not attestation_counts(rules, attempt.options, found.method):
+        return Check(False)
+    return Check(
+        True,
+        lambda p: p.use_jti(found.jti),
+        method=found.method,
+        amr=(METHOD_AMR[found.method],) if found.method in METHOD_AMR else (),
+    )
+
+
 SPEC = FactorSpec(
     name="attested",
     phone_bound=False,  # the person's face or presence in front of the tenant
@@ -181,4 +207,6 @@ SPEC = FactorSpec(
     replay="the token's jti, accepted once per tenant",
     stores="nothing per subject; the tenant's public keys (idv clients attestation-key)",
     enrollable=False,
+    verify=check_proof,
+    tenant_keyed=True,
 )

@@ -15,6 +15,8 @@ import functools
 import json
 import re
 import secrets
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -24,12 +26,24 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from service.crypto import profile as crypto_profile
 from service.crypto import sm2
+from service.domain.clock import rfc3339
 from service.domain.errors import InvalidRequest
+from service.factors.ports import (
+    Attempt,
+    Check,
+    FactorPort,
+    Issued,
+    Prepared,
+    Subject,
+    Verification,
+    uses_challenge,
+)
 from service.factors.spec import FactorSpec, Input, fields
 
 ALGORITHMS = ("ES256", "EdDSA", sm2.ALG)  # RFC 7518 §3.4, RFC 8037 §3.1 and API.md names
 NONCE_BYTES = 32  # ASVS 6.7.2 asks for at least 64 bits; idv uses 256
 CHALLENGE_PREFIX = "idv-dc1."
+CHALLENGE_TTL = timedelta(minutes=2)
 MAX_PEM_CHARS = 4096  # an SPKI PEM for P-256 or Ed25519 is well under 200 characters
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | bytes  # bytes: SM2 X ‖ Y
@@ -198,6 +212,35 @@ def raw_to_der(sig: bytes) -> bytes:
     return encode_dss_signature(r, s)
 
 
+def prepare(port: FactorPort, factor_id: str, body: Mapping[str, Any]) -> Prepared:
+    """A device key is active at once: its public key, normalised."""
+    pem, alg = body.get("public_key"), body.get("alg")
+    if not isinstance(pem, str) or alg not in ALGORITHMS:
+        raise InvalidRequest("a device factor needs 'public_key' (PEM) and 'alg' ES256|EdDSA|SM2")
+    return Prepared(normalize_pem(pem, alg), alg=alg)
+
+
+def issue_challenge(port: FactorPort, record: Verification, subject: Subject) -> Issued:
+    """A single-use challenge binding a 256-bit nonce, the verification, action and expiry
+    (RFC 9449-style; ASVS 6.7.2)."""
+    expires = min(port.now + CHALLENGE_TTL, record.expires_at)
+    text = make_challenge(record.id, record.action, int(expires.timestamp()), new_nonce())
+    port.add_challenge(record.id, "device", text, expires)
+    return Issued({"factor": "device", "challenge": text, "expires_at": rfc3339(expires)})
+
+
+def verify(port: FactorPort, proof: Mapping[str, Any], attempt: Attempt) -> Check:
+    """A signature by the named device key over one of this verification's live challenges."""
+    bound = next((f for f in attempt.candidates if f.id == proof["factor_id"]), None)
+    if bound is None:
+        return Check(False)
+    pem = port.open(bound)
+    for challenge_id, text in attempt.live:
+        if verify_signature(pem, bound.alg or "", text, proof["signature"]):
+            return Check(True, uses_challenge(challenge_id))
+    return Check(False)
+
+
 SPEC = FactorSpec(
     name="device",
     phone_bound=True,  # THREATS.md T1: the key is in the phone's app
@@ -208,4 +251,7 @@ SPEC = FactorSpec(
     stores="the public key (PEM SubjectPublicKeyInfo) and its algorithm",
     enrol_fields=fields(public_key=Input(str, 4096), alg=Input(str, choices=ALGORITHMS)),
     challenge_fields=fields(challenge=Input(str, description="device: the text to sign")),
+    verify=verify,
+    prepare=prepare,
+    issue_challenge=issue_challenge,
 )

@@ -8,13 +8,16 @@ Knowledge questions ("mother's maiden name") are never used (ASVS 6.4.2).
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from service.domain.errors import InvalidRequest, WeakSecret
+from service.factors.ports import Attempt, Check, FactorPort, Guessing, Prepared
 from service.factors.spec import FactorSpec, Input, fields
 
 MAX_LENGTH = 256  # NIST SP 800-63B §3.1.1.2 asks verifiers to allow at least 64 characters
@@ -110,6 +113,25 @@ class KnowledgeHasher:
         return True, None
 
 
+def prepare(port: FactorPort, factor_id: str, body: Mapping[str, Any]) -> Prepared:
+    """A chosen secret, checked for guessability and hashed (before the transaction)."""
+    raw = body.get("secret")
+    if not isinstance(raw, str):
+        raise InvalidRequest("a knowledge factor needs 'secret'")
+    check_strength(raw, port.policy.knowledge_min_length)
+    return Prepared(port.slow_hash(raw))
+
+
+def verify(port: FactorPort, proof: Mapping[str, Any], attempt: Attempt) -> Check:
+    """The subject's PIN; argon2 runs even when it has none (ASVS 6.3.8: no timing tell)."""
+    stored = attempt.candidates[0] if attempt.candidates else None
+    ok, new_hash = port.slow_verify(port.open(stored) if stored else None, proof["secret"])
+    if not ok or stored is None:
+        return Check(False)
+    rehash = (stored.id, port.seal(stored.id, new_hash)) if new_hash else None
+    return Check(True, None, rehash)
+
+
 SPEC = FactorSpec(
     name="knowledge",
     phone_bound=False,  # the PIN stays in the person's head
@@ -121,4 +143,11 @@ SPEC = FactorSpec(
     enrol_fields=fields(secret=Input(str, 1024)),
     off_phone=True,
     replaces="any",
+    verify=verify,
+    prepare=prepare,
+    # A 6-digit PIN chosen uniformly (the list of common PINs refuses the ~1,000 likeliest):
+    # a fixed secret, so the attacker never repeats a wrong guess.
+    guessing=Guessing(10**6, 1, changing=False),
+    slow_hash=True,
+    resettable=True,
 )

@@ -23,7 +23,9 @@ import binascii
 import json
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,7 +49,19 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from service.domain.errors import InvalidRequest
+from service.domain.clock import rfc3339
+from service.domain.errors import FactorNotAllowed, InvalidCode, InvalidRequest
+from service.domain.phone import mask_phone
+from service.factors.ports import (
+    Attempt,
+    Check,
+    FactorPort,
+    Issued,
+    Prepared,
+    StoredFactor,
+    Subject,
+    Verification,
+)
 from service.factors.spec import FactorSpec, Input, fields
 
 CHALLENGE_BYTES = 32  # WebAuthn §13.4.3 asks for at least 16 random bytes; ASVS 6.7.2
@@ -319,6 +333,154 @@ def _small(credential: Any) -> bool:
         return False
 
 
+# -- in idv's flows, through the port (registration, request options, proofs) ----------------
+# The tenant's relying party (``idv clients webauthn``); the subject's random WebAuthn user
+# handle; the pending registration's challenge, in the pending factor's encrypted row (bound to
+# the subject, single-use, 5 minutes); the verification's issued challenges (challenge rows,
+# like a device nonce); the signature counter's compare-and-set.
+CEREMONY = timedelta(seconds=CEREMONY_SECONDS)
+
+
+def relying_party(port: FactorPort) -> tuple[str, list[str]]:
+    """The tenant's RP id and origins; a tenant without them has no passkeys (API.md)."""
+    client = port.client
+    if not client.webauthn_rp_id or not client.webauthn_origins:
+        raise FactorNotAllowed("this client has no WebAuthn relying party (idv clients webauthn)")
+    return client.webauthn_rp_id, list(client.webauthn_origins)
+
+
+def credentials(
+    port: FactorPort, factors: list[StoredFactor]
+) -> list[tuple[StoredFactor, Credential]]:
+    """The stored credentials of the active passkeys among ``factors``, with their rows."""
+    return [
+        (f, Credential.from_json(port.open(f)))
+        for f in factors
+        if f.type == SPEC.name and f.status == "active"
+    ]
+
+
+def prepare(port: FactorPort, factor_id: str, body: Mapping[str, Any]) -> Prepared:
+    """A pending passkey: creation options with a fresh challenge bound to this factor (so to
+    the subject), kept in the pending row until activation spends it."""
+    rp_id, _ = relying_party(port)
+    challenge = new_challenge()
+    label = body.get("label")
+    options: dict[str, Any] = {}
+
+    def bind(port: FactorPort, subject: Subject) -> None:
+        # WebAuthn §14.6.1: user.id is a random handle, the same for all the subject's passkeys
+        # (so an authenticator keeps one credential per account), never the subject id.
+        handle = port.webauthn_handle(subject, new_user_handle())
+        expires = port.now + CEREMONY
+        pending = {"challenge": b64url(challenge), "expires": expires.timestamp()}
+        port.replace_secret(
+            factor_id, port.seal(factor_id, json.dumps(pending | {"handle": handle}))
+        )
+        phone = port.phone(subject)
+        existing = credentials(port, port.factors(subject))
+        client = port.client
+        options.update(
+            registration_options(
+                rp_id=rp_id,
+                rp_name=client.issuer or client.name,
+                user_handle=handle,
+                # What the authenticator shows: the label given, else the masked phone.
+                user_name=label or (mask_phone(phone) if phone else "idv"),
+                challenge=challenge,
+                exclude=[c.credential_id for _, c in existing],
+            )
+        )
+
+    return Prepared("{}", "pending", after_insert=bind, shown=lambda _p, _s: {"options": options})
+
+
+def activate(port: FactorPort, factor: StoredFactor, body: Mapping[str, Any]) -> None:
+    """Verify the RegistrationResponseJSON against the pending registration and store the
+    credential; ``InvalidCode`` when it does not verify or the challenge expired."""
+    credential = body.get("credential")
+    if not isinstance(credential, dict):
+        raise InvalidRequest("a passkey is activated with 'credential' (RegistrationResponseJSON)")
+    rp_id, origins = relying_party(port)
+    pending = json.loads(port.open(factor))
+    if "challenge" not in pending or pending["expires"] <= port.now.timestamp():
+        raise InvalidCode("the registration expired; enrol the passkey again")
+    registered = verify_registration(
+        credential,
+        challenge=unb64url(pending["challenge"]),
+        rp_id=rp_id,
+        origins=origins,
+        user_handle=pending["handle"],
+    )
+    if registered is None:
+        raise InvalidCode("the passkey registration does not verify")
+    secret_ct = port.seal(factor.id, registered.to_json())
+    # Pending → active once: the registration challenge is spent with it (single use).
+    if not port.activate_credential(factor.id, secret_ct, registered.sign_count):
+        raise InvalidCode("the registration was already used")
+
+
+def issue_challenge(port: FactorPort, record: Verification, subject: Subject) -> Issued:
+    """Request options for the subject's active passkeys; user verification required for
+    the actions the policy marks sensitive (API.md, Passkeys)."""
+    rp_id, _ = relying_party(port)
+    rule = port.policy.action(record.action)
+    allow = [
+        c
+        for _, c in credentials(port, port.factors(subject))
+        if not (rule.device_bound_keys and c.backup_eligible)  # only those that can count
+    ]
+    raw = new_challenge()
+    expires = min(port.now + CEREMONY, record.expires_at)
+    port.add_challenge(record.id, SPEC.name, b64url(raw), expires)
+    options = authentication_options(
+        rp_id=rp_id, challenge=raw, allow=allow, user_verification=rule.sensitive
+    )
+    return Issued({"factor": SPEC.name, "options": options, "expires_at": rfc3339(expires)})
+
+
+def check_proof(port: FactorPort, proof: Mapping[str, Any], attempt: Attempt) -> Check:
+    """An assertion by one of the subject's passkeys over a live challenge of this
+    verification, checked against the tenant's relying party; single use of the challenge and
+    the counter's compare-and-set together. Never raises for a wrong proof."""
+    client = port.client
+    if not client.webauthn_rp_id:
+        return Check(False)
+    credential = proof["credential"]
+    claimed_id, claimed_challenge = credential_id_of(credential), challenge_of(credential)
+    issued = next((cid for cid, text in attempt.live if text == claimed_challenge), None)
+    match = next(
+        ((f, c) for f, c in credentials(port, attempt.candidates) if c.credential_id == claimed_id),
+        None,
+    )
+    if issued is None or match is None or claimed_challenge is None:
+        return Check(False)
+    factor, stored = match
+    rule = port.policy.action(attempt.record.action)
+    result = verify_authentication(
+        credential,
+        stored,
+        challenge=unb64url(claimed_challenge),
+        rp_id=client.webauthn_rp_id,
+        origins=list(client.webauthn_origins),
+        user_verification=rule.sensitive,
+    )
+    if result is None:
+        return Check(False)
+    if result.backup_eligible and rule.device_bound_keys:
+        return Check(False)  # a synced passkey where the policy asks for a device-bound key
+    seen, new = factor.sign_count or 0, result.sign_count
+    if counter_regressed(seen, new):  # WebAuthn §6.1.1: refused, and audited as a possible clone
+        detail = {"factor_id": factor.id, "sign_count": new}
+        return Check(False, alarm="passkey.clone_suspected", detail=detail)
+    fid = factor.id
+    return Check(
+        True,
+        lambda p: p.use_challenge(issued) and p.advance_sign_count(fid, seen, new),
+        amr=result.amr,
+    )
+
+
 SPEC = FactorSpec(
     name="passkey",
     # THREATS.md T1: a passkey lives on the phone (a synced one on the unlocked phone too).
@@ -350,4 +512,8 @@ SPEC = FactorSpec(
     ),
     # Like a TOTP set-up: a new registration voids one never finished (no pile of pending rows).
     replaces="pending",
+    verify=check_proof,
+    prepare=prepare,
+    activate=activate,
+    issue_challenge=issue_challenge,
 )

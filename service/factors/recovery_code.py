@@ -19,7 +19,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
+from typing import Any
 
+from service.factors.ports import Attempt, Check, FactorPort, Guessing, Prepared, Subject
 from service.factors.spec import FactorSpec, Input, fields
 
 CODE_COUNT = 10
@@ -72,6 +75,31 @@ def digest(key: bytes, factor_id: str, code: str) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def prepare(port: FactorPort, factor_id: str, body: Mapping[str, Any]) -> Prepared:
+    """A new set; the codes live only as keyed hashes, the factor row holds no secret."""
+    codes = new_codes()
+
+    def store_digests(port: FactorPort, subject: Subject) -> None:
+        key = port.derived_key("recovery-code")
+        port.add_code_set(factor_id, [digest(key, factor_id, c) for c in codes])
+
+    return Prepared(
+        "recovery_code:v1", after_insert=store_digests, shown=lambda _p, _s: {"codes": codes}
+    )
+
+
+def verify(port: FactorPort, proof: Mapping[str, Any], attempt: Attempt) -> Check:
+    """A recovery code of the subject's set: whether it is one (unused) is decided by the
+    single-use UPDATE itself, in the proof's transaction (ASVS 6.5.1); a code that matches no
+    unused row is a failed proof like any wrong code."""
+    code, candidates = proof["code"], attempt.candidates
+    if not candidates or normalize(code) is None:
+        return Check(False)
+    newest = candidates[-1]
+    hashed = digest(port.derived_key("recovery-code"), newest.id, code)
+    return Check(True, lambda p: p.use_code(newest.id, hashed))
+
+
 SPEC = FactorSpec(
     name="recovery_code",
     phone_bound=False,  # printed or written down, kept off the phone
@@ -91,4 +119,10 @@ SPEC = FactorSpec(
     ),
     off_phone=True,
     replaces="any",
+    verify=verify,
+    prepare=prepare,
+    # NIST SP 800-63B-4 look-up secrets: CODE_COUNT codes of at least 64 random bits, each
+    # accepted once (the figures assume 64 bits, the floor NIST sets).
+    guessing=Guessing(2**64, CODE_COUNT, changing=False),
+    single_use_set=True,
 )

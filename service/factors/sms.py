@@ -12,11 +12,25 @@ import json
 import os
 import secrets
 import threading
-from datetime import UTC, datetime
-from typing import Protocol
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from service import outbound
 from service.crypto.profile import INTL, keyed_hash
+from service.domain.clock import rfc3339
+from service.domain.errors import ServiceUnavailable
+from service.domain.phone import mask_phone
+from service.factors.ports import (
+    Attempt,
+    Check,
+    FactorPort,
+    Guessing,
+    Issued,
+    Subject,
+    Verification,
+    uses_challenge,
+)
 from service.factors.spec import FactorSpec, Input, fields
 
 CODE_DIGITS = 6  # NIST SP 800-63B §3.1.3.1 (out-of-band): at least 6 digits
@@ -159,15 +173,60 @@ def sender_from_spec(spec: str | None) -> SmsSender:
     raise ValueError("IDV_SMS_SENDER must be empty, 'file:PATH' or 'webhook:http(s)://...'")
 
 
+# NIST SP 800-63B-4 out-of-band code: a proof is checked against the newest live challenges of
+# its verification (``replay.live_challenges``), each a new code.
+CODES_PER_PROOF = 5
+
+
+def issue_challenge(port: FactorPort, record: Verification, subject: Subject) -> Issued:
+    """Issue an SMS code, stored only as an HMAC bound to the verification; sent after the
+    commit."""
+    phone = port.phone(subject)
+    assert phone is not None and subject.phone_hash is not None  # sms implies a phone
+    # ASVS 6.6.3: SMS sends are limited per tenant and phone (keyed hash, never the number),
+    # per phone across tenants, per tenant, and to the tenant's regions.
+    port.charge_sms(phone, subject, record.action)
+    code = new_code()
+    expires = port.now + timedelta(seconds=CODE_TTL_SECONDS)
+    digest = code_digest(port.derived_key("sms-code"), record.id, code, port.key_profile)
+    port.add_challenge(record.id, "sms", digest, expires)
+    port.audit("sms.sent", subject, {"verification_id": record.id})
+
+    def send() -> None:
+        try:
+            port.send_sms(phone, code, message_text(code))
+        except SmsDeliveryError:
+            raise ServiceUnavailable("the SMS gateway did not accept the message") from None
+
+    answer = {"factor": "sms", "sent_to": mask_phone(phone), "expires_at": rfc3339(expires)}
+    return Issued(answer, after_commit=send)
+
+
+def verify(port: FactorPort, proof: Mapping[str, Any], attempt: Attempt) -> Check:
+    """The code of one of this verification's live SMS challenges."""
+    key = port.derived_key("sms-code")
+    for challenge_id, digest in attempt.live:
+        if code_matches(key, attempt.record.id, proof["code"], digest, port.key_profile):
+            return Check(True, uses_challenge(challenge_id))
+    return Check(False)
+
+
 SPEC = FactorSpec(
     name="sms",
     # THREATS.md T1: the SIM travels with the phone; carrier signals take SMS away.
     phone_bound=True,
-    challenge="sms",
+    challenge="code",
     proof_fields=fields(code=Input(str, 64)),
     amr=("sms",),  # RFC 8176 §2
     replay="the challenge row of the code, used once",
     stores="nothing: the subject's phone number is the factor",
     challenge_fields=fields(sent_to=Input(str, description="sms: the masked phone")),
     enrollable=False,
+    verify=verify,
+    issue_challenge=issue_challenge,
+    # NIST SP 800-63B-4: 6 digits, a new code per send, checked against the live ones.
+    guessing=Guessing(
+        10**CODE_DIGITS, 1, changing=True, codes_per_proof=CODES_PER_PROOF, sent=True
+    ),
+    phone_number=True,
 )

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import hmac
 import io
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pyotp
 import segno
 
-from service.domain.errors import InvalidRequest
+from service.domain.errors import InvalidCode, InvalidRequest
+from service.domain.phone import mask_phone
+from service.factors.ports import (
+    Attempt,
+    Check,
+    FactorPort,
+    Guessing,
+    Prepared,
+    StoredFactor,
+    Subject,
+)
 from service.factors.spec import FactorSpec, Input, fields
 
 STEP_SECONDS = 30  # RFC 6238 §5.2: a 30-second time step
@@ -86,6 +98,48 @@ def matching_step(secret: str, code: str, now: float) -> int | None:
     return matched
 
 
+def prepare(port: FactorPort, factor_id: str, body: Mapping[str, Any]) -> Prepared:
+    """A pending TOTP: a new secret, shown once with its URI and QR code."""
+    label = body.get("label")
+    check_account_label(label)
+    secret = new_secret()
+
+    def shown(port: FactorPort, subject: Subject) -> dict[str, Any]:
+        # What the authenticator app shows: the tenant (``idv clients issuer``) and the person
+        # (the label given, else the masked phone), never the subject id (issue 21).
+        phone = port.phone(subject)
+        account = label or (mask_phone(phone) if phone else factor_id)
+        uri = provisioning_uri(secret, account, port.client.issuer or port.issuer)
+        return {"secret": secret, "otpauth_uri": uri, "qr_svg": qr_svg(uri)}
+
+    return Prepared(secret, "pending", shown=shown)
+
+
+def activate(port: FactorPort, factor: StoredFactor, body: Mapping[str, Any]) -> None:
+    """A current code activates a pending TOTP and counts as that code's one use."""
+    code = body.get("code")
+    if not isinstance(code, str):
+        raise InvalidRequest("a totp factor is activated with 'code'")
+    step = matching_step(port.open(factor), code, port.now.timestamp())
+    if step is None or not port.use_totp_step(factor.id, step):
+        raise InvalidCode("the code does not match")
+    port.activate(factor.id)
+
+
+def _uses_step(factor_id: str, step: int) -> Callable[[FactorPort], bool]:
+    return lambda port: port.use_totp_step(factor_id, step)
+
+
+def verify(port: FactorPort, proof: Mapping[str, Any], attempt: Attempt) -> Check:
+    """A current code of one of the subject's TOTP factors."""
+    for f in attempt.candidates:
+        step = matching_step(port.open(f), proof["code"], port.now.timestamp())
+        if step is not None:
+            # RFC 6238 §5.2: the unique (factor, step) row is the one-use guard.
+            return Check(True, _uses_step(f.id, step))
+    return Check(False)
+
+
 SPEC = FactorSpec(
     name="totp",
     phone_bound=True,  # THREATS.md T1: the authenticator app lives on the phone
@@ -101,4 +155,9 @@ SPEC = FactorSpec(
         qr_svg=Input(str),
     ),
     replaces="pending",
+    verify=verify,
+    prepare=prepare,
+    activate=activate,
+    # RFC 6238 §5.2: the current step and one each way are accepted; codes change every 30 s.
+    guessing=Guessing(10**DIGITS, 1 + 2 * DRIFT_STEPS, changing=True),
 )

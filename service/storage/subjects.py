@@ -17,6 +17,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     null,
+    or_,
     select,
     type_coerce,
     union_all,
@@ -24,6 +25,7 @@ from sqlalchemy import (
 )
 
 from service.domain.clock import as_utc
+from service.factors.registry import SINGLE_USE_SETS
 from service.storage.factors import FactorRecord
 from service.storage.lean import Lean
 from service.storage.tables import (
@@ -212,7 +214,7 @@ class Snapshot:
 # subquery lazily): one index range of at most ten rows, on the rare subject that has a set.
 _REMAINING_CODES = case(
     (
-        factors.c.type == "recovery_code",
+        or_(*(factors.c.type == name for name in sorted(SINGLE_USE_SETS))),
         select(func.count())
         .where(recovery_codes.c.factor_id == factors.c.id, recovery_codes.c.used_at.is_(None))
         .scalar_subquery(),

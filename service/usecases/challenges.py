@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection
-
 from service.context import ServiceContext
-from service.domain.clock import rfc3339
-from service.domain.errors import (
-    FactorNotAllowed,
-    InvalidRequest,
-    ServiceUnavailable,
-)
-from service.domain.phone import mask_phone
-from service.factors import device, registry, sms
-from service.storage import audit, replay
+from service.domain.errors import FactorNotAllowed, InvalidRequest
+from service.factors import registry
 from service.storage import subjects as subject_store
 from service.storage.clients import ClientRecord
-from service.storage.subjects import SubjectRecord
-from service.storage.verifications import VerificationRecord
-from service.usecases import passkeys, sms_budget
-from service.usecases.subjects import phone_of, subject_ref
+from service.usecases.factor_ports import Port
 from service.usecases.verifications import (
     check_lock,
     deny,
@@ -32,17 +19,16 @@ from service.usecases.verifications import (
 )
 
 CHALLENGE_FACTORS = registry.CHALLENGE_FACTORS
-DEVICE_CHALLENGE_TTL = timedelta(minutes=2)
 
 
 def challenge(
     ctx: ServiceContext, client: ClientRecord, verification_id: str, factor: str
 ) -> dict[str, Any]:
-    """Send an SMS code, or issue a device challenge or passkey request options, for a
-    pending verification."""
-    if factor not in CHALLENGE_FACTORS:
+    """Issue the factor's challenge for a pending verification (its ``issue_challenge`` hook:
+    an SMS code, a device nonce, passkey request options), once the policy still offers it."""
+    spec = registry.spec(factor)
+    if spec is None or spec.issue_challenge is None:
         raise InvalidRequest(f"only {', '.join(CHALLENGE_FACTORS)} have challenges")
-    kind = registry.FACTORS[factor].challenge
     now = ctx.clock()
     with ctx.engine.begin() as conn:
         record, subject = pending_with_subject(conn, client, verification_id, now)
@@ -52,65 +38,9 @@ def challenge(
         if options:
             if factor not in remaining(options, record.satisfied):
                 raise FactorNotAllowed(f"{factor} is in no remaining option of this verification")
-            if kind == "nonce":
-                return _device_challenge(conn, record, now)
-            if kind == "webauthn":
-                return passkeys.challenge(ctx, conn, client, record, subject, now)
-            phone, code, expires = _sms_challenge(ctx, conn, client, record, subject, now)
+            issued = spec.issue_challenge(Port(ctx, client, now, conn), record, subject)
     if not options:
         raise deny(ctx, record, decision, now)
-    # Sent after the commit: no network call while the transaction holds locks.
-    try:
-        ctx.sms.send(phone, code, sms.message_text(code))
-    except sms.SmsDeliveryError:
-        raise ServiceUnavailable("the SMS gateway did not accept the message") from None
-    return {"factor": "sms", "sent_to": mask_phone(phone), "expires_at": rfc3339(expires)}
-
-
-def _device_challenge(conn: Connection, record: VerificationRecord, now: datetime) -> dict:
-    """A single-use challenge binding a 256-bit nonce, the verification, action and expiry
-    (RFC 9449-style; ASVS 6.7.2)."""
-    expires = min(now + DEVICE_CHALLENGE_TTL, record.expires_at)
-    text = device.make_challenge(
-        record.id, record.action, int(expires.timestamp()), device.new_nonce()
-    )
-    replay.add_challenge(
-        conn, verification_id=record.id, factor="device", digest=text, now=now, expires_at=expires
-    )
-    return {"factor": "device", "challenge": text, "expires_at": rfc3339(expires)}
-
-
-def _sms_challenge(
-    ctx: ServiceContext,
-    conn: Connection,
-    client: ClientRecord,
-    record: VerificationRecord,
-    subject: SubjectRecord,
-    now: datetime,
-) -> tuple[str, str, datetime]:
-    """Issue an SMS code (stored only as an HMAC bound to the verification): phone, code, expiry."""
-    phone = phone_of(ctx, subject)
-    assert phone is not None and subject.phone_hash is not None  # sms implies a phone
-    # ASVS 6.6.3: SMS sends are limited per tenant and phone (keyed hash, never the number),
-    # per phone across tenants, per tenant, and to the tenant's regions (``sms_budget``).
-    rules = ctx.policy.action(record.action).limits
-    sms_budget.charge(ctx, conn, client, phone, subject.phone_hash, rules, now)
-    code = sms.new_code()
-    expires = now + timedelta(seconds=sms.CODE_TTL_SECONDS)
-    digest = sms.code_digest(ctx.keys.derived_key("sms-code"), record.id, code, ctx.keys.profile)
-    replay.add_challenge(
-        conn, verification_id=record.id, factor="sms", digest=digest, now=now, expires_at=expires
-    )
-    audit.append(
-        conn,
-        event="sms.sent",
-        outcome="ok",
-        now=now,
-        client_id=client.id,
-        subject_ref=subject_ref(ctx, client.id, subject.subject_id),
-        detail={"verification_id": record.id},
-    )
-    return phone, code, expires
-
-
-# -- proofs ------------------------------------------------------------------------------------
+    if issued.after_commit is not None:  # e.g. the SMS: no network call while locks are held
+        issued.after_commit()
+    return issued.answer

@@ -22,9 +22,10 @@ from service.domain.policy import (
     ActionPolicy,
     completed_options,
 )
-from service.factors import registry
+from service.factors import ports, registry
+from service.factors.ports import Check as _Check
+from service.factors.spec import FactorSpec
 from service.ratelimit import Taken
-from service.storage import attestations as attestation_store
 from service.storage import audit, replay
 from service.storage import factors as factor_store
 from service.storage import subjects as subject_store
@@ -34,6 +35,7 @@ from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
 from service.usecases import notify, recovery
 from service.usecases.attested import watch_accepted
+from service.usecases.factor_ports import Port
 from service.usecases.subjects import subject_ref
 from service.usecases.verifications import (
     check_lock,
@@ -44,9 +46,14 @@ from service.usecases.verifications import (
     remaining,
     still_open,
 )
-from service.usecases.verifiers import Attempt as _Attempt
-from service.usecases.verifiers import Check as _Check
-from service.usecases.verifiers import extra_amr, verify
+
+
+@dataclass
+class _Attempt(ports.Attempt):
+    """The hooks' ``Attempt`` with the records this use case reads and writes."""
+
+    record: VerificationRecord
+    subject: SubjectRecord
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,6 @@ def _load(
         [f for f in active if f.type == factor],
         live,
         subject_ref(ctx, client.id, subject.subject_id),
-        attestation_store.keys_of(conn, client.id) if factor == "attested" else [],
-        client,
     )
 
 
@@ -106,8 +111,9 @@ def prove(
     """Check one proof and move the verification on, atomically.
 
     TOTP, SMS and device proofs run in ONE transaction (the hot path: a handful of statements,
-    one commit). A knowledge proof reads first, runs argon2 outside any transaction, then
-    records the outcome, so slow hashing never holds a lock.
+    one commit). A factor with a ``slow_hash`` verifier (the PIN) reads first, runs argon2
+    outside any transaction, then records the outcome, so slow hashing never holds a lock.
+    The factor's own ``verify`` hook judges the proof; the order around it is decided here.
     """
     spec = registry.spec(proof.get("factor"))
     if spec is None:
@@ -118,15 +124,16 @@ def prove(
             raise InvalidRequest(f"a {factor} proof needs {name!r}")
     now = ctx.clock()
     outcome: ProofOutcome | None = None
-    if factor == "knowledge":
+    if spec.slow_hash:
         # A place in the argon2 gate first: when a PIN flood fills it, 429 before any work.
         with ctx.argon2_slots.admission():
             with ctx.engine.connect() as conn:
                 attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=False)
                 conn.commit()
             if attempt.options:
-                rules, taken = _throttle(ctx, client, attempt, factor)
-                check = _verify_counted(ctx, taken, factor, proof, attempt, now)
+                rules, taken = _throttle(ctx, client, attempt, spec)
+                # No transaction is open: the verifier gets a port without storage.
+                check = _verify_counted(ctx, taken, spec, Port(ctx, client, now), proof, attempt)
                 with ctx.engine.begin() as conn:
                     attempt.record = pending(conn, client, verification_id, now, for_update=True)
                     outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
@@ -134,20 +141,21 @@ def prove(
         with ctx.engine.begin() as conn:
             attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=True)
             if attempt.options:
-                rules, taken = _throttle(ctx, client, attempt, factor)
-                check = _verify_counted(ctx, taken, factor, proof, attempt, now)
+                rules, taken = _throttle(ctx, client, attempt, spec)
+                port = Port(ctx, client, now, conn)
+                check = _verify_counted(ctx, taken, spec, port, proof, attempt)
                 outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
     if outcome is None:  # a signal arrived since the start: the policy no longer allows it
         raise deny(ctx, attempt.record, attempt.decision, now)
     if outcome.accepted:
         ctx.limits.give_back(taken)  # only failures use up the budget
-        if factor == "attested":
+        if spec.tenant_keyed:
             watch_accepted(ctx, client)  # an operator.alert when the tenant's attestations spike
     return outcome
 
 
 def _throttle(
-    ctx: ServiceContext, client: ClientRecord, attempt: _Attempt, factor: str
+    ctx: ServiceContext, client: ClientRecord, attempt: _Attempt, spec: FactorSpec
 ) -> tuple[ActionPolicy, list[Taken]]:
     """Rate limits, before any verifier work (RFC 4226 §7.3, NIST SP 800-63B-4 throttling).
 
@@ -156,24 +164,26 @@ def _throttle(
     together (10 allowed wrong PINs became 15-17 on PostgreSQL + Redis).
     """
     rules = ctx.policy.action(attempt.record.action)
-    if factor == "attested":  # per tenant: one tenant's flood of tokens stays its own problem
+    if spec.tenant_keyed:  # per tenant: one tenant's flood of tokens stays its own problem
         ctx.limits.hit("attestations", client.id)
-    wanted = [("failed_proofs", (attempt.ref, factor)), ("subject_failures", (attempt.ref,))]
+    wanted = [("failed_proofs", (attempt.ref, spec.name)), ("subject_failures", (attempt.ref,))]
     return rules, ctx.limits.take_all(wanted, action_limits=rules.limits)
 
 
 def _verify_counted(
     ctx: ServiceContext,
     taken: list[Taken],
-    factor: str,
+    spec: FactorSpec,
+    port: Port,
     proof: dict[str, Any],
     attempt: _Attempt,
-    now: datetime,
 ) -> _Check:
-    """``verify``; an attempt that never got a verdict (a full argon2 gate, a fault) is given
-    back. Once the verifier answered, a failure stays counted whatever happens next."""
+    """The factor's ``verify``; an attempt that never got a verdict (a full argon2 gate, a
+    fault) is given back. Once the verifier answered, a failure stays counted whatever happens
+    next."""
+    assert spec.verify is not None  # FactorSpec refuses a factor without one
     try:
-        return verify(ctx, factor, proof, attempt, now)
+        return spec.verify(port, proof, attempt)
     except BaseException:
         ctx.limits.give_back(taken)
         raise
@@ -191,7 +201,7 @@ def _settle(
 ) -> ProofOutcome:
     """Record the single use and the state transition, audit, and sign when complete."""
     record, subject, ref = attempt.record, attempt.subject, attempt.ref
-    if check.accepted and check.consume(conn):
+    if check.accepted and check.consume(Port(ctx, client, now, conn)):
         proven = sorted(set(record.satisfied) | {factor})
         method = check.method or record.attested_method
         if recovery.delays(ctx, record) and completed_options(
@@ -289,7 +299,7 @@ def _accept(
             subject=subject.subject_id,
             action=record.action,
             acr=acr,
-            amr=registry.amr_values(satisfied, extra_amr(method) + list(amr)),
+            amr=registry.amr_values(satisfied, amr),
             auth_time=now,
             now=now,
             ttl=ctx.settings.assertion_ttl,

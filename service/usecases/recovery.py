@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from service.context import ServiceContext
 from service.domain.clock import rfc3339
 from service.domain.errors import Conflict, NotFound, NotPending
+from service.factors import registry
 from service.storage import audit
 from service.storage import factors as factor_store
 from service.storage import subjects as subject_store
@@ -112,7 +113,7 @@ def apply(
     revoked = factor_store.revoke(conn, subject.pk, PHONE_FACTOR_TYPES)
     store.close_waits(conn, subject.pk, now)
     subject_store.record_event(conn, subject.pk, "recovered", now)
-    if "knowledge" in satisfied:
+    if registry.RESETTABLE & set(satisfied):  # proven with the PIN
         subject_store.record_event(conn, subject.pk, "recovered_by_pin", now)
     notify.event(
         conn,

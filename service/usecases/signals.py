@@ -97,11 +97,11 @@ def subject_state(
     from the subject and its ``Snapshot`` (one statement: ``subjects.snapshot``)."""
     types = {f.type for f in snap.factors if f.usable}
     if snap.tenant_attests:  # attested proofing is the tenant's, open to each of its subjects
-        types.add("attested")
+        types |= registry.TENANT_KEYED
     last_sim_change = sim_lost_since = None
     recycled = False
-    if subject.phone_hash:
-        types.add("sms")
+    if subject.phone_hash:  # the phone number itself is a factor (SMS)
+        types |= registry.PHONE_NUMBER
         latest = snap.carrier  # the latest event of each type
         unblocked, lost = latest.get("sim_unblocked"), latest.get("sim_lost")
         last_sim_change = max(
@@ -112,12 +112,14 @@ def subject_state(
         # T2: a number_recycled dated after the phone was set voids the phone for this subject.
         set_at, recycled_at = subject.phone_set_at, latest.get("number_recycled")
         recycled = recycled_at is not None and (set_at is None or recycled_at > set_at)
-    if "sms" in types and sms_suspended_by_recovery(subject, snap.carrier, snap.events):
-        types.discard("sms")
+    if types & registry.PHONE_NUMBER and sms_suspended_by_recovery(
+        subject, snap.carrier, snap.events
+    ):
+        types -= registry.PHONE_NUMBER
     suspended: frozenset[str] = frozenset()
     if snap.waiting_until is not None and snap.waiting_until > now:
         # A delayed recovery waits: the phone in a thief's hand no longer logs in.
-        suspended = frozenset(types & (PHONE_FACTOR_TYPES | {"sms"}))
+        suspended = frozenset(types & registry.PHONE_BOUND)
         types -= suspended
     if pulled is not None:
         changes = [d for d in (last_sim_change, pulled.last_sim_change) if d is not None]

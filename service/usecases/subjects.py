@@ -16,6 +16,7 @@ from service.domain import assertions
 from service.domain.errors import InvalidRequest, NotFound, StepUpRequired
 from service.domain.phone import mask_phone, normalize_e164
 from service.domain.policy import decide
+from service.factors import registry
 from service.storage import audit, erasures, factors, outbox, replay
 from service.storage import subjects as store
 from service.storage import verifications as verification_store
@@ -133,7 +134,7 @@ def _still_satisfied(
     if record is None or record.status != "satisfied" or record.subject_pk != subject.pk:
         raise StepUpRequired(f"a valid {action} assertion is required")
     state = subject_state(subject, store.snapshot(conn, subject), now)
-    consumed = frozenset(record.satisfied) & {"recovery_code"}
+    consumed = frozenset(record.satisfied) & registry.SINGLE_USE_SETS
     state = _replace(state, factors=state.factors | consumed)
     proven = set(record.satisfied)
     if not any(set(option) <= proven for option in decide(ctx.policy, action, state, now).options):
