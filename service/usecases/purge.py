@@ -54,6 +54,8 @@ BATCH = 250
 # least ``pause``): it holds the writer (SQLite) or its row locks at most a tenth of the time,
 # so a proof waits for at most one short batch and the proof rate stays above 90 %.
 DUTY_FACTOR = 9
+# The shortest rest between two batches inside ``idv serve`` (seconds).
+PAUSE = 0.01
 # Undelivered webhooks are retried for at least this long before the purge takes them.
 UNDELIVERED_KEPT = timedelta(days=30)
 # The advisory lock's key on PostgreSQL: "idv-purge" in ASCII, as a bigint.
@@ -231,9 +233,12 @@ def purge(
     batch: int = BATCH,
     pause: float = 0.0,
     now: datetime | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, int] | None:
     """Remove what is past its retention; return the rows removed (or, with ``dry_run``, that
-    would be) per kind, or None when another instance is purging."""
+    would be) per kind, or None when another instance is purging. When ``stop`` is set the
+    purge ends after its current batch (``idv serve`` shutting down), with what it removed."""
+    stop = stop or threading.Event()
     now = now or ctx.clock()
     retention = ctx.settings.retention
     removed: dict[str, int] = {}
@@ -245,9 +250,11 @@ def purge(
                 with ctx.engine.connect() as conn:
                     count = _count(conn, sweep)
             else:
-                count = _repeat(ctx, lambda conn, s=sweep: _sweep_batch(conn, s, batch), pause)
+                count = _repeat(
+                    ctx, lambda conn, s=sweep: _sweep_batch(conn, s, batch), pause, stop
+                )
             removed[sweep.kind] = removed.get(sweep.kind, 0) + count
-        removed["audit"] = _purge_audit(ctx, retention, now, dry_run, batch, pause)
+        removed["audit"] = _purge_audit(ctx, retention, now, dry_run, batch, pause, stop)
     if not dry_run and any(removed.values()):
         with ctx.engine.begin() as conn:
             audit.append(
@@ -260,10 +267,15 @@ def purge(
     return removed
 
 
-def _repeat(ctx: ServiceContext, step: Callable[[Connection], int], pause: float) -> int:
-    """Run ``step`` in its own short transaction until it removes nothing."""
+def _repeat(
+    ctx: ServiceContext,
+    step: Callable[[Connection], int],
+    pause: float,
+    stop: threading.Event,
+) -> int:
+    """Run ``step`` in its own short transaction until it removes nothing or ``stop`` is set."""
     total = 0
-    while True:
+    while not stop.is_set():
         started = time.perf_counter()
         with ctx.engine.begin() as conn:
             done = step(conn)
@@ -271,7 +283,8 @@ def _repeat(ctx: ServiceContext, step: Callable[[Connection], int], pause: float
         if not done:
             return total
         if pause:  # let the hot path's writers in between batches
-            time.sleep(max(pause, DUTY_FACTOR * (time.perf_counter() - started)))
+            stop.wait(max(pause, DUTY_FACTOR * (time.perf_counter() - started)))
+    return total
 
 
 def _purge_audit(
@@ -281,6 +294,7 @@ def _purge_audit(
     dry_run: bool,
     batch: int,
     pause: float,
+    stop: threading.Event,
 ) -> int:
     """Prune each chain's entries older than the ``audit`` retention, checkpoint sealed."""
     cutoff = now - retention["audit"]
@@ -300,6 +314,7 @@ def _purge_audit(
             ctx,
             lambda conn, w=writer: prune_batch(conn, w, cutoff, keys[profile], profile, now, batch),
             pause,
+            stop,
         )
     return total
 
@@ -307,7 +322,7 @@ def _purge_audit(
 class Purger:
     """A daemon thread that purges every ``interval`` seconds inside ``idv serve``."""
 
-    def __init__(self, ctx: ServiceContext, interval: float = 600.0, pause: float = 0.01) -> None:
+    def __init__(self, ctx: ServiceContext, interval: float = 600.0, pause: float = PAUSE) -> None:
         self.ctx, self.interval, self.pause = ctx, interval, pause
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="idv-purge", daemon=True)
@@ -317,7 +332,7 @@ class Purger:
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the current pass, and wait (at most ``timeout`` s) for it to end."""
+        """Stop after the current batch, and wait (at most ``timeout`` s) for it to end."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -325,7 +340,7 @@ class Purger:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                removed = purge(self.ctx, pause=self.pause)
+                removed = purge(self.ctx, pause=self.pause, stop=self._stop)
                 if removed and any(removed.values()):
                     log.info("purged %s", removed)
             except Exception:  # noqa: BLE001 - keep purging after a database hiccup
