@@ -126,7 +126,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="old rows (the backlog)")
     parser.add_argument("--proofs", type=int, default=2000, help="TOTP proofs per phase")
     parser.add_argument("--rounds", type=int, default=5, help="rounds (alone + with the purge)")
+    parser.add_argument(
+        "--budget-ms", type=float, help="a batch's writer budget (default: the purge's own)"
+    )
     args = parser.parse_args()
+    budget = None if args.budget_ms is None else args.budget_ms / 1e3
 
     tmp = tempfile.mkdtemp(prefix="idv-purge-")
     env = {**os.environ, "IDV_DATA_DIR": tmp, "IDV_LOG_LEVEL": "WARNING"}
@@ -178,7 +182,9 @@ def main() -> None:
 
         def work() -> None:
             started = time.perf_counter()
-            outcome["removed"] = purge_module.purge(ctx, pause=purge_module.PAUSE, stop=stop)
+            outcome["removed"] = purge_module.purge(
+                ctx, pause=purge_module.PAUSE, stop=stop, budget=budget
+            )
             outcome["seconds"] = time.perf_counter() - started
 
         runner = threading.Thread(target=work)
