@@ -166,6 +166,15 @@ def main() -> None:
         return done
 
     purge_module._sweep_batch = sweep_batch  # type: ignore[assignment]
+    waits = [0]  # batches a proof had to wait for (the purge then stood back)
+    inner_waiting = purge_module._writers_waiting
+
+    def writers_waiting(ctx):  # type: ignore[no-untyped-def]
+        queued = inner_waiting(ctx)
+        waits[0] += queued > 0
+        return queued
+
+    purge_module._writers_waiting = writers_waiting  # type: ignore[assignment]
     owed = 0  # rows the last purge phase removed: the top-up before the next one
 
     def phase(with_purge: bool) -> tuple[float, float, float, str]:
@@ -177,6 +186,7 @@ def main() -> None:
         if not with_purge:
             return (*timed(app, envs), "")
         batches.clear()
+        waits[0] = 0
         stop = threading.Event()  # the proofs ended: the purge ends after its current batch
         outcome: dict[str, object] = {}
 
@@ -200,7 +210,8 @@ def main() -> None:
         held = sorted(seconds for _, seconds in batches)
         note = (
             f"{owed:,} rows in {outcome['seconds']:.1f} s"
-            f"{'' if still else ' (backlog gone first)'}, {len(held)} batches of"
+            f"{'' if still else ' (backlog gone first)'}, {len(held)} batches"
+            f" ({waits[0]} waited for) of"
             f" {statistics.median(rows for rows, _ in batches):.0f} rows:"
             f" {statistics.median(held) * 1e3:.1f} / {held[int(len(held) * 0.99)] * 1e3:.1f}"
             f" / {held[-1] * 1e3:.1f} ms"
@@ -229,6 +240,15 @@ def main() -> None:
         )
     rate = statistics.median(r for r, _ in rows)
     p99 = statistics.median(p for _, p in rows)
+    if owed:
+        old_rows(ctx, client.id, owed)
+    stop = threading.Event()
+    threading.Timer(5.0, stop.set).start()
+    started = time.perf_counter()
+    removed = purge_module.purge(ctx, pause=purge_module.PAUSE, stop=stop, budget=budget)
+    assert removed is not None
+    alone = sum(removed.values()) / (time.perf_counter() - started)
+    print(f"the purge alone (no proofs, 5 s, as idv serve paces it): {alone:,.0f} rows/s")
     verdict = "met" if rate >= 0.9 and p99 <= 1.2 else "NOT met"
     print(
         f"median over {len(rows)} rounds: {rate:.0%} of the rate (goal >= 90 %),"
