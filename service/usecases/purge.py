@@ -64,10 +64,10 @@ log = logging.getLogger("idv.purge")
 
 BATCH = 250
 # SQLite has one writer, and a proof that needs it while a batch holds it waits for the whole
-# batch: the wait lands in the proofs' tail latency (issue 23: p99 at most +20 %, about 0.3 ms
-# on a quiet host). So on SQLite a batch holds the writer for about this long at most: its
-# size halves after a batch that took longer and grows by a quarter (up to ``BATCH``) after
-# one that took less than half (bench/purge_load.py, bench/RESULTS.md).
+# batch. Issue 23 allows "a few milliseconds at a time": a batch's size halves after a batch
+# that held the writer longer than this (not below ``MIN_BATCH``: a transaction's fixed cost,
+# about 0.25 ms, would dominate) and grows by a quarter, up to ``BATCH``, after one that took
+# less than half. How *often* a proof waits is ``YIELD_REST``'s job (bench/RESULTS.md).
 SQLITE_BUDGET = 0.002
 SQLITE_FIRST_BATCH = 100
 MIN_BATCH = 16
