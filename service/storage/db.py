@@ -61,6 +61,10 @@ class FifoLock:
                 return True
         return False
 
+    def waiting(self) -> int:
+        """How many threads are queued for the lock now."""
+        return len(self._waiters)
+
     def release(self) -> None:
         """Hand the lock to the longest waiter, or free it."""
         with self._mutex:
@@ -85,6 +89,10 @@ class FairWriterPool(QueuePool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._turn = FifoLock()
+
+    def waiting(self) -> int:
+        """How many threads are queued for the writer now."""
+        return self._turn.waiting()
 
     def _do_get(self) -> Any:
         if not self._turn.acquire(self._timeout):
