@@ -243,8 +243,8 @@ def main() -> None:
         for i, workers in enumerate(order):
             # Pools sized from what was measured so far (preparing costs ~15 ms a proof, in
             # this process): a pool that runs dry ends its round early, its rate still right.
-            seen = [r.rate / w for w, r in results] or [args.expect]
-            n = max(200, int(max(seen) * workers * args.duration * 1.3))
+            fastest = max([r.rate for _, r in results], default=0.0)
+            n = max(200, int(max(fastest, args.expect * workers) * args.duration * 1.3))
             round_log = tmp / f"serve{i}.log"
             results.append((workers, _round(setup, env, workers, n, args, round_log)))
     finally:
