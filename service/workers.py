@@ -22,8 +22,10 @@ threads it has (``service.affinity``). So the worker count is the number of core
   killed mid-update; ``limits`` has none. Instead the line at start says how many cores are
   left idle and what uses them: ``IDV_REDIS_URL``.
 - **Redis and PostgreSQL: one worker per core** idv may run on (``sched_getaffinity``: a
-  ``taskset`` or cpuset counts, a CPU quota does not). Counters are shared through Redis and
-  every other piece of state is in PostgreSQL, so workers are interchangeable.
+  ``taskset`` or cpuset counts; so does a cgroup v2 CPU quota, e.g. ``docker run --cpus``).
+  Counters are shared through Redis and every other piece of state is in PostgreSQL, so
+  workers are interchangeable. Each worker has its own database pool: PostgreSQL's
+  ``max_connections`` must cover instances x workers x (threads + 2) (bench/RESULTS.md).
 - **Redis and SQLite: at most two.** Correct with any number (the counters are in Redis and
   SQLite serialises writers), but every proof commits, and SQLite has one writer at a time per
   file: more processes mostly wait on each other's write lock. Two keeps the earlier default;
@@ -35,6 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from service import affinity
 from service.domain.errors import ConfigError
@@ -51,9 +54,32 @@ class Plan:
     line: str
 
 
+def cpu_quota(root: Path = Path("/")) -> int | None:
+    """The cores a cgroup v2 CPU quota allows this process (``cpu.max``, rounded up), or
+    ``None`` where none is set or it cannot be read (cgroup v1, not Linux).
+
+    A container limited to 2 CPUs on a 16-core host sees all 16 in its affinity mask; 16
+    GIL-bound workers would then share 2 cores' worth of time, and each would be throttled
+    in turn (a stall of up to the quota period for every request it holds).
+    """
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+        path = next(line[3:] for line in lines if line.startswith("0::"))
+        fields = (root / "sys/fs/cgroup" / path.lstrip("/") / "cpu.max").read_text().split()
+        quota, period = fields[0], int(fields[1])
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    if quota == "max" or not quota.isdigit() or period <= 0:
+        return None
+    return max(1, -(-int(quota) // period))
+
+
 def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity mask), at least 1."""
-    return len(affinity.allowed_cpus()) or os.cpu_count() or 1
+    """The CPUs this process may run on (its affinity mask, and a cgroup v2 quota), at
+    least 1."""
+    cores = len(affinity.allowed_cpus()) or os.cpu_count() or 1
+    quota = cpu_quota()
+    return min(cores, quota) if quota else cores
 
 
 def _cores(n: int) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from service.domain.errors import ConfigError
 from service.settings import Settings
-from service.workers import plan, share_argon2
+from service.workers import cpu_quota, plan, share_argon2
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/x"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -79,3 +79,31 @@ def test_default_argon2_slots_are_split_between_workers_a_set_value_is_kept(tmp_
     chosen = _settings(tmp_path, IDV_ARGON2_CONCURRENCY="3")
     kept = share_argon2(chosen, 4, {"IDV_ARGON2_CONCURRENCY": "3"})
     assert kept.argon2_concurrency == 3
+
+
+def _cgroup(root: Path, cpu_max: str | None, path: str = "/kubepods/pod1") -> Path:
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/cgroup").write_text(f"0::{path}\n")
+    if cpu_max is not None:
+        where = root / "sys/fs/cgroup" / path.lstrip("/")
+        where.mkdir(parents=True)
+        (where / "cpu.max").write_text(cpu_max + "\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cores"),
+    [("200000 100000", 2), ("150000 100000", 2), ("50000 100000", 1), ("max 100000", None)],
+)
+def test_a_cgroup_cpu_quota_counts_as_cores(tmp_path, cpu_max, cores):
+    """``docker run --cpus 1.5`` writes ``150000 100000``: two workers, not one per host core."""
+    assert cpu_quota(_cgroup(tmp_path, cpu_max)) == cores
+
+
+def test_no_readable_quota_is_no_quota(tmp_path):
+    assert cpu_quota(_cgroup(tmp_path / "a", None)) is None  # no cpu.max file
+    assert cpu_quota(tmp_path / "nothing") is None  # no /proc/self/cgroup
+    v1 = tmp_path / "v1" / "proc/self"
+    v1.mkdir(parents=True)
+    (v1 / "cgroup").write_text("4:cpu,cpuacct:/docker/abc\n")
+    assert cpu_quota(tmp_path / "v1") is None  # cgroup v1: not read
