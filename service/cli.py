@@ -67,20 +67,25 @@ def cli() -> None:
     "--workers",
     default=None,
     type=int,
-    help="Processes (default 1 with in-process limits, 2 with IDV_REDIS_URL).",
+    help="Processes (default: 1 without IDV_REDIS_URL, which allows no more; with it, one per"
+    " core on PostgreSQL, at most 2 on SQLite).",
 )
 @click.option("--threads", default=8, show_default=True, type=int)
 def serve(host: str, port: int, workers: int | None, threads: int) -> None:
     """Serve the API with gunicorn."""
+    import os
+
     from gunicorn.app.base import BaseApplication
 
+    from service import workers as worker_plan
     from service.app import create_app, settle_heap
     from service.http.server import configure
 
     settings = _settings()
+    plan = worker_plan.plan(settings, workers, worker_plan.usable_cores())
+    workers = plan.workers
+    settings = worker_plan.share_argon2(settings, workers, os.environ)
     prepare(settings)
-    if workers is None:
-        workers = 2 if settings.redis_url else 1
 
     class _Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -98,6 +103,7 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
             settle_heap()  # start-up objects out of the GC's full collections (short pauses)
             return app
 
+    click.echo(plan.line, err=True)  # how many cores idv uses, and why not more
     click.echo(
         f"idv serving on http://{host}:{port} ({workers} worker(s), {threads} threads)", err=True
     )

@@ -80,14 +80,18 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, seconds: float = 3
 
 @contextmanager
 def running(
-    tmp_path: Path, database_url: str, extra_env: dict[str, str] | None = None
+    tmp_path: Path,
+    database_url: str,
+    extra_env: dict[str, str] | None = None,
+    serve_args: tuple[str, ...] = (),
 ) -> Iterator[Server]:
-    """``idv serve`` with its own data dir (and ``extra_env``) until the block ends."""
+    """``idv serve`` with its own data dir (and ``extra_env``, ``serve_args``) until the block
+    ends."""
     port = free_port()
     env = {**serve_env(tmp_path, database_url), **(extra_env or {})}
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [*IDV, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [*IDV, "serve", "--host", "127.0.0.1", "--port", str(port), *serve_args],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -146,6 +146,14 @@ def test_serve_checkpoints_the_wal_off_the_requests(server, database_url):
     assert seen == 1  # a few pages of WAL, copied without waiting for 1,000
 
 
+def _default_workers(env: dict[str, str]) -> int:
+    """``idv serve``'s worker count without ``--workers`` (tests/unit/test_workers.py)."""
+    from service.settings import Settings
+    from service.workers import plan, usable_cores
+
+    return plan(Settings.from_env(env), None, usable_cores()).workers
+
+
 def _cpus_of_threads(pid: int) -> dict[int, str]:
     """Each thread of ``pid`` and the CPUs it may run on (``Cpus_allowed_list``)."""
     out = {}
@@ -170,7 +178,8 @@ def test_serve_pins_request_threads_to_one_cpu_and_leaves_background_threads_fre
             assert r.status_code in (200, 201), r.text
     log = (server.data_dir.parent / "serve.log").read_text()
     said = re.findall(r"request threads of worker (\d+) on CPU (\d+)", log)
-    workers = 2 if "IDV_REDIS_URL" in server.env else 1  # idv serve's default
+    workers = len(re.findall(r"Booting worker with pid", log))  # idv serve's default
+    assert workers == _default_workers(server.env), log
     assert len(said) == workers, log
     assert len({cpu for _, cpu in said}) == workers, log  # each worker a CPU of its own
     pinned_in_all = 0
