@@ -121,6 +121,9 @@ def main() -> None:
     parser.add_argument("--profile", choices=["totp", "device", "create", "none"], default="none")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument(
+        "--sort", default="cumulative", help="the profile's order: cumulative or tottime"
+    )
+    parser.add_argument(
         "--only", choices=["healthz", "create", "totp", "device"], help="time one request kind"
     )
     parser.add_argument(
@@ -248,7 +251,7 @@ def run(args: argparse.Namespace, crypto: str) -> dict[str, tuple[float, float]]
         if p is not None:
             out = io.StringIO()
             stats = pstats.Stats(p, stream=out)
-            stats.sort_stats("cumulative").print_stats(args.top)
+            stats.sort_stats(args.sort).print_stats(args.top)
             profile_text = out.getvalue() + by_package(stats)
     if args.profile != "none":
         print(profile_text)

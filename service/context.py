@@ -149,6 +149,10 @@ class ServiceContext:
     clock: Callable[[], datetime] = utcnow
     # Bounded argon2 concurrency: a flood of PIN guesses cannot starve other proofs.
     argon2_slots: Argon2Gate = field(default_factory=lambda: Argon2Gate(1))
+    # API keys this process verified, by the hash of the presented key: (client, stored hash).
+    # Only the proof route reads it, and its first statement reads the client row again
+    # (usecases.clients.recognise / confirm), so a revocation still ends a key at once.
+    known_keys: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, *, create_keys: bool = True) -> ServiceContext:

@@ -8,7 +8,7 @@ from service.context import ServiceContext
 from service.domain.errors import Forbidden, InvalidRequest
 from service.domain.text import storable
 from service.storage.clients import ClientRecord
-from service.usecases.clients import authenticate
+from service.usecases.clients import KnownKey, authenticate, recognise
 
 
 def ctx() -> ServiceContext:
@@ -26,6 +26,20 @@ def caller(scope: str | None) -> ClientRecord:
     if scope is not None and scope not in client.scopes:
         raise Forbidden(f"this API key lacks the {scope!r} scope")
     return client
+
+
+def known_caller(scope: str) -> tuple[ClientRecord, KnownKey | None]:
+    """``caller`` for the proof route: a key this process verified before comes from memory,
+    with a ``KnownKey`` that the proof's first statement confirms live (revoked: 401 at once)."""
+    client: ClientRecord | None = g.get("idv_client")
+    known = None
+    if client is None:
+        client, known = recognise(ctx(), request.headers.get("Authorization"))
+        ctx().limits.hit("client", client.id)
+        g.idv_client = client
+    if scope not in client.scopes:
+        raise Forbidden(f"this API key lacks the {scope!r} scope")
+    return client, known
 
 
 def client_ip() -> str | None:

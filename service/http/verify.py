@@ -7,7 +7,7 @@ from dataclasses import asdict
 from flask import Blueprint, Response, jsonify
 
 from service.domain.clock import rfc3339
-from service.http.auth import caller, ctx
+from service.http.auth import caller, ctx, known_caller
 from service.http.body import parse
 from service.http.models import (
     ActivateFactor,
@@ -90,9 +90,9 @@ def challenge(verification_id: str) -> Response:
 @bp.post("/v1/verifications/<verification_id>/proofs")
 def prove(verification_id: str) -> Response:
     """Submit a proof."""
-    client = caller("verify")
+    client, known = known_caller("verify")
     body = parse(Proof)
-    outcome = proofs.prove(ctx(), client, verification_id, body.model_dump())
+    outcome = proofs.prove(ctx(), client, verification_id, body.model_dump(), known)
     return jsonify(
         {
             "verification_id": outcome.verification_id,

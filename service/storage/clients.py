@@ -32,19 +32,25 @@ class ClientRecord:
 
 
 def _record(row) -> ClientRecord:  # type: ignore[no-untyped-def]
+    return record_of(row)
+
+
+def record_of(row, prefix: str = "") -> ClientRecord:  # type: ignore[no-untyped-def]
+    """A client from a row; ``prefix`` when its columns are labelled (``c_id``, ...)."""
     opt = lambda v: as_utc(v) if v is not None else None  # noqa: E731
+    col = lambda name: getattr(row, prefix + name)  # noqa: E731
     return ClientRecord(
-        id=row.id,
-        name=row.name,
-        scopes=tuple(row.scopes.split()),
-        created_at=as_utc(row.created_at),
-        expires_at=opt(row.expires_at),
-        revoked_at=opt(row.revoked_at),
-        last_used_at=opt(row.last_used_at),
-        issuer=row.issuer,
-        sms_regions=frozenset(filter(None, (row.sms_regions or "").split(","))),
-        webauthn_rp_id=row.webauthn_rp_id,
-        webauthn_origins=tuple(json.loads(row.webauthn_origins or "[]")),
+        id=col("id"),
+        name=col("name"),
+        scopes=tuple(col("scopes").split()),
+        created_at=as_utc(col("created_at")),
+        expires_at=opt(col("expires_at")),
+        revoked_at=opt(col("revoked_at")),
+        last_used_at=opt(col("last_used_at")),
+        issuer=col("issuer"),
+        sms_regions=frozenset(filter(None, (col("sms_regions") or "").split(","))),
+        webauthn_rp_id=col("webauthn_rp_id"),
+        webauthn_origins=tuple(json.loads(col("webauthn_origins") or "[]")),
     )
 
 

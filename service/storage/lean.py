@@ -40,8 +40,11 @@ class _Plan:
     sql: str
     positional: tuple[str, ...] | None  # bind names in order (qmark), None for named styles
     defaults: dict[str, Any]  # literal values SQLAlchemy bound itself (``status = 'pending'``)
-    binds: dict[str, Callable[[Any], Any]]
-    results: tuple[Callable[[Any], Any] | None, ...]
+    binds: tuple[tuple[str, Callable[[Any], Any]], ...]
+    # Only the columns that need a result processor (SQLite datetimes, JSON...), by position:
+    # most columns are plain text or integers, and a call per column of every row was the
+    # largest Python cost of reading one (bench/RESULTS.md, 125 calls per proof).
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]
     row: Any  # a namedtuple class: rows read by attribute (``row.seq``) or unpacked
 
 
@@ -68,8 +71,10 @@ class Lean:
                     for name, bind in compiled.binds.items()
                     if not bind.required and name in compiled.bind_names.values()
                 },
-                binds=dict(compiled._bind_processors),
-                results=results,
+                binds=tuple(compiled._bind_processors.items()),
+                results=tuple(
+                    (i, process) for i, process in enumerate(results) if process is not None
+                ),
                 row=namedtuple("LeanRow", [c[0] for c in compiled._result_columns], rename=True),  # type: ignore[misc]
             )
             self._plans[dialect.name] = plan
@@ -77,10 +82,11 @@ class Lean:
 
     def _run(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, _Plan]:
         plan = self._plan(conn.dialect)
-        values = {**plan.defaults, **params}
-        for name, process in plan.binds.items():
-            if values.get(name) is not None:
-                values[name] = process(values[name])
+        values = {**plan.defaults, **params} if plan.defaults else dict(params)
+        for name, process in plan.binds:
+            value = values.get(name)
+            if value is not None:
+                values[name] = process(value)
         args: Any = values if plan.positional is None else [values[n] for n in plan.positional]
         if not conn.in_transaction():
             conn.begin()  # what Connection.execute's autobegin does
@@ -100,10 +106,13 @@ class Lean:
         return cursor, plan
 
     def _row(self, plan: _Plan, row: Any) -> Any:
-        return plan.row._make(
-            value if process is None or value is None else process(value)
-            for value, process in zip(row, plan.results, strict=True)
-        )
+        if plan.results:
+            row = list(row)
+            for i, process in plan.results:
+                value = row[i]
+                if value is not None:
+                    row[i] = process(value)
+        return plan.row._make(row)
 
     def all(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Every row: named tuples in the statement's column order."""

@@ -9,9 +9,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from service.domain.clock import as_utc
+from service.storage import clients as client_store
+from service.storage.clients import ClientRecord
 from service.storage.lean import Lean
 from service.storage.subjects import SubjectRecord, record_of
-from service.storage.tables import subject_events, subjects, verifications
+from service.storage.tables import clients, subject_events, subjects, verifications
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,27 @@ _WITH_SUBJECT = (
 # PostgreSQL: lock the verification row only; the subject row is read, not locked.
 _WITH_SUBJECT_FOR_UPDATE = Lean(_WITH_SUBJECT.with_for_update(of=verifications))
 _WITH_SUBJECT_READ = Lean(_WITH_SUBJECT)
+
+
+# The same with the caller's client row (and its stored key hash), for a proof whose API key
+# this process knew: its revocation and expiry are read here, not in a statement of their own.
+_WITH_CLIENT = _WITH_SUBJECT.add_columns(*[c.label(f"c_{c.name}") for c in clients.c]).join(
+    clients, clients.c.id == verifications.c.client_id
+)
+_WITH_CLIENT_FOR_UPDATE = Lean(_WITH_CLIENT.with_for_update(of=verifications))
+_WITH_CLIENT_READ = Lean(_WITH_CLIENT)
+
+
+def get_with_subject_and_client(
+    conn: Connection, client_id: str, verification_id: str, *, for_update: bool = False
+) -> tuple[VerificationRecord, SubjectRecord, ClientRecord, str] | None:
+    """``get_with_subject`` and the verification's client as stored now, with its key hash."""
+    query = _WITH_CLIENT_FOR_UPDATE if for_update else _WITH_CLIENT_READ
+    row = query.first(conn, {"id": verification_id, "client_id": client_id})
+    if row is None:
+        return None
+    client = client_store.record_of(row, prefix="c_")
+    return _record(row), record_of(row, prefix="s_"), client, row.c_key_hash
 
 
 def get_with_subject(

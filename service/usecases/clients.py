@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
+
+from sqlalchemy import Connection
 
 from service.context import ServiceContext
 from service.crypto import profile as crypto_profile
@@ -67,17 +70,27 @@ def create_client(
     return record, key
 
 
+def _presented(authorization: str | None) -> str:
+    """The API key of ``Authorization: Bearer <key>``, or ``Unauthorized``."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Unauthorized("an Authorization: Bearer <api key> header is required")
+    key = authorization[len("Bearer ") :].strip()
+    if not key.startswith(KEY_PREFIX) or len(key) > 128:
+        raise Unauthorized("invalid API key")
+    return key
+
+
 def authenticate(ctx: ServiceContext, authorization: str | None) -> ClientRecord:
     """Resolve ``Authorization: Bearer <key>`` to a live client or raise ``Unauthorized``.
 
     Revocation and expiry are read from the database on every request, so a revoked key
     fails at once on every instance.
     """
-    if not authorization or not authorization.startswith("Bearer "):
-        raise Unauthorized("an Authorization: Bearer <api key> header is required")
-    key = authorization[len("Bearer ") :].strip()
-    if not key.startswith(KEY_PREFIX) or len(key) > 128:
-        raise Unauthorized("invalid API key")
+    return _verified(ctx, _presented(authorization))[0]
+
+
+def _verified(ctx: ServiceContext, key: str) -> tuple[ClientRecord, str]:
+    """The live client of ``key`` and its key hash as stored, read now."""
     now = ctx.clock()
     # One autocommit read per request: no BEGIN/COMMIT round trips on the hot path.
     # A key is found under the hash of the profile it was issued under (API.md: API-key hashes
@@ -85,7 +98,8 @@ def authenticate(ctx: ServiceContext, authorization: str | None) -> ClientRecord
     mine = ctx.settings.crypto_profile
     with read_only(ctx.engine) as conn:
         for profile in (mine, *(p for p in crypto_profile.PROFILES if p != mine)):
-            client = store.by_key_hash(conn, hash_api_key(key, profile))
+            stored = hash_api_key(key, profile)
+            client = store.by_key_hash(conn, stored)
             if client is not None:
                 break
     if client is None or client.revoked_at is not None:
@@ -95,4 +109,65 @@ def authenticate(ctx: ServiceContext, authorization: str | None) -> ClientRecord
     if client.last_used_at is None or (now - client.last_used_at).total_seconds() > 60:
         with ctx.engine.begin() as conn:  # last use, written at most once a minute
             store.touch(conn, client.id, now)
+    return client, stored
+
+
+# Enough for every tenant of a deployment; past it the map starts over (each key is then
+# verified by its own read once more), so that presented keys cannot grow memory without bound.
+KNOWN_KEYS_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    """An API key this process verified before, taken from memory: not yet proven live.
+
+    Whoever accepts it must read the client row again before acting on the request, in a
+    statement it runs anyway (``confirm``): the proof's first statement joins it. That keeps
+    the rule that a revoked key fails at once on every instance (THREATS.md: keys revocable),
+    while the proof route saves the key's own read and connection.
+    """
+
+    cache_key: str  # the presented key's hash under the running profile
+    stored_hash: str  # the hash the client row holds (maybe under another profile)
+
+
+def recognise(
+    ctx: ServiceContext, authorization: str | None
+) -> tuple[ClientRecord, KnownKey | None]:
+    """``authenticate``, but a key verified before in this process comes from memory, with a
+    ``KnownKey`` that the caller must ``confirm``; a key read now comes with None."""
+    key = _presented(authorization)
+    cache_key = hash_api_key(key, ctx.settings.crypto_profile)
+    known = ctx.known_keys.get(cache_key)
+    if known is not None:
+        return known[0], KnownKey(cache_key, known[1])
+    client, stored = _verified(ctx, key)
+    if len(ctx.known_keys) >= KNOWN_KEYS_MAX:
+        ctx.known_keys.clear()
+    ctx.known_keys[cache_key] = (client, stored)
+    return client, None
+
+
+def confirm(
+    ctx: ServiceContext,
+    conn: Connection,
+    known: KnownKey,
+    row: tuple[ClientRecord, str] | None,
+    now: datetime,
+) -> ClientRecord:
+    """The client of a ``KnownKey`` as the database holds it now (``row``: the client and its
+    stored key hash, read in the request's own statement; None: look it up by the hash here),
+    or ``Unauthorized`` as ``authenticate`` would answer: revoked, reissued or expired."""
+    if row is None:
+        found = store.by_key_hash(conn, known.stored_hash)
+        row = (found, known.stored_hash) if found is not None else None
+    if row is None or row[0].revoked_at is not None or row[1] != known.stored_hash:
+        ctx.known_keys.pop(known.cache_key, None)
+        raise Unauthorized("invalid API key")
+    client = row[0]
+    if client.expires_at is not None and client.expires_at <= now:
+        ctx.known_keys.pop(known.cache_key, None)
+        raise Unauthorized("API key expired")
+    if client.last_used_at is None or (now - client.last_used_at).total_seconds() > 60:
+        store.touch(conn, client.id, now)  # at most once a minute, in the request's transaction
     return client

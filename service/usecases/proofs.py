@@ -35,6 +35,7 @@ from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
 from service.usecases import notify, recovery
 from service.usecases.attested import watch_accepted
+from service.usecases.clients import KnownKey
 from service.usecases.factor_ports import Port
 from service.usecases.subjects import subject_ref
 from service.usecases.verifications import (
@@ -42,6 +43,7 @@ from service.usecases.verifications import (
     deny,
     lock_subject_if_repeated,
     pending,
+    pending_for_key,
     pending_with_subject,
     remaining,
     still_open,
@@ -79,11 +81,20 @@ def _load(
     now: datetime,
     *,
     for_update: bool,
+    known: KnownKey | None = None,
 ) -> _Attempt:
-    """Read the verification, its subject, the policy's current options and the candidates."""
-    record, subject = pending_with_subject(
-        conn, client, verification_id, now, for_update=for_update
-    )
+    """Read the verification, its subject, the policy's current options and the candidates.
+
+    ``known``: the caller's API key came from this process's memory; the first statement reads
+    the client row too and the key must still be live, else 401 (usecases.clients.confirm)."""
+    if known is None:
+        record, subject = pending_with_subject(
+            conn, client, verification_id, now, for_update=for_update
+        )
+    else:
+        record, subject, client = pending_for_key(
+            ctx, conn, client, known, verification_id, now, for_update=for_update
+        )
     check_lock(subject, now)
     snap = subject_store.snapshot(conn, subject)
     active = [f for f in snap.factors if f.status == "active"]
@@ -106,7 +117,11 @@ def _load(
 
 
 def prove(
-    ctx: ServiceContext, client: ClientRecord, verification_id: str, proof: dict[str, Any]
+    ctx: ServiceContext,
+    client: ClientRecord,
+    verification_id: str,
+    proof: dict[str, Any],
+    known: KnownKey | None = None,
 ) -> ProofOutcome:
     """Check one proof and move the verification on, atomically.
 
@@ -114,6 +129,7 @@ def prove(
     one commit). A factor with a ``slow_hash`` verifier (the PIN) reads first, runs argon2
     outside any transaction, then records the outcome, so slow hashing never holds a lock.
     The factor's own ``verify`` hook judges the proof; the order around it is decided here.
+    ``known``: see ``_load``.
     """
     spec = registry.spec(proof.get("factor"))
     if spec is None:
@@ -128,8 +144,11 @@ def prove(
         # A place in the argon2 gate first: when a PIN flood fills it, 429 before any work.
         with ctx.argon2_slots.admission():
             with ctx.engine.connect() as conn:
-                attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=False)
+                attempt = _load(
+                    ctx, conn, client, verification_id, factor, now, for_update=False, known=known
+                )
                 conn.commit()
+            client = attempt.client or client  # as read now, when the key came from memory
             if attempt.options:
                 rules, taken = _throttle(ctx, client, attempt, spec)
                 # No transaction is open: the verifier gets a port without storage.
@@ -139,7 +158,10 @@ def prove(
                     outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
     else:
         with ctx.engine.begin() as conn:
-            attempt = _load(ctx, conn, client, verification_id, factor, now, for_update=True)
+            attempt = _load(
+                ctx, conn, client, verification_id, factor, now, for_update=True, known=known
+            )
+            client = attempt.client or client  # as read now, when the key came from memory
             if attempt.options:
                 rules, taken = _throttle(ctx, client, attempt, spec)
                 port = Port(ctx, client, now, conn)

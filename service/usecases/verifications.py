@@ -28,6 +28,7 @@ from service.storage import verifications as store
 from service.storage.clients import ClientRecord
 from service.storage.subjects import SubjectRecord
 from service.storage.verifications import VerificationRecord
+from service.usecases.clients import KnownKey, confirm
 from service.usecases.recovery import shown_status
 from service.usecases.signals import PulledSignals, pull, subject_state
 from service.usecases.subjects import find, phone_of, subject_ref
@@ -176,6 +177,28 @@ def pending_with_subject(
         raise NotFound("no such verification")
     _must_be_pending(conn, found[0], now)
     return found
+
+
+def pending_for_key(
+    ctx: ServiceContext,
+    conn: Connection,
+    client: ClientRecord,
+    known: KnownKey,
+    verification_id: str,
+    now: datetime,
+    *,
+    for_update: bool = False,
+) -> tuple[VerificationRecord, SubjectRecord, ClientRecord]:
+    """``pending_with_subject`` for a caller whose API key came from memory: the same statement
+    reads the client row, and the key is confirmed live before anything else (401 before 404)."""
+    found = store.get_with_subject_and_client(
+        conn, client.id, verification_id, for_update=for_update
+    )
+    fresh = confirm(ctx, conn, known, (found[2], found[3]) if found else None, now)
+    if found is None:
+        raise NotFound("no such verification")
+    _must_be_pending(conn, found[0], now)
+    return found[0], found[1], fresh
 
 
 def _must_be_pending(conn: Connection, record: VerificationRecord, now: datetime) -> None:
