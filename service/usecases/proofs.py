@@ -56,6 +56,8 @@ class _Attempt(ports.Attempt):
 
     record: VerificationRecord
     subject: SubjectRecord
+    # The client as the first statement read it now, when its API key came from memory.
+    client: ClientRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ def _load(
         [f for f in active if f.type == factor],
         live,
         subject_ref(ctx, client.id, subject.subject_id),
+        client,
     )
 
 
