@@ -102,14 +102,26 @@ def _verified(ctx: ServiceContext, key: str) -> tuple[ClientRecord, str]:
             client = store.by_key_hash(conn, stored)
             if client is not None:
                 break
+    client = _live(client, now)
+    if _touch_due(client, now):
+        with ctx.engine.begin() as conn:  # last use, written at most once a minute
+            store.touch(conn, client.id, now)
+    return client, stored
+
+
+def _live(client: ClientRecord | None, now: datetime) -> ClientRecord:
+    """``client`` if its key may be used now, else ``Unauthorized``: unknown, revoked or
+    expired (both key paths, read now and from memory, answer alike)."""
     if client is None or client.revoked_at is not None:
         raise Unauthorized("invalid API key")
     if client.expires_at is not None and client.expires_at <= now:
         raise Unauthorized("API key expired")
-    if client.last_used_at is None or (now - client.last_used_at).total_seconds() > 60:
-        with ctx.engine.begin() as conn:  # last use, written at most once a minute
-            store.touch(conn, client.id, now)
-    return client, stored
+    return client
+
+
+def _touch_due(client: ClientRecord, now: datetime) -> bool:
+    """Whether the client's last use is due to be written (at most once a minute)."""
+    return client.last_used_at is None or (now - client.last_used_at).total_seconds() > 60
 
 
 # Enough for every tenant of a deployment; past it the map starts over (each key is then
@@ -161,13 +173,11 @@ def confirm(
     if row is None:
         found = store.by_key_hash(conn, known.stored_hash)
         row = (found, known.stored_hash) if found is not None else None
-    if row is None or row[0].revoked_at is not None or row[1] != known.stored_hash:
+    try:  # a reissued key's row holds another hash: the key presented is no longer its key
+        client = _live(row[0] if row and row[1] == known.stored_hash else None, now)
+    except Unauthorized:
         ctx.known_keys.pop(known.cache_key, None)
-        raise Unauthorized("invalid API key")
-    client = row[0]
-    if client.expires_at is not None and client.expires_at <= now:
-        ctx.known_keys.pop(known.cache_key, None)
-        raise Unauthorized("API key expired")
-    if client.last_used_at is None or (now - client.last_used_at).total_seconds() > 60:
-        store.touch(conn, client.id, now)  # at most once a minute, in the request's transaction
+        raise
+    if _touch_due(client, now):
+        store.touch(conn, client.id, now)  # in the request's transaction
     return client
