@@ -11,13 +11,16 @@ from service.context import ServiceContext
 from service.settings import Settings
 
 MAX_BODY_BYTES = 1024 * 1024  # API.md: request bodies are limited to 1 MiB
+# Every answer: never cached (an assertion or a factor secret in a shared cache), and no
+# content sniffing (OWASP ASVS 5.0 V3.4). The proof route's fast path sends the same.
+SECURITY_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 
 
 def create_app(settings: Settings | None = None, *, context: ServiceContext | None = None) -> Flask:
     """Build the Flask app from settings (read from ``IDV_*`` when omitted)."""
     from service.domain.errors import InvalidRequest
     from service.domain.text import storable
-    from service.http import errors, idempotency, openapi, ops, subjects, verify
+    from service.http import errors, fast, idempotency, openapi, ops, subjects, verify
 
     if context is None:
         context = ServiceContext.build(settings or Settings.from_env())
@@ -42,10 +45,12 @@ def create_app(settings: Settings | None = None, *, context: ServiceContext | No
 
     @app.after_request
     def _headers(response):  # type: ignore[no-untyped-def]
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.setdefault(*SECURITY_HEADERS[0])
+        response.headers[SECURITY_HEADERS[1][0]] = SECURITY_HEADERS[1][1]
         return response
 
+    if context.settings.fast_proofs:  # issue 24: the proof route without Flask's machinery
+        app.wsgi_app = fast.FastProofs(app, app.wsgi_app, SECURITY_HEADERS)  # type: ignore[method-assign]
     return app
 
 

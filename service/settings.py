@@ -138,6 +138,7 @@ class Settings:
     log_level: str = "INFO"
     trust_proxy: bool = False
     pin_threads: bool = True
+    fast_proofs: bool = True  # the proof route's WSGI fast path (service.http.fast)
     client_timeout: int = 10
     rate_limits: tuple[tuple[str, str], ...] = ()
     carrier_url: str | None = None
@@ -230,6 +231,7 @@ class Settings:
             log_level=level,
             trust_proxy=(env.get("IDV_TRUST_PROXY") or "").lower() in {"1", "true", "yes"},
             pin_threads=_switch(env, "IDV_PIN_THREADS", True),
+            fast_proofs=_switch(env, "IDV_FAST_PROOFS", True),
             # A connection silent this long mid-request is dropped (http.server).
             client_timeout=_int(env, "IDV_CLIENT_TIMEOUT", 10, 1, 300),
             rate_limits=rate_limits,

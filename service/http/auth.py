@@ -32,11 +32,22 @@ def known_caller(scope: str) -> tuple[ClientRecord, KnownKey | None]:
     """``caller`` for the proof route: a key this process verified before comes from memory,
     with a ``KnownKey`` that the proof's first statement confirms live (revoked: 401 at once)."""
     client: ClientRecord | None = g.get("idv_client")
-    known = None
-    if client is None:
-        client, known = recognise(ctx(), request.headers.get("Authorization"))
-        ctx().limits.hit("client", client.id)
-        g.idv_client = client
+    if client is not None:
+        if scope not in client.scopes:
+            raise Forbidden(f"this API key lacks the {scope!r} scope")
+        return client, None
+    return recognised(ctx(), request.headers.get("Authorization"), scope, g)
+
+
+def recognised(
+    service: ServiceContext, authorization: str | None, scope: str, seen: object
+) -> tuple[ClientRecord, KnownKey | None]:
+    """The key's client (from memory when verified before), counted against its ``client``
+    limit and set as ``seen.idv_client`` (the access log names it), then the scope check.
+    Shared by ``known_caller`` and the proof route's WSGI fast path (``service.http.fast``)."""
+    client, known = recognise(service, authorization)
+    service.limits.hit("client", client.id)
+    seen.idv_client = client  # type: ignore[attr-defined]
     if scope not in client.scopes:
         raise Forbidden(f"this API key lacks the {scope!r} scope")
     return client, known

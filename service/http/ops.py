@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from prometheus_client import (
@@ -81,23 +82,31 @@ def install_metrics(app: Flask) -> None:
     def _start() -> None:
         g.idv_started = time.perf_counter()
 
+    def record(method: str, route: str, status: int, started: float | None, client: Any) -> None:
+        """Count one answered request (also called by the proof route's WSGI fast path)."""
+        method = method if method in _METHODS else "other"
+        elapsed = time.perf_counter() - started if started is not None else None
+        if elapsed is not None:
+            latency.labels(method, route).observe(elapsed)
+        requests_total.labels(method, route, str(status)).inc()
+        # The route template, never the raw path or body: no subject id, phone or code in logs.
+        if access.isEnabledFor(logging.INFO):
+            access.info(
+                "%s %s %s %.1fms client=%s",
+                method,
+                route,
+                status,
+                elapsed * 1000 if elapsed is not None else 0.0,
+                client.id if client else "-",
+            )
+
+    app.extensions["idv_record_request"] = record
+
     @app.after_request
     def _count(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "<unmatched>"
-        method = request.method if request.method in _METHODS else "other"
-        started = g.get("idv_started")
-        if started is not None:
-            latency.labels(method, route).observe(time.perf_counter() - started)
-        requests_total.labels(method, route, str(response.status_code)).inc()
-        # The route template, never the raw path or body: no subject id, phone or code in logs.
-        client = g.get("idv_client")
-        access.info(
-            "%s %s %s %.1fms client=%s",
-            method,
-            route,
-            response.status_code,
-            (time.perf_counter() - started) * 1000 if started else 0.0,
-            client.id if client else "-",
+        record(
+            request.method, route, response.status_code, g.get("idv_started"), g.get("idv_client")
         )
         return response
 

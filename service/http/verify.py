@@ -93,17 +93,20 @@ def prove(verification_id: str) -> Response:
     client, known = known_caller("verify")
     body = parse(Proof)
     outcome = proofs.prove(ctx(), client, verification_id, body.model_dump(), known)
-    return jsonify(
-        {
-            "verification_id": outcome.verification_id,
-            "status": outcome.status,
-            "accepted": outcome.accepted,
-            "satisfied": outcome.satisfied,
-            "assertion": outcome.assertion,
-            **({"ready_at": rfc3339(outcome.ready_at)} if outcome.ready_at else {}),
-            "attempts_left": outcome.attempts_left,
-        }
-    )
+    return jsonify(proof_answer(outcome))
+
+
+def proof_answer(outcome: proofs.ProofOutcome) -> dict:
+    """The proof route's JSON answer (also the WSGI fast path's, ``service.http.fast``)."""
+    return {
+        "verification_id": outcome.verification_id,
+        "status": outcome.status,
+        "accepted": outcome.accepted,
+        "satisfied": outcome.satisfied,
+        "assertion": outcome.assertion,
+        **({"ready_at": rfc3339(outcome.ready_at)} if outcome.ready_at else {}),
+        "attempts_left": outcome.attempts_left,
+    }
 
 
 @bp.post("/v1/verifications/<verification_id>/cancel")

@@ -1,0 +1,143 @@
+"""``POST /v1/verifications/{id}/proofs`` without Flask's per-request machinery.
+
+The proof route is the hot path (issue 24). Flask and werkzeug cost a proof about a fifth of
+its Python: a request context, URL matching, six hooks, a ``Request`` and a ``Response``
+object and their header structures. This WSGI middleware answers the route's ordinary
+requests itself and hands every other request to Flask unchanged.
+
+What it keeps of the Flask route, in the same order (``service.http.verify.prove``):
+
+- the caller: ``auth.recognised`` (a known key from memory, confirmed live in the proof's
+  first statement; the ``client`` limit; the ``verify`` scope);
+- the body: ``body.decode_object`` and ``body.validate`` with the route's ``Proof`` model;
+- the use case ``proofs.prove`` (the one place that orders the security checks), and the
+  route's answer (``verify.proof_answer``) serialised by the app's JSON provider;
+- the headers every answer gets (``app.SECURITY_HEADERS``) and the metrics and access log
+  (``ops.install_metrics``'s ``record``).
+
+Every error, whatever raised it, is answered by Flask itself: a request context is built for
+the same environ and the app's own error handlers and ``after_request`` hooks run, so a 400,
+401, 404, 409, 429 or 500 is byte for byte what the Flask route answers.
+
+What it hands to Flask before doing anything: another method or path, a path id outside
+``[A-Za-z0-9_-]`` (Flask's path checks apply), an ``Idempotency-Key`` (the claim and replay
+hooks), a body without a ``Content-Length`` or over the 1 MiB limit, chunked bodies, and a
+Content-Type other than ``application/json``. ``IDV_FAST_PROOFS=0`` turns it off.
+tests/http/test_fast_proofs.py runs the route's answers both ways and compares them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask, g
+from werkzeug.exceptions import RequestTimeout
+
+from service.http import auth, body, verify
+from service.http.models import Proof
+from service.usecases import proofs
+
+PATH = re.compile(r"/v1/verifications/([A-Za-z0-9_-]{1,128})/proofs")
+ROUTE = "/v1/verifications/<verification_id>/proofs"  # the metrics label, as Flask's rule
+MAX_BODY = 1024 * 1024  # app.MAX_BODY_BYTES: larger bodies go to Flask (its 413)
+
+StartResponse = Callable[..., Any]
+Wsgi = Callable[[dict, StartResponse], Iterable[bytes]]
+
+
+class _Seen:
+    """Where ``auth.recognised`` leaves the client (Flask's ``g`` on the Flask route)."""
+
+    idv_client: Any = None
+
+
+class FastProofs:
+    """WSGI middleware: the proof route's ordinary requests, answered without Flask."""
+
+    def __init__(self, app: Flask, flask_wsgi: Wsgi, headers: tuple[tuple[str, str], ...]) -> None:
+        self.app = app
+        self.flask_wsgi = flask_wsgi
+        self.headers = headers
+
+    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        raw = self._raw(environ)
+        if raw is None:
+            return self.flask_wsgi(environ, start_response)
+        verification_id, length = raw
+        started = time.perf_counter()
+        seen = _Seen()
+        try:
+            stream = environ["wsgi.input"]
+            service = self.app.extensions["idv"]
+            client, known = auth.recognised(
+                service, environ.get("HTTP_AUTHORIZATION"), "verify", seen
+            )
+            try:
+                data = stream.read(length) if length else b""
+            except OSError:  # the body stopped arriving (IDV_CLIENT_TIMEOUT) or the client left
+                raise RequestTimeout() from None
+            if len(data) < length:  # werkzeug's ClientDisconnected: the same 408
+                raise RequestTimeout()
+            proof = body.validate(Proof, body.decode_object(data, "application/json"))
+            outcome = proofs.prove(service, client, verification_id, proof.model_dump(), known)
+            payload = (self.app.json.dumps(verify.proof_answer(outcome)) + "\n").encode()
+        except Exception as exc:  # noqa: BLE001 - answered by the app's own handlers below
+            return self._flask_error(environ, start_response, exc, started, seen.idv_client)
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(payload))),
+                *self.headers,
+            ],
+        )
+        self.app.extensions["idv_record_request"]("POST", ROUTE, 200, started, seen.idv_client)
+        return [payload]
+
+    @staticmethod
+    def _raw(environ: dict) -> tuple[str, int] | None:
+        """The verification id and body length when the fast path takes this request."""
+        if environ.get("REQUEST_METHOD") != "POST":
+            return None
+        match = PATH.fullmatch(environ.get("PATH_INFO", ""))
+        if match is None or "HTTP_IDEMPOTENCY_KEY" in environ:
+            return None
+        if "HTTP_TRANSFER_ENCODING" in environ:
+            return None
+        kind = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+        if kind != "application/json":
+            return None
+        length = environ.get("CONTENT_LENGTH", "")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            return None
+        return match.group(1), int(length)
+
+    def _flask_error(
+        self,
+        environ: dict,
+        start_response: StartResponse,
+        exc: Exception,
+        started: float,
+        client: Any,
+    ) -> Iterable[bytes]:
+        """Answer ``exc`` as the Flask route would: the app's handlers and hooks, in a request
+        context of the same environ (as ``Flask.wsgi_app`` does for an error in a view)."""
+        app = self.app
+        ctx = app.request_context(environ)
+        ctx.push()
+        error: BaseException | None = None
+        try:
+            g.idv_started = started
+            if client is not None:
+                g.idv_client = client
+            try:
+                response = app.finalize_request(app.handle_user_exception(exc))
+            except Exception as again:  # noqa: BLE001 - Flask.wsgi_app's own fallback
+                error = again
+                response = app.handle_exception(again)
+            return response(environ, start_response)  # type: ignore[no-any-return]
+        finally:
+            ctx.pop(error)

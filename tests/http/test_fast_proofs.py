@@ -1,0 +1,179 @@
+"""The proof route's WSGI fast path answers exactly what the Flask route answers (issue 24:
+"a leaner hot route is approved wherever a test shows the behaviour is unchanged").
+
+Two apps over one service and database: ``fast`` (the default, ``service.http.fast``) and
+``flask`` (``IDV_FAST_PROOFS=0``). Each case runs once on each app on its own fresh
+verification and compares the status, the JSON body (an assertion's presence, not its
+signature) and the headers a caller may rely on. The fast app counts what it handed to Flask,
+so a fast path that took nothing (and so compared Flask with itself) fails too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from service.app import create_app
+from service.http.fast import FastProofs
+from service.usecases.clients import create_client
+
+HEADERS = ("Content-Type", "Cache-Control", "X-Content-Type-Options", "Retry-After", "Allow")
+
+
+@pytest.fixture
+def apps(ctx):  # type: ignore[no-untyped-def]
+    """(fast, flask) test clients over ``ctx``, and the list of requests fast handed on."""
+    fast = create_app(context=ctx)
+    assert isinstance(fast.wsgi_app, FastProofs)
+    handed: list[str] = []
+    flask_wsgi = fast.wsgi_app.flask_wsgi
+
+    def counting(environ, start_response):  # type: ignore[no-untyped-def]
+        if environ["PATH_INFO"].endswith("/proofs"):
+            handed.append(environ["PATH_INFO"])
+        return flask_wsgi(environ, start_response)
+
+    fast.wsgi_app.flask_wsgi = counting
+    on = ctx.settings
+    ctx.settings = dataclasses.replace(on, fast_proofs=False)
+    try:
+        slow = create_app(context=ctx)
+    finally:
+        ctx.settings = on
+    assert not isinstance(slow.wsgi_app, FastProofs)
+    for app in (fast, slow):
+        app.config["TESTING"] = True
+    return fast.test_client(), slow.test_client(), handed
+
+
+def _answer(response, vid: str) -> tuple:  # type: ignore[no-untyped-def]
+    text = response.get_data(as_text=True).replace(vid, "<vid>")
+    body = json.loads(text) if response.is_json else text
+    if isinstance(body, dict) and body.get("assertion"):
+        body["assertion"] = "<signed>"
+    headers = {name: response.headers.get(name) for name in HEADERS}
+    return response.status_code, body, headers, response.data.endswith(b"\n")
+
+
+def _both(user, apps, send):  # type: ignore[no-untyped-def]
+    """Run ``send(client, vid)`` on each app with a fresh login verification; both answers."""
+    answers = []
+    for client in apps[:2]:
+        user.advance(30)  # a fresh TOTP step for each: a code is used once
+        vid = user.start("login").json["verification_id"]
+        answers.append(_answer(send(client, vid), vid))
+    return answers
+
+
+def _post(client, vid, auth, *, data=None, json_body=None, content_type="application/json"):  # type: ignore[no-untyped-def]
+    if json_body is not None:
+        data = json.dumps(json_body)
+    return client.post(
+        f"/v1/verifications/{vid}/proofs", data=data, headers=auth, content_type=content_type
+    )
+
+
+def test_every_answer_is_the_flask_routes(user, apps, auth, ctx):  # type: ignore[no-untyped-def]
+    user.add_totp()
+    fast, slow, handed = apps
+    reader = {"Authorization": f"Bearer {create_client(ctx, 'reader', ['carrier'])[1]}"}
+    cases = {
+        "accepted": lambda c, v: _post(
+            c, v, auth, json_body={"factor": "totp", "code": user.totp_code()}
+        ),
+        "wrong code": lambda c, v: _post(
+            c, v, auth, json_body={"factor": "totp", "code": "000000"}
+        ),
+        "no key": lambda c, v: _post(c, v, {}, json_body={"factor": "totp", "code": "1"}),
+        "bad key": lambda c, v: _post(
+            c, v, {"Authorization": "Bearer idv_nope"}, json_body={"factor": "totp", "code": "1"}
+        ),
+        "other scope": lambda c, v: _post(c, v, reader, json_body={"factor": "totp", "code": "1"}),
+        "unknown id": lambda c, v: _post(
+            c, "v_nope", auth, json_body={"factor": "totp", "code": "1"}
+        ),
+        "not JSON": lambda c, v: _post(c, v, auth, data=b"{nope"),
+        "an array": lambda c, v: _post(c, v, auth, data=b"[]"),
+        "repeated name": lambda c, v: _post(
+            c, v, auth, data=b'{"factor": "totp", "factor": "knowledge", "code": "1"}'
+        ),
+        "NaN": lambda c, v: _post(c, v, auth, data=b'{"factor": "totp", "code": NaN}'),
+        "a NUL": lambda c, v: _post(c, v, auth, data=b'{"factor": "totp", "code": "\\u0000"}'),
+        "empty body": lambda c, v: _post(c, v, auth, data=b""),
+        "no code": lambda c, v: _post(c, v, auth, json_body={"factor": "totp"}),
+        "unknown factor": lambda c, v: _post(c, v, auth, json_body={"factor": "iris", "code": "1"}),
+        "extra member": lambda c, v: _post(
+            c, v, auth, json_body={"factor": "totp", "code": "1", "x": 1}
+        ),
+        "factor not allowed": lambda c, v: _post(
+            c, v, auth, json_body={"factor": "knowledge", "secret": "739184"}
+        ),
+        "charset": lambda c, v: _post(
+            c,
+            v,
+            auth,
+            json_body={"factor": "totp", "code": user.totp_code()},
+            content_type="application/json; charset=utf-8",
+        ),
+    }
+    handed_on = []
+    for name, send in cases.items():
+        before = len(handed)
+        with_fast, with_flask = _both(user, apps, send)
+        assert with_fast == with_flask, name
+        if len(handed) > before:
+            handed_on.append(name)
+    assert handed_on == ["empty body"]  # the test client sends no Content-Length for b""
+    accepted = _both(user, apps, cases["accepted"])[0]
+    assert accepted[0] == 200 and accepted[1]["status"] == "satisfied"
+    assert accepted[2]["Cache-Control"] == "no-store"
+    assert accepted[2]["X-Content-Type-Options"] == "nosniff"
+
+
+def test_what_it_leaves_to_flask_gets_flasks_answer(user, apps, auth):  # type: ignore[no-untyped-def]
+    user.add_totp()
+    fast, slow, handed = apps
+    cases = {
+        "text/plain": lambda c, v: _post(c, v, auth, data=b"{}", content_type="text/plain"),
+        "a path id with a dot": lambda c, v: _post(
+            c, "v.1", auth, json_body={"factor": "totp", "code": "1"}
+        ),
+        "over 1 MiB": lambda c, v: _post(c, v, auth, data=b" " * (1024 * 1024 + 1)),
+        "GET": lambda c, v: c.get(f"/v1/verifications/{v}/proofs", headers=auth),
+    }
+    for name, send in cases.items():
+        with_fast, with_flask = _both(user, apps, send)
+        assert with_fast == with_flask, name
+    assert len(handed) == len(cases)
+
+
+def test_a_fast_proof_is_counted_and_limited_like_any(user, apps, auth, ctx):  # type: ignore[no-untyped-def]
+    user.add_totp()
+    fast, _, handed = apps
+    vid = user.start("login").json["verification_id"]
+    r = _post(fast, vid, auth, json_body={"factor": "totp", "code": user.totp_code()})
+    assert r.status_code == 200 and handed == []
+    metrics = fast.get("/metrics").get_data(as_text=True)
+    line = (
+        'idv_http_requests_total{method="POST",route="/v1/verifications/<verification_id>/proofs"'
+        ',status="200"} 1.0'
+    )
+    assert line in metrics
+    # The client limit counts fast proofs: 429 once it is spent, as on the Flask route.
+    ctx.limits.hit = _spent(ctx.limits.hit)
+    again = _post(fast, vid, auth, json_body={"factor": "totp", "code": "000000"})
+    assert again.status_code == 429 and again.json["error"] == "rate_limited"
+    assert again.headers.get("Retry-After")
+
+
+def _spent(hit):  # type: ignore[no-untyped-def]
+    from service.domain.errors import RateLimited
+
+    def refuse(name, *key, **kwargs):  # type: ignore[no-untyped-def]
+        if name == "client":
+            raise RateLimited("client limit", retry_after=60)
+        return hit(name, *key, **kwargs)
+
+    return refuse
