@@ -135,6 +135,7 @@ class Settings:
     argon2_parallelism: int = 1
     argon2_concurrency: int = 1
     argon2_nice: int | str = ARGON2_IDLE  # or a nice value 0-19
+    argon2_duty: int = 50  # percent of the time each argon2 thread may hash (Argon2Gate)
     log_level: str = "INFO"
     trust_proxy: bool = False
     pin_threads: bool = True
@@ -228,6 +229,7 @@ class Settings:
             ),
             # A PIN flood must not starve TOTP and device proofs (context.Argon2Gate).
             argon2_nice=_argon2_nice(env),
+            argon2_duty=_int(env, "IDV_ARGON2_DUTY", 50, 5, 100),
             log_level=level,
             trust_proxy=(env.get("IDV_TRUST_PROXY") or "").lower() in {"1", "true", "yes"},
             pin_threads=_switch(env, "IDV_PIN_THREADS", True),

@@ -108,3 +108,71 @@ def test_argon2_nice_setting_is_validated():
     for bad in ("20", "-1", "lowest", "1.5"):
         with pytest.raises(ConfigError, match="IDV_ARGON2_NICE"):
             Settings.from_env({"IDV_ARGON2_NICE": bad})
+
+
+class _Clock:
+    """A fake monotonic clock: a hash takes what the test says; sleeps are recorded."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 6))
+        self.now += seconds
+
+
+def _gate_on(clock: _Clock, duty: int) -> Argon2Gate:
+    gate = Argon2Gate(1, wait=5, duty=duty)
+    gate.monotonic, gate.sleep = clock.monotonic, clock.sleep  # type: ignore[method-assign]
+    return gate
+
+
+def test_an_argon2_thread_rests_after_a_hash_by_its_duty():
+    """IDV_ARGON2_DUTY: at 50 % a thread rests as long as its last hash took before the next;
+    time already passed counts towards the rest (a lone PIN check waits for nothing)."""
+    clock = _Clock()
+    gate = _gate_on(clock, 50)
+
+    def hash_taking(seconds: float):  # type: ignore[no-untyped-def]
+        def work() -> None:
+            clock.now += seconds
+
+        return work
+
+    gate.run(hash_taking(0.04))
+    assert clock.slept == []  # the first hash starts at once
+    gate.run(hash_taking(0.02))
+    assert clock.slept == [0.04]  # rested as long as the first hash took
+    clock.now += 0.015  # 15 ms pass before the next PIN check arrives
+    gate.run(hash_taking(0.01))
+    assert clock.slept == [0.04, 0.005]  # the rest left of the second hash's 20 ms
+    clock.now += 1
+    gate.run(hash_taking(0.01))
+    assert clock.slept == [0.04, 0.005]  # long since rested: no wait
+
+
+def test_duty_25_rests_three_times_the_hash_and_100_never_rests():
+    clock = _Clock()
+    quarter = _gate_on(clock, 25)
+    for _ in range(2):
+        quarter.run(lambda: setattr(clock, "now", clock.now + 0.02))
+    assert clock.slept == [0.06]
+    clock.slept.clear()
+    full = _gate_on(clock, 100)
+    for _ in range(3):
+        full.run(lambda: setattr(clock, "now", clock.now + 0.02))
+    assert clock.slept == []
+
+
+def test_duty_setting():
+    from service.settings import ConfigError, Settings
+
+    assert Settings.from_env({}).argon2_duty == 50
+    assert Settings.from_env({"IDV_ARGON2_DUTY": "100"}).argon2_duty == 100
+    for bad in ("0", "4", "101", "half"):
+        with pytest.raises(ConfigError, match="IDV_ARGON2_DUTY"):
+            Settings.from_env({"IDV_ARGON2_DUTY": bad})
