@@ -82,13 +82,22 @@ def install_metrics(app: Flask) -> None:
     def _start() -> None:
         g.idv_started = time.perf_counter()
 
+    series: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labelled children, looked up once
+
     def record(method: str, route: str, status: int, started: float | None, client: Any) -> None:
         """Count one answered request (also called by the proof route's WSGI fast path)."""
         method = method if method in _METHODS else "other"
         elapsed = time.perf_counter() - started if started is not None else None
+        labelled = series.get((method, route, status))
+        if labelled is None:  # bounded: methods, route templates and statuses are finite sets
+            labelled = (
+                latency.labels(method, route),
+                requests_total.labels(method, route, str(status)),
+            )
+            series[(method, route, status)] = labelled
         if elapsed is not None:
-            latency.labels(method, route).observe(elapsed)
-        requests_total.labels(method, route, str(status)).inc()
+            labelled[0].observe(elapsed)
+        labelled[1].inc()
         # The route template, never the raw path or body: no subject id, phone or code in logs.
         if access.isEnabledFor(logging.INFO):
             access.info(

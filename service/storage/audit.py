@@ -57,6 +57,7 @@ The row ``id`` is a surrogate key, not evidence: order within a chain is ``seq``
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import os
@@ -166,14 +167,20 @@ def _profile_of(entry: dict[str, Any]) -> str | None:
 
 
 # -- writing ----------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1024)
+def _names_a_secret(key: str) -> bool:
+    """Whether a detail key's words include a forbidden one (the same few keys recur: cached)."""
+    return bool(set(re.split(r"[^a-z0-9]+", key.lower())) & FORBIDDEN_DETAIL_KEYS)
+
+
 def _check_detail(value: Any, path: str = "detail") -> None:
     """Refuse keys that name a secret, code or phone number, at any depth (T4)."""
     if isinstance(value, dict):
         for key, inner in value.items():
-            tokens = set(re.split(r"[^a-z0-9]+", str(key).lower()))
-            if tokens & FORBIDDEN_DETAIL_KEYS:
+            if _names_a_secret(str(key)):
                 raise ValueError(f"audit {path} must not carry {key!r} (secrets, codes, phones)")
-            _check_detail(inner, f"{path}.{key}")
+            if isinstance(inner, dict | list | tuple):
+                _check_detail(inner, f"{path}.{key}")
     elif isinstance(value, list | tuple):
         for inner in value:
             _check_detail(inner, path)
