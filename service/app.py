@@ -45,8 +45,9 @@ def create_app(settings: Settings | None = None, *, context: ServiceContext | No
 
     @app.after_request
     def _headers(response):  # type: ignore[no-untyped-def]
-        response.headers.setdefault(*SECURITY_HEADERS[0])
-        response.headers[SECURITY_HEADERS[1][0]] = SECURITY_HEADERS[1][1]
+        (cache, cache_rule), (sniff, no_sniff) = SECURITY_HEADERS
+        response.headers.setdefault(cache, cache_rule)  # a route may set its own (the JWKS)
+        response.headers[sniff] = no_sniff
         return response
 
     if context.settings.fast_proofs:  # issue 24: the proof route without Flask's machinery

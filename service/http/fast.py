@@ -41,8 +41,6 @@ from service.http.models import Proof
 from service.usecases import proofs
 
 PATH = re.compile(r"/v1/verifications/([A-Za-z0-9_-]{1,128})/proofs")
-ROUTE = "/v1/verifications/<verification_id>/proofs"  # the metrics label, as Flask's rule
-MAX_BODY = 1024 * 1024  # app.MAX_BODY_BYTES: larger bodies go to Flask (its 413)
 
 StartResponse = Callable[..., Any]
 Wsgi = Callable[[dict, StartResponse], Iterable[bytes]]
@@ -61,6 +59,9 @@ class FastProofs:
         self.app = app
         self.flask_wsgi = flask_wsgi
         self.headers = headers
+        # The route's own rule (the metrics label) and body limit, read from the app once.
+        self.route = next(rule.rule for rule in app.url_map.iter_rules("verify.prove"))
+        self.max_body: int = app.config["MAX_CONTENT_LENGTH"]  # larger: Flask answers its 413
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         raw = self._raw(environ)
@@ -94,11 +95,10 @@ class FastProofs:
                 *self.headers,
             ],
         )
-        self.app.extensions["idv_record_request"]("POST", ROUTE, 200, started, seen.idv_client)
+        self.app.extensions["idv_record_request"]("POST", self.route, 200, started, seen.idv_client)
         return [payload]
 
-    @staticmethod
-    def _raw(environ: dict) -> tuple[str, int] | None:
+    def _raw(self, environ: dict) -> tuple[str, int] | None:
         """The verification id and body length when the fast path takes this request."""
         if environ.get("REQUEST_METHOD") != "POST":
             return None
@@ -111,7 +111,7 @@ class FastProofs:
         if kind != "application/json":
             return None
         length = environ.get("CONTENT_LENGTH", "")
-        if not length.isdigit() or int(length) > MAX_BODY:
+        if not length.isdigit() or int(length) > self.max_body:
             return None
         return match.group(1), int(length)
 
