@@ -15,9 +15,11 @@ What it keeps of the Flask route, in the same order (``service.http.verify.prove
 - the headers every answer gets (``app.SECURITY_HEADERS``) and the metrics and access log
   (``ops.install_metrics``'s ``record``).
 
-Every error, whatever raised it, is answered by Flask itself: a request context is built for
-the same environ and the app's own error handlers and ``after_request`` hooks run, so a 400,
-401, 404, 409, 429 or 500 is byte for byte what the Flask route answers.
+A domain error (``IdvError``: the contract's 400, 401, 403, 404, 409 and 429 refusals) is
+answered here as ``errors.register_error_handlers`` answers it (the body, ``Retry-After``, the
+same headers); every other error is answered by Flask itself: a request context is built for
+the same environ and the app's own error handlers and ``after_request`` hooks run. Either way
+the answer is byte for byte what the Flask route gives (tests/http/test_fast_proofs.py).
 
 What it hands to Flask before doing anything: another method or path, a path id outside
 ``[A-Za-z0-9_-]`` (Flask's path checks apply), an ``Idempotency-Key`` (the claim and replay
@@ -35,7 +37,9 @@ from typing import Any
 
 from flask import Flask, g
 from werkzeug.exceptions import RequestTimeout
+from werkzeug.http import HTTP_STATUS_CODES
 
+from service.domain.errors import IdvError
 from service.http import auth, body, verify
 from service.http.models import Proof
 from service.usecases import proofs
@@ -84,19 +88,51 @@ class FastProofs:
                 raise RequestTimeout()
             proof = body.validate(Proof, body.decode_object(data, "application/json"))
             outcome = proofs.prove(service, client, verification_id, proof.model_dump(), known)
-            payload = (self.app.json.dumps(verify.proof_answer(outcome)) + "\n").encode()
+            payload = self._json(verify.proof_answer(outcome))
+        except IdvError as exc:  # a refusal the contract names: answered here, as Flask would
+            return self._refusal(start_response, exc, started, seen.idv_client)
         except Exception as exc:  # noqa: BLE001 - answered by the app's own handlers below
             return self._flask_error(environ, start_response, exc, started, seen.idv_client)
+        return self._answer(start_response, 200, payload, (), started, seen.idv_client)
+
+    def _answer(
+        self,
+        start_response: StartResponse,
+        status: int,
+        payload: bytes,
+        extra: tuple[tuple[str, str], ...],
+        started: float,
+        client: Any,
+    ) -> Iterable[bytes]:
+        """Send ``payload`` with the headers Flask's answer carries, in its order, and count it."""
         start_response(
-            "200 OK",
+            f"{status} {HTTP_STATUS_CODES[status].upper()}",  # werkzeug's status line
             [
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(payload))),
+                *extra,
                 *self.headers,
             ],
         )
-        self.app.extensions["idv_record_request"]("POST", self.route, 200, started, seen.idv_client)
+        self.app.extensions["idv_record_request"]("POST", self.route, status, started, client)
         return [payload]
+
+    def _json(self, value: Any) -> bytes:
+        """``value`` as ``jsonify`` writes it: the app's JSON provider, compact, a newline."""
+        return (self.app.json.dumps(value, separators=(",", ":")) + "\n").encode()
+
+    def _refusal(
+        self, start_response: StartResponse, exc: IdvError, started: float, client: Any
+    ) -> Iterable[bytes]:
+        """A domain error (``IdvError``) as ``errors.register_error_handlers`` answers it: the
+        contract's body and ``Retry-After`` when the error has one. A PIN flood is mostly these
+        (429 from a full argon2 gate, 409 once a verification locks): through Flask's request
+        context and hooks each cost several times the refusal itself (issue 24, target 4)."""
+        body = {"error": exc.code, "message": exc.message}
+        payload = self._json(body)
+        retry_after = getattr(exc, "retry_after", None)
+        extra = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
+        return self._answer(start_response, exc.status, payload, extra, started, client)
 
     def _raw(self, environ: dict) -> tuple[str, int] | None:
         """The verification id and body length when the fast path takes this request."""
