@@ -801,6 +801,12 @@ def ratios(rows: list[Row], peer: Row | None) -> str:
         if lite and pg and _median(lite):
             ratio = [_median(pg) / _median(lite)]
             say_ratio(f"{name}, PostgreSQL / SQLite (median rates)", ratio, "target 1: >= 0.75")
+    for db in ("sqlite", "postgresql"):  # each flooded phase against the phase just before it
+        alone = rates(rows, "TOTP proof, just before the flood", db)
+        flooded = rates(rows, "TOTP proof, PIN flood", db)
+        shares = [f / a for a, f in zip(alone, flooded, strict=True) if a]
+        if shares:
+            say_ratio(f"TOTP under a PIN flood, {db}", shares, "target 4: >= 0.80, median of 3")
     for name in ("TOTP proof", "whole login"):
         lite = rates(rows, name, "sqlite")
         if peer and lite and peer.result.rate:

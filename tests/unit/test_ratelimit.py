@@ -315,3 +315,62 @@ def test_fifty_threads_take_exactly_the_limit(rl):
     for thread in threads:
         thread.join()
     assert len(won) == 10
+
+
+def test_memory_cleanup_forgets_the_keys_whose_window_emptied(rl, clock):
+    """limits 5.8 kept every key it had seen, with an empty list, for good: one per subject
+    and factor that ever sent a proof, and its once-a-second pass (holding the GIL) grew with
+    them. A key whose window emptied is now deleted; one with entries in its window stays."""
+    storage = rl._storage
+    expire = storage._MemoryStorage__expire_events
+    for i in range(1000):  # accepted proofs: taken, then given back
+        rl.give_back(
+            rl.take_all([("failed_proofs", (f"s{i}", FACTOR)), ("subject_failures", (f"s{i}",))])
+        )
+    fail_proofs(rl, 10)  # one subject's failures stay counted for the window (15 minutes)
+    expire()
+    assert list(storage.events) == [f"idv:failed_proofs:{SUBJECT}:{FACTOR}/900"]
+    with pytest.raises(RateLimited):  # forgetting the others changed nothing for this one
+        fail_proofs(rl, 1)
+    clock.shift(901)
+    expire()
+    assert storage.events == {}
+    fail_proofs(rl, 10)  # the window passed: a fresh budget, as before
+    with pytest.raises(RateLimited):
+        fail_proofs(rl, 1)
+
+
+def test_the_limit_holds_while_the_cleanup_deletes_keys(clock):
+    """A key deleted by the clean-up while threads take and give back places on it: still
+    never more than the limit at once (the locks are striped, never dropped)."""
+    import threading
+
+    rl = RateLimits()
+    storage = rl._storage
+    stop, over = threading.Event(), []
+
+    def clean() -> None:
+        while not stop.is_set():
+            storage._MemoryStorage__expire_events()
+
+    def churn() -> None:
+        for _ in range(300):
+            with contextlib.suppress(RateLimited):
+                taken = rl.take("failed_proofs", SUBJECT, FACTOR)
+                held = len(storage.events.get(f"idv:failed_proofs:{SUBJECT}:{FACTOR}/900", []))
+                if held > 10:
+                    over.append(held)
+                rl.give_back([taken])
+
+    cleaner = threading.Thread(target=clean)
+    cleaner.start()
+    workers = [threading.Thread(target=churn) for _ in range(20)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    stop.set()
+    cleaner.join()
+    assert over == []
+    storage._MemoryStorage__expire_events()
+    assert storage.events == {}  # every place was given back: nothing left to remember
