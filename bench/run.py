@@ -21,6 +21,7 @@ import platform
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -592,8 +593,7 @@ def run_idv(
             label = f" (round {turn} of {rounds})" if turn else ""
             if floor is not None:
                 say(f"floor: the least a TOTP proof costs{label}")
-                mine.append(floor.measure())
-                mine[-1].round = turn
+                mine.append(floor.measure(turn))
             if "totp" in args.only:
                 say(f"[{db}] TOTP proof: preparing {n}{label}")
                 totp = drive(server, from_list(totp_jobs(setup, n)()), args, {200})
@@ -707,8 +707,8 @@ class Floor:
         random.shuffle(self.unused)
         self.rss = ""
 
-    def measure(self, note: str = "") -> Row:
-        """One measurement on verifications no earlier round used."""
+    def measure(self, turn: int) -> Row:
+        """Round ``turn``'s measurement, on verifications no earlier round used."""
         import pyotp
         from floor_app import SECRET
 
@@ -719,7 +719,7 @@ class Floor:
             ("POST", f"/v1/verifications/v{i}/proofs", body, self.headers) for i in mine
         ]
         result = drive(self.server, from_list(jobs), self.args, {200})
-        return Row(FLOOR_NAME, "sqlite", result, note=f"{FLOOR_NOTE}{note}")
+        return Row(FLOOR_NAME, "sqlite", result, note=FLOOR_NOTE, round=turn)
 
     def stop(self) -> None:
         rss = self.server.stop()
@@ -762,12 +762,6 @@ def run_peer(args: argparse.Namespace) -> Row | None:
     return Row("peer: privacyIDEA /validate/check", "sqlite", result, note=note)
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def rates(rows: list[Row], scenario: str, db: str) -> list[float]:
     """The rate of every measurement of ``scenario`` on ``db``, in round order."""
     return [row.result.rate for row in rows if (row.scenario, row.db) == (scenario, db)]
@@ -784,7 +778,7 @@ def ratios(rows: list[Row], peer: Row | None) -> str:
             lines.append(f"- {label}: {values[0]:.2f} ({target})")
         else:
             each = ", ".join(f"{v:.2f}" for v in values)
-            lines.append(f"- {label}: {_median(values):.2f}, median of {each} ({target})")
+            lines.append(f"- {label}: {statistics.median(values):.2f}, median of {each} ({target})")
 
     floors = {row.round: row.result for row in rows if row.scenario == FLOOR_NAME}
     for name in ("TOTP proof", "device proof"):
@@ -798,8 +792,8 @@ def ratios(rows: list[Row], peer: Row | None) -> str:
             say_ratio(f"{name} p99 / floor p99", p99, "target 2: <= 1.5")
     for name in ("TOTP proof", "device proof"):
         lite, pg = rates(rows, name, "sqlite"), rates(rows, name, "postgresql")
-        if lite and pg and _median(lite):
-            ratio = [_median(pg) / _median(lite)]
+        if lite and pg and statistics.median(lite):
+            ratio = [statistics.median(pg) / statistics.median(lite)]
             say_ratio(f"{name}, PostgreSQL / SQLite (median rates)", ratio, "target 1: >= 0.75")
     for db in ("sqlite", "postgresql"):  # each flooded phase against the phase just before it
         alone = rates(rows, "TOTP proof, just before the flood", db)
@@ -810,7 +804,7 @@ def ratios(rows: list[Row], peer: Row | None) -> str:
     for name in ("TOTP proof", "whole login"):
         lite = rates(rows, name, "sqlite")
         if peer and lite and peer.result.rate:
-            ratio = [_median(lite) / peer.result.rate]
+            ratio = [statistics.median(lite) / peer.result.rate]
             say_ratio(f"{name} / privacyIDEA (median rate)", ratio, "target 3: >= 40")
     return "\n".join(
         ["", "Ratios (issue 24's targets; SQLite rows, measured in this run):", *lines]
@@ -959,7 +953,8 @@ def main() -> None:
     say("ceiling: bare Flask app")
     ceilings.append(run_ceiling(args))
     floor = None
-    if "floor" in args.only:  # next to idv's SQLite TOTP proofs: this host's speed drifts
+    # Next to idv's SQLite proofs, in turns with them: this host's speed drifts.
+    if "floor" in args.only and args.db in ("sqlite", "both"):
         say("floor: the least a TOTP proof costs, starting")
         floor = Floor(args, ceilings[0][0].rate, args.rounds)
     try:

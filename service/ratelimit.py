@@ -443,9 +443,6 @@ class _StripedLocks:
     def clear(self) -> None:
         """Nothing to drop (``limits``' ``reset``)."""
 
-    def __len__(self) -> int:
-        return len(self._locks)
-
 
 class _MemoryStorage(MemoryStorage):
     """``limits``' memory storage with its clean-up pass at most once a second, which forgets

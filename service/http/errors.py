@@ -52,15 +52,24 @@ def error_response(status: int, code: str, message: str) -> Response:
     return response
 
 
+def refusal(exc: IdvError) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
+    """A domain error's answer: the contract's body and its extra headers (``Retry-After``
+    when the error carries one). The error handler below and the proof route's fast path
+    (``service.http.fast``) both answer with it."""
+    retry_after = getattr(exc, "retry_after", None)
+    headers = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
+    return {"error": exc.code, "message": exc.message}, headers
+
+
 def register_error_handlers(app: Flask) -> None:
     """Install handlers for domain errors, werkzeug's HTTP errors and anything unexpected."""
 
     @app.errorhandler(IdvError)
     def _domain(exc: IdvError) -> Response:
-        response = error_response(exc.status, exc.code, exc.message)
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            response.headers["Retry-After"] = str(retry_after)
+        body, headers = refusal(exc)
+        response = jsonify(body)
+        response.status_code = exc.status
+        response.headers.extend(headers)
         return response
 
     @app.errorhandler(HTTPException)

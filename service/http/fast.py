@@ -16,7 +16,7 @@ What it keeps of the Flask route, in the same order (``service.http.verify.prove
   (``ops.install_metrics``'s ``record``).
 
 A domain error (``IdvError``: the contract's 400, 401, 403, 404, 409 and 429 refusals) is
-answered here as ``errors.register_error_handlers`` answers it (the body, ``Retry-After``, the
+answered here with the error handler's own ``errors.refusal`` (the body, ``Retry-After``, the
 same headers); every other error is answered by Flask itself: a request context is built for
 the same environ and the app's own error handlers and ``after_request`` hooks run. Either way
 the answer is byte for byte what the Flask route gives (tests/http/test_fast_proofs.py).
@@ -40,7 +40,7 @@ from werkzeug.exceptions import RequestTimeout
 from werkzeug.http import HTTP_STATUS_CODES
 
 from service.domain.errors import IdvError
-from service.http import auth, body, verify
+from service.http import auth, body, errors, verify
 from service.http.models import Proof
 from service.usecases import proofs
 
@@ -124,15 +124,10 @@ class FastProofs:
     def _refusal(
         self, start_response: StartResponse, exc: IdvError, started: float, client: Any
     ) -> Iterable[bytes]:
-        """A domain error (``IdvError``) as ``errors.register_error_handlers`` answers it: the
-        contract's body and ``Retry-After`` when the error has one. A PIN flood is mostly these
-        (429 from a full argon2 gate, 409 once a verification locks): through Flask's request
-        context and hooks each cost several times the refusal itself (issue 24, target 4)."""
-        body = {"error": exc.code, "message": exc.message}
-        payload = self._json(body)
-        retry_after = getattr(exc, "retry_after", None)
-        extra = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
-        return self._answer(start_response, exc.status, payload, extra, started, client)
+        """A domain error (``IdvError``) answered as the app's error handler answers it
+        (``errors.refusal``), without a Flask request context and its hooks."""
+        body, headers = errors.refusal(exc)
+        return self._answer(start_response, exc.status, self._json(body), headers, started, client)
 
     def _raw(self, environ: dict) -> tuple[str, int] | None:
         """The verification id and body length when the fast path takes this request."""
