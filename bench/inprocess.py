@@ -166,16 +166,19 @@ def sign_cost(ctx, n: int = 2000) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times) * 1e6
 
 
-def run(args: argparse.Namespace, crypto: str) -> dict[str, tuple[float, float]]:
-    """Every scenario under one crypto profile; returns the median (wall, CPU) us of each."""
+def prepare(db: str, n: int, crypto: str):  # type: ignore[no-untyped-def]
+    """idv built in this process on ``db`` (``sqlite`` or a PostgreSQL URL) with ``n`` requests
+    of each kind ready: returns the context, the WSGI app and ``(name, environs, status)`` rows.
+    TOTP codes are those of the current step and the next: use them within 30 s, or with the
+    clock held (``bench/instructions.py``)."""
     tmp = tempfile.mkdtemp(prefix="idv-inproc-")
     env = {**os.environ, "IDV_DATA_DIR": tmp, "IDV_LOG_LEVEL": "WARNING"}
     env["IDV_CRYPTO_PROFILE"] = crypto
     env.pop("IDV_REDIS_URL", None)
     env.pop("IDV_SMS_SENDER", None)
-    if args.db != "sqlite":
-        ensure_pg_database(args.db)
-        env["IDV_DATABASE_URL"] = args.db
+    if db != "sqlite":
+        ensure_pg_database(db)
+        env["IDV_DATABASE_URL"] = db
     from service.app import create_app
     from service.context import ServiceContext
     from service.ratelimit import DEFAULTS, RateLimits
@@ -189,10 +192,7 @@ def run(args: argparse.Namespace, crypto: str) -> dict[str, tuple[float, float]]
     loose = {k: "1000000/minute" for k in DEFAULTS} | {"sms_phone": "2000000/minute"}
     ctx.limits = RateLimits(None, overrides=loose | {"sms_phone_daily": "2000000/minute"})
     app = create_app(context=ctx).wsgi_app
-    counter = Counter()
     setup = Setup(env)
-    n = args.n
-
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -237,6 +237,14 @@ def run(args: argparse.Namespace, crypto: str) -> dict[str, tuple[float, float]]
         ("TOTP proof", totp_envs, 200),
         ("device proof", device_envs, 200),
     ]
+    return ctx, app, rows
+
+
+def run(args: argparse.Namespace, crypto: str) -> dict[str, tuple[float, float]]:
+    """Every scenario under one crypto profile; returns the median (wall, CPU) us of each."""
+    n = args.n
+    ctx, app, rows = prepare(args.db, n, crypto)
+    counter = Counter()
     print(f"in-process, {args.db.split(':')[0]}, {crypto}, {n} requests each (median)")
     print(f"{'request':<22}{'median us':>10}{'CPU us':>8}{'statements':>12}{'commits':>9}")
     want = {"TOTP proof": "totp", "device proof": "device", "verification create": "create"}
