@@ -86,6 +86,7 @@ def matching_step(secret: str, code: str, now: float) -> int | None:
     if not _is_well_formed(code):
         return None
     totp = _TOTP(secret)
+    given = code.encode("ascii")
     current = int(now // STEP_SECONDS)
     matched: int | None = None
     # Compare against every candidate without stopping early, in constant time per comparison.
@@ -93,7 +94,7 @@ def matching_step(secret: str, code: str, now: float) -> int | None:
         if step < 0:
             continue
         expected = totp.generate_otp(step)
-        if hmac.compare_digest(expected.encode("ascii"), code.encode("ascii")) and matched is None:
+        if hmac.compare_digest(expected.encode("ascii"), given) and matched is None:
             matched = step
     return matched
 

@@ -45,9 +45,14 @@ def error_code(status: int) -> str:
     return HTTP_CODES.get(status, "invalid_request" if status < 500 else "server_error")
 
 
+def error_body(code: str, message: str) -> dict[str, str]:
+    """The contract's error body (API.md, Errors)."""
+    return {"error": code, "message": message}
+
+
 def error_response(status: int, code: str, message: str) -> Response:
     """Build the contract's error body with ``status``."""
-    response = jsonify({"error": code, "message": message})
+    response = jsonify(error_body(code, message))
     response.status_code = status
     return response
 
@@ -58,7 +63,7 @@ def refusal(exc: IdvError) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]
     (``service.http.fast``) both answer with it."""
     retry_after = getattr(exc, "retry_after", None)
     headers = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
-    return {"error": exc.code, "message": exc.message}, headers
+    return error_body(exc.code, exc.message), headers
 
 
 def register_error_handlers(app: Flask) -> None:
