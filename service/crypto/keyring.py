@@ -64,6 +64,12 @@ def _load_sm2(pem: str) -> sm2.Signer:
 
 
 @functools.lru_cache(maxsize=16)
+def _aesgcm(key: bytes) -> AESGCM:
+    """The AES-GCM cipher of a data key, built once (the key schedule, not once per value)."""
+    return AESGCM(key)
+
+
+@functools.lru_cache(maxsize=16)
 def _load_private(pem: str) -> ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey:
     key = serialization.load_pem_private_key(pem.encode(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey)
@@ -128,7 +134,7 @@ class KeyRing:
             blob = cp.sm4_gcm_encrypt(self.data_keys[kid], plaintext.encode(), context.encode())
         else:
             nonce = os.urandom(12)
-            blob = nonce + AESGCM(self.data_keys[kid]).encrypt(
+            blob = nonce + _aesgcm(self.data_keys[kid]).encrypt(
                 nonce, plaintext.encode(), context.encode()
             )
         return f"{CIPHERTEXT_VERSION}:{kid}:{_b64(blob)}"
@@ -143,7 +149,7 @@ class KeyRing:
             if self.data_key_alg(kid) == cp.SM4_GCM:
                 pt = cp.sm4_gcm_decrypt(self.data_keys[kid], raw, context.encode())
             else:
-                pt = AESGCM(self.data_keys[kid]).decrypt(raw[:12], raw[12:], context.encode())
+                pt = _aesgcm(self.data_keys[kid]).decrypt(raw[:12], raw[12:], context.encode())
         except Exception as exc:  # noqa: BLE001 - any failure is the same failure to the caller
             raise KeyRingError("cannot decrypt a stored value (wrong key or context)") from exc
         return pt.decode()

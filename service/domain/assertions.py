@@ -8,8 +8,9 @@ previous public keys.
 from __future__ import annotations
 
 import base64
+import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -66,25 +67,37 @@ def issue(
         "jti": jti,
     }
     if key.alg == sm2.ALG:
-        return _encode_sm2(key, claims)
-    return jwt.encode(
-        claims, key.private_key(), algorithm=key.alg, headers={"kid": key.kid, "typ": TYP}
-    )
+        # API.md: header ``alg: "SM2"`` (no JOSE name is registered): SM2-with-SM3, default
+        # user ID, raw ``r ‖ s`` (GM/T 0009).
+        return _compact(key, claims, key.sm2_signer().sign)
+    private = key.private_key()
+    return _compact(key, claims, lambda message: _JOSE[key.alg].sign(message, private))
+
+
+# PyJWT's own signers (RFC 7518 §3.4: ES256's raw ``r ‖ s``; RFC 8037: EdDSA), used directly:
+# ``jwt.encode`` around them re-validated and re-serialised a header that never changes, a
+# seventh of a TOTP proof's Python (issue 24). tests/unit/test_assertions.py holds the output
+# to ``jwt.encode``'s, byte for byte.
+_JOSE = {"ES256": ECAlgorithm(ECAlgorithm.SHA256), "EdDSA": OKPAlgorithm()}
+_CLAIMS_JSON = json.JSONEncoder(separators=(",", ":"))  # what jwt.encode writes claims with
+_HEADER_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # and headers
 
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _encode_sm2(key: SigningKey, claims: dict[str, Any]) -> str:
-    """A JWS compact serialisation signed with SM2 (API.md: header ``alg: "SM2"``; no JOSE
-    name is registered): SM2-with-SM3, default user ID, raw ``r ‖ s`` (GM/T 0009)."""
-    header = {"alg": sm2.ALG, "kid": key.kid, "typ": TYP}
-    signing_input = ".".join(
-        _b64url(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
-    )
-    signature = key.sm2_signer().sign(signing_input.encode("ascii"))
-    return f"{signing_input}.{_b64url(signature)}"
+@functools.lru_cache(maxsize=32)
+def _header(alg: str, kid: str) -> str:
+    """The protected header of a key's assertions, encoded once (RFC 8725 §3.11: ``typ``)."""
+    return _b64url(_HEADER_JSON.encode({"alg": alg, "kid": kid, "typ": TYP}).encode())
+
+
+def _compact(key: SigningKey, claims: dict[str, Any], sign: Callable[[bytes], bytes]) -> str:
+    """The JWS compact serialisation (RFC 7515 §7.1) of ``claims`` under ``key``."""
+    payload = _b64url(_CLAIMS_JSON.encode(claims).encode())
+    signing_input = f"{_header(key.alg, key.kid)}.{payload}"
+    return f"{signing_input}.{_b64url(sign(signing_input.encode('ascii')))}"
 
 
 def _decode_sm2(key: SigningKey, token: str) -> dict[str, Any]:

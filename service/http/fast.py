@@ -30,6 +30,7 @@ tests/http/test_fast_proofs.py runs the route's answers both ways and compares t
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -66,6 +67,15 @@ class FastProofs:
         # The route's own rule (the metrics label) and body limit, read from the app once.
         self.route = next(rule.rule for rule in app.url_map.iter_rules("verify.prove"))
         self.max_body: int = app.config["MAX_CONTENT_LENGTH"]  # larger: Flask answers its 413
+        # What ``jsonify`` writes with: the app's JSON provider's settings, compact (built once;
+        # the provider's ``dumps`` builds an encoder per call).
+        provider: Any = app.json
+        self.encoder = json.JSONEncoder(
+            default=provider.default,
+            ensure_ascii=provider.ensure_ascii,
+            sort_keys=provider.sort_keys,
+            separators=(",", ":"),
+        )
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         raw = self._raw(environ)
@@ -119,7 +129,7 @@ class FastProofs:
 
     def _json(self, value: Any) -> bytes:
         """``value`` as ``jsonify`` writes it: the app's JSON provider, compact, a newline."""
-        return (self.app.json.dumps(value, separators=(",", ":")) + "\n").encode()
+        return (self.encoder.encode(value) + "\n").encode()
 
     def _refusal(
         self, start_response: StartResponse, exc: IdvError, started: float, client: Any

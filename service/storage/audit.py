@@ -116,9 +116,15 @@ def canonical_at(value: datetime) -> str:
     return as_utc(value).isoformat(timespec="microseconds")
 
 
+# json.dumps with any argument but the value builds a JSONEncoder per call; these are the
+# same encoders, built once (``encode`` is what json.dumps calls: the same text).
+_DETAIL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+_FIELDS_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
 def canonical_detail(detail: dict[str, Any] | None) -> str:
     """The ``detail`` column's text: sorted keys, no spaces."""
-    return json.dumps(detail or {}, sort_keys=True, separators=(",", ":"))
+    return _DETAIL_JSON.encode(detail or {})
 
 
 def entry_hash(entry: dict[str, Any], profile: str | None = None) -> str:
@@ -144,7 +150,7 @@ def entry_hash(entry: dict[str, Any], profile: str | None = None) -> str:
         entry["ip"],
         *(() if anchors is None else (anchors,)),
     ]
-    data = json.dumps(fields, separators=(",", ":"), ensure_ascii=True)
+    data = _FIELDS_JSON.encode(fields)
     return crypto_profile.plain_hash(profile or _PROFILE, data.encode())
 
 

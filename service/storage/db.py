@@ -144,7 +144,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            if not conn.get_execution_options().get("idv_read_only"):
+            options = conn.get_execution_options()
+            # idv_joined: a Connection joined to a lean.LeanTransaction, whose BEGIN IMMEDIATE
+            # already opened the transaction.
+            if not options.get("idv_read_only") and not options.get("idv_joined"):
                 run_plain(conn, "BEGIN IMMEDIATE")  # every write: on the cursor, not execute()
 
         return engine

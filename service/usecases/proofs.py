@@ -26,7 +26,7 @@ from service.factors import ports, registry
 from service.factors.ports import Check as _Check
 from service.factors.spec import FactorSpec
 from service.ratelimit import Taken
-from service.storage import audit, replay
+from service.storage import audit, lean, replay
 from service.storage import factors as factor_store
 from service.storage import subjects as subject_store
 from service.storage import verifications as store
@@ -160,7 +160,7 @@ def prove(
                     attempt.record = pending(conn, client, verification_id, now, for_update=True)
                     outcome = _settle(ctx, conn, client, attempt, factor, check, rules, now)
     else:
-        with ctx.engine.begin() as conn:
+        with lean.transaction(ctx.engine) as conn:  # SQLite: without a Connection's set-up
             attempt = _load(
                 ctx, conn, client, verification_id, factor, now, for_update=True, known=known
             )

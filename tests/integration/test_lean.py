@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import bindparam, event, exc, select, text
 
 from service.context import ServiceContext
-from service.storage.lean import Lean
+from service.storage.lean import Lean, LeanTransaction, transaction
 from service.storage.tables import carrier_events
 
 T0 = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)
@@ -115,3 +116,106 @@ def test_before_cursor_execute_listeners_still_see_the_statement(ctx: ServiceCon
     finally:
         event.remove(ctx.engine, "before_cursor_execute", listen)
     assert any("FROM carrier_events" in s for s in seen)
+
+
+# -- lean.transaction: the proof route's write transaction (a LeanTransaction on SQLite) -------
+
+
+def test_a_lean_transaction_commits_what_it_wrote(ctx: ServiceContext) -> None:
+    with transaction(ctx.engine) as conn:
+        _INSERT.rowcount(conn, _row("tx", T0))
+        assert conn.in_transaction()
+    with ctx.engine.connect() as conn:
+        assert len(_READ.all(conn, {"phone_hash": "tx"})) == 1
+
+
+def test_a_raising_block_writes_nothing_and_the_writer_is_usable_again(
+    ctx: ServiceContext,
+) -> None:
+    for _ in range(3):  # the same pooled connection each time: it came back clean
+        with pytest.raises(RuntimeError), transaction(ctx.engine) as conn:
+            _INSERT.rowcount(conn, _row("undone", T0))
+            conn.execute(carrier_events.insert().values(**_row("undone", T0, "sim_lost")))
+            raise RuntimeError("the use case refused after writing")
+    with transaction(ctx.engine) as conn:
+        assert _READ.all(conn, {"phone_hash": "undone"}) == []
+
+
+def test_database_errors_in_a_lean_transaction_are_sqlalchemy_errors(ctx: ServiceContext) -> None:
+    with pytest.raises(exc.IntegrityError), transaction(ctx.engine) as conn:
+        _INSERT.rowcount(conn, _row("first", T0))
+        _INSERT.rowcount(conn, {**_row("second", T0), "type": None})
+    with pytest.raises(exc.IntegrityError), transaction(ctx.engine) as conn:
+        conn.execute(carrier_events.insert().values(**{**_row("third", T0), "type": None}))
+    with transaction(ctx.engine) as conn:
+        assert _READ.all(conn, {"phone_hash": "first"}) == []
+
+
+def test_connection_calls_join_the_same_transaction(ctx: ServiceContext) -> None:
+    """``conn.execute`` (and anything else a Connection has) runs in the transaction the lean
+    statements are in: both commit together, and both are undone together."""
+    with transaction(ctx.engine) as conn:
+        _INSERT.rowcount(conn, _row("both", T0))
+        conn.execute(carrier_events.insert().values(**_row("both", T0, "sim_lost")))
+        assert len(_READ.all(conn, {"phone_hash": "both"})) == 2  # each sees the other's
+        seen = conn.execute(
+            select(carrier_events.c.type).where(carrier_events.c.phone_hash == "both")
+        ).all()
+        assert len(seen) == 2
+        _INSERT.rowcount(conn, _row("both", T0, "port_out"))
+    with pytest.raises(ZeroDivisionError), transaction(ctx.engine) as conn:
+        conn.execute(carrier_events.insert().values(**_row("neither", T0)))
+        _INSERT.rowcount(conn, _row("neither", T0, "sim_lost"))
+        _ = 1 / 0
+    with ctx.engine.connect() as conn:
+        assert len(_READ.all(conn, {"phone_hash": "both"})) == 3
+        assert _READ.all(conn, {"phone_hash": "neither"}) == []
+
+
+def test_commit_listeners_see_each_commit(ctx: ServiceContext) -> None:
+    commits: list[object] = []
+
+    def count(conn) -> None:  # type: ignore[no-untyped-def]
+        commits.append(conn)
+
+    event.listen(ctx.engine, "commit", count)
+    try:
+        with transaction(ctx.engine) as conn:
+            _INSERT.rowcount(conn, _row("c1", T0))
+        with transaction(ctx.engine) as conn:
+            conn.execute(carrier_events.insert().values(**_row("c2", T0)))
+        with pytest.raises(RuntimeError), transaction(ctx.engine) as conn:
+            _INSERT.rowcount(conn, _row("c3", T0))
+            raise RuntimeError
+    finally:
+        event.remove(ctx.engine, "commit", count)
+    assert len(commits) == 2
+
+
+def test_lean_and_connection_transactions_from_many_threads_all_land(
+    ctx: ServiceContext,
+) -> None:
+    """Writers from eight threads, half through ``transaction`` and half through
+    ``engine.begin()``: each queues for the one SQLite writer (no ``database is locked``),
+    none is lost."""
+
+    def write(n: int) -> None:
+        for i in range(15):
+            row = _row(f"t{n}", T0 + timedelta(seconds=i))
+            if n % 2:
+                with transaction(ctx.engine) as conn:
+                    _INSERT.rowcount(conn, row)
+            else:
+                with ctx.engine.begin() as conn:
+                    conn.execute(carrier_events.insert().values(**row))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(8)))  # raises here what any writer raised
+    with ctx.engine.connect() as conn:
+        for n in range(8):
+            assert len(_READ.all(conn, {"phone_hash": f"t{n}"})) == 15
+
+
+def test_lean_transactions_are_sqlites_only(ctx: ServiceContext) -> None:
+    made = transaction(ctx.engine)
+    assert isinstance(made, LeanTransaction) == (ctx.engine.dialect.name == "sqlite")

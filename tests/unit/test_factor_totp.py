@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyotp
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.factors import totp
@@ -103,3 +103,47 @@ def test_qr_svg_is_an_svg_document():
     svg = totp.qr_svg(totp.provisioning_uri(SECRET, "alice", "idv"))
     assert svg.startswith(("<?xml", "<svg"))
     assert "<svg" in svg and svg.rstrip().endswith("</svg>")
+
+
+# RFC 6238 Appendix B, SHA-1 (secret "12345678901234567890"): the vectors are eight digits;
+# six-digit codes are their low six digits (RFC 4226 §5.3: value mod 10^Digit).
+RFC_6238_SECRET = base64.b32encode(b"12345678901234567890").decode()
+
+
+@pytest.mark.parametrize(
+    ("at", "eight_digits"),
+    [
+        (59, "94287082"),
+        (1111111109, "07081804"),
+        (1111111111, "14050471"),
+        (1234567890, "89005924"),
+        (2000000000, "69279037"),
+        (20000000000, "65353130"),
+    ],
+)
+def test_rfc_6238_appendix_b_vectors(at, eight_digits):
+    assert totp.matching_step(RFC_6238_SECRET, eight_digits[-6:], float(at)) == at // 30
+
+
+@settings(max_examples=200)
+@given(
+    secret=st.binary(min_size=14, max_size=40).map(lambda b: base64.b32encode(b).decode()),
+    counter=st.integers(min_value=0, max_value=2**40),
+    lower=st.booleans(),
+    unpadded=st.booleans(),
+)
+def test_codes_are_pyotps_codes(secret, counter, lower, unpadded):
+    # The hand-rolled HOTP (one hmac.digest per code) against the library it replaced on the
+    # hot path, for any secret length, letter case and padding pyotp itself accepts.
+    written = secret.lower() if lower else secret
+    written = written.rstrip("=") if unpadded else written
+    expected = pyotp.TOTP(written).generate_otp(counter)
+    assert totp.matching_step(written, expected, counter * 30.0 + 15) == counter
+
+
+def test_a_secret_under_112_bits_is_refused_as_pyotp_refuses_it():
+    short = base64.b32encode(b"x" * 13).decode()
+    with pytest.raises(ValueError):
+        pyotp.TOTP(short).now()
+    with pytest.raises(ValueError):
+        totp.matching_step(short, "123456", NOW)
