@@ -20,6 +20,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from service.crypto import sm2
 from service.crypto.keyring import KeyRing, SigningKey
+from service.domain import jsontext
 from service.domain.errors import StepUpRequired
 
 TYP = "idv-assertion+jwt"
@@ -79,8 +80,8 @@ def issue(
 # seventh of a TOTP proof's Python (issue 24). tests/unit/test_assertions.py holds the output
 # to ``jwt.encode``'s, byte for byte.
 _JOSE = {"ES256": ECAlgorithm(ECAlgorithm.SHA256), "EdDSA": OKPAlgorithm()}
-_CLAIMS_JSON = json.JSONEncoder(separators=(",", ":"))  # what jwt.encode writes claims with
-_HEADER_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # and headers
+_CLAIMS_JSON = jsontext.compact()  # what jwt.encode writes claims with
+_HEADER_JSON = jsontext.compact(sort_keys=True)  # and headers
 
 
 def _b64url(data: bytes) -> str:
@@ -90,12 +91,12 @@ def _b64url(data: bytes) -> str:
 @functools.lru_cache(maxsize=32)
 def _header(alg: str, kid: str) -> str:
     """The protected header of a key's assertions, encoded once (RFC 8725 §3.11: ``typ``)."""
-    return _b64url(_HEADER_JSON.encode({"alg": alg, "kid": kid, "typ": TYP}).encode())
+    return _b64url(_HEADER_JSON({"alg": alg, "kid": kid, "typ": TYP}).encode())
 
 
 def _compact(key: SigningKey, claims: dict[str, Any], sign: Callable[[bytes], bytes]) -> str:
     """The JWS compact serialisation (RFC 7515 §7.1) of ``claims`` under ``key``."""
-    payload = _b64url(_CLAIMS_JSON.encode(claims).encode())
+    payload = _b64url(_CLAIMS_JSON(claims).encode())
     signing_input = f"{_header(key.alg, key.kid)}.{payload}"
     return f"{signing_input}.{_b64url(sign(signing_input.encode('ascii')))}"
 

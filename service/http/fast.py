@@ -30,7 +30,6 @@ tests/http/test_fast_proofs.py runs the route's answers both ways and compares t
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -40,6 +39,7 @@ from flask import Flask, g
 from werkzeug.exceptions import RequestTimeout
 from werkzeug.http import HTTP_STATUS_CODES
 
+from service.domain import jsontext
 from service.domain.errors import IdvError
 from service.http import auth, body, errors, verify
 from service.http.models import Proof
@@ -67,14 +67,13 @@ class FastProofs:
         # The route's own rule (the metrics label) and body limit, read from the app once.
         self.route = next(rule.rule for rule in app.url_map.iter_rules("verify.prove"))
         self.max_body: int = app.config["MAX_CONTENT_LENGTH"]  # larger: Flask answers its 413
-        # What ``jsonify`` writes with: the app's JSON provider's settings, compact (built once;
-        # the provider's ``dumps`` builds an encoder per call).
+        # What ``jsonify`` writes with: the app's JSON provider's settings, compact, built once
+        # (the provider's ``dumps`` builds an encoder per call).
         provider: Any = app.json
-        self.encoder = json.JSONEncoder(
-            default=provider.default,
-            ensure_ascii=provider.ensure_ascii,
+        self.dumps = jsontext.compact(
             sort_keys=provider.sort_keys,
-            separators=(",", ":"),
+            ensure_ascii=provider.ensure_ascii,
+            default=provider.default,
         )
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
@@ -129,7 +128,7 @@ class FastProofs:
 
     def _json(self, value: Any) -> bytes:
         """``value`` as ``jsonify`` writes it: the app's JSON provider, compact, a newline."""
-        return (self.encoder.encode(value) + "\n").encode()
+        return (self.dumps(value) + "\n").encode()
 
     def _refusal(
         self, start_response: StartResponse, exc: IdvError, started: float, client: Any

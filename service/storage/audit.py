@@ -70,6 +70,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select
 
 from service.crypto import profile as crypto_profile
+from service.domain import jsontext
 from service.domain.addresses import truncated_network
 from service.domain.clock import as_utc
 from service.storage.lean import Lean
@@ -116,15 +117,15 @@ def canonical_at(value: datetime) -> str:
     return as_utc(value).isoformat(timespec="microseconds")
 
 
-# json.dumps with any argument but the value builds a JSONEncoder per call; these are the
-# same encoders, built once (``encode`` is what json.dumps calls: the same text).
-_DETAIL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
-_FIELDS_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+# json.dumps(..., sort_keys=True, separators=(",", ":")) and (..., separators=(",", ":"),
+# ensure_ascii=True), each built once (jsontext: the same text).
+_DETAIL_JSON = jsontext.compact(sort_keys=True)
+_FIELDS_JSON = jsontext.compact(ensure_ascii=True)
 
 
 def canonical_detail(detail: dict[str, Any] | None) -> str:
     """The ``detail`` column's text: sorted keys, no spaces."""
-    return _DETAIL_JSON.encode(detail or {})
+    return _DETAIL_JSON(detail or {})
 
 
 def entry_hash(entry: dict[str, Any], profile: str | None = None) -> str:
@@ -150,7 +151,7 @@ def entry_hash(entry: dict[str, Any], profile: str | None = None) -> str:
         entry["ip"],
         *(() if anchors is None else (anchors,)),
     ]
-    data = _FIELDS_JSON.encode(fields)
+    data = _FIELDS_JSON(fields)
     return crypto_profile.plain_hash(profile or _PROFILE, data.encode())
 
 

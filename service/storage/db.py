@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import Pool, QueuePool
 
 from service.storage.lean import run_plain
 
@@ -74,21 +74,37 @@ class FifoLock:
                 self._held = False
 
 
-class FairWriterPool(QueuePool):
+class FairWriterPool(Pool):
     """SQLite's one writer connection, handed to waiting threads first come, first served.
 
     ``QueuePool`` queues threads on a ``Condition``: when the writer comes back, the waiter it
     wakes must still win the pool's mutex against threads that are running, and on a busy
     worker (its request threads on one CPU, ``service.affinity``) the running thread usually
     wins. Some requests then waited for the writer again and again: TOTP proofs at 16
-    connections had a p50 of 11 ms and a p99 of 48 ms. Taken through a ``FifoLock`` first, the
+    connections had a p50 of 11 ms and a p99 of 48 ms. Taken through a ``FifoLock``, the
     writer goes to threads in the order they asked: p99 22 ms at the same throughput
     (bench/RESULTS.md).
+
+    The pool holds exactly one connection record, and the ``FifoLock`` is the whole queue: a
+    ``QueuePool`` of one behind the lock (as before) took a second mutex and condition at each
+    checkout and check-in for nothing (issue 24). An invalidated record reconnects at its next
+    checkout, as in any SQLAlchemy pool.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        creator: Any,
+        pool_size: int = 1,
+        max_overflow: int = 0,
+        timeout: float = 30.0,
+        **kw: Any,
+    ) -> None:
+        if pool_size != 1 or max_overflow != 0:
+            raise ValueError("SQLite's writer pool holds exactly one connection")
+        super().__init__(creator, **kw)
+        self._timeout = timeout
         self._turn = FifoLock()
+        self._record: Any = None
 
     def waiting(self) -> int:
         """How many threads are queued for the writer now."""
@@ -98,16 +114,36 @@ class FairWriterPool(QueuePool):
         if not self._turn.acquire(self._timeout):
             raise PoolTimeout(f"the SQLite writer was busy for {self._timeout:g} s")
         try:
-            return super()._do_get()
+            if self._record is None:
+                self._record = self._create_connection()
+            return self._record
         except BaseException:
             self._turn.release()
             raise
 
     def _do_return_conn(self, record: Any) -> None:
-        try:
-            super()._do_return_conn(record)
-        finally:
-            self._turn.release()
+        self._turn.release()
+
+    def dispose(self) -> None:
+        if self._record is not None:
+            self._record.close()
+            self._record = None
+
+    def recreate(self) -> FairWriterPool:
+        return self.__class__(
+            self._creator,
+            timeout=self._timeout,
+            recycle=self._recycle,
+            echo=self.echo,
+            logging_name=self._orig_logging_name,
+            reset_on_return=self._reset_on_return,
+            pre_ping=self._pre_ping,
+            _dispatch=self.dispatch,
+            dialect=self._dialect,
+        )
+
+    def status(self) -> str:
+        return f"FairWriterPool: {self.waiting()} waiting"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

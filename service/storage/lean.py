@@ -88,7 +88,8 @@ class Lean:
         return plan
 
     def _run(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, _Plan]:
-        plan = self._plan(conn.dialect)
+        dialect = conn.dialect
+        plan = self._plans.get(dialect.name) or self._plan(dialect)
         values = {**plan.defaults, **params} if plan.defaults else dict(params)
         for name, process in plan.binds:
             value = values.get(name)
@@ -97,13 +98,13 @@ class Lean:
         args: Any = values if plan.positional is None else [values[n] for n in plan.positional]
         if not conn.in_transaction():
             conn.begin()  # what Connection.execute's autobegin does
-        dbapi_conn: Any = conn.connection.dbapi_connection
-        cursor = dbapi_conn.cursor()
-        if conn._has_events or conn.engine._has_events:  # tracing, counters: still see it
-            conn.dispatch.before_cursor_execute(conn, cursor, plan.sql, args, None, False)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        listeners = conn.dispatch.before_cursor_execute
+        if listeners:  # tracing, counters: still see it (the call costs even with none)
+            listeners(conn, cursor, plan.sql, args, None, False)
         try:
             cursor.execute(plan.sql, args)
-        except conn.dialect.loaded_dbapi.Error as exc:
+        except dialect.loaded_dbapi.Error as exc:
             cursor.close()
             conn._handle_dbapi_exception(exc, plan.sql, args, cursor, None)
             raise  # not reached: the handler raises the wrapped error
@@ -151,8 +152,9 @@ def run_plain(conn: Connection, sql: str) -> None:
     """Run a constant statement without parameters or rows (``BEGIN IMMEDIATE``) on the DBAPI
     cursor, errors handled as ``Connection.execute`` would. Usable inside engine events."""
     cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    if conn._has_events or conn.engine._has_events:
-        conn.dispatch.before_cursor_execute(conn, cursor, sql, (), None, False)
+    listeners = conn.dispatch.before_cursor_execute
+    if listeners:
+        listeners(conn, cursor, sql, (), None, False)
     try:
         cursor.execute(sql)
     except conn.dialect.loaded_dbapi.Error as exc:
@@ -189,8 +191,7 @@ class LeanTransaction:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect
-        self.dispatch = engine.dispatch
-        self._has_events = False  # engine-level listeners only (``engine._has_events``)
+        self.dispatch = engine.dispatch  # engine-level listeners (no Connection to listen on)
         self._joined: Connection | None = None
         self._fairy: Any = None
 
@@ -268,6 +269,7 @@ class LeanTransaction:
         tb: TracebackType | None,
     ) -> None:
         joined, fairy = self._joined, self._fairy
+        committed = False
         try:
             if joined is not None:  # it holds the transaction now: it ends it, and closes
                 if exc_type is None:
@@ -278,12 +280,15 @@ class LeanTransaction:
                 if self.dispatch.commit:
                     self.dispatch.commit(self)
                 self._dbapi("COMMIT", fairy.dbapi_connection.commit)
+                committed = True
             # Raised: the pool's reset rolls back at check-in below (and invalidates the
             # connection if even that fails), so the error raised is the block's own.
         finally:
             self._fairy = None
             if joined is not None:
                 joined.close()  # gives the DBAPI connection back to the pool
+            elif committed:  # nothing left open: back to the pool without the reset's rollback
+                fairy._close_special(transaction_reset=True)
             else:
                 fairy.close()  # back to the pool, whose reset rolls back anything left open
 
