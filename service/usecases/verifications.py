@@ -22,7 +22,7 @@ from service.domain.errors import (
 )
 from service.domain.policy import ActionPolicy, Decision, decide, open_options
 from service.guessing import LOCKOUT_WINDOW, lockout_for
-from service.storage import audit
+from service.storage import audit, lean
 from service.storage import subjects as subject_store
 from service.storage import verifications as store
 from service.storage.clients import ClientRecord
@@ -86,7 +86,7 @@ def start(
         ctx.limits.hit("ip", ip, action_limits=rules.limits)
     pulled = _pull_carrier(ctx, client, subject_id, rules) if ctx.carrier else None
     now = ctx.clock()
-    with ctx.engine.begin() as conn:
+    with lean.transaction(ctx.engine) as conn:  # half of a whole login: see proofs.prove
         subject = find(ctx, conn, client, subject_id)
         state = subject_state(subject, subject_store.snapshot(conn, subject), now, pulled)
         decision = decide(ctx.policy, action, state, now)
