@@ -22,8 +22,9 @@ What it drops: ``after_cursor_execute``, execution options and result objects (r
 tuples).
 Only for statements on the hot path; everything else uses ``Connection.execute``.
 
-``transaction(engine)`` is the hot path's write transaction (the proof route's): on SQLite it
-runs on the pooled DBAPI connection without building a SQLAlchemy ``Connection`` (a
+``transaction(engine)`` is the hot path's write transaction (the proof route's and
+verification create's): it runs on the pooled DBAPI connection without building a SQLAlchemy
+``Connection`` (on SQLite a
 ``Connection``'s checkout, begin, commit and close cost 228 k instructions a transaction
 against 21 k for the same statements on the DBAPI connection, bench/RESULTS.md; a TOTP proof
 is 2.6 M in all). See ``LeanTransaction`` for what it keeps.
@@ -164,19 +165,22 @@ def run_plain(conn: Connection, sql: str) -> None:
 
 
 class LeanTransaction:
-    """A write transaction on SQLite's writer connection, without a SQLAlchemy ``Connection``
+    """A write transaction on a pooled DBAPI connection, without a SQLAlchemy ``Connection``
     unless a statement needs one.
 
     What it keeps of ``engine.begin()``:
 
-    - the pool: the DBAPI connection is checked out of the engine's pool (``FairWriterPool``:
-      the writer goes to threads in arrival order; the ``connect`` and ``checkout`` events)
+    - the pool: the DBAPI connection is checked out of the engine's pool (on SQLite
+      ``FairWriterPool``: the writer goes to threads in arrival order; on PostgreSQL the
+      ``QueuePool`` and its idle-connection ping) with the ``connect`` and ``checkout`` events,
       and goes back to it, reset, whatever happens;
-    - ``BEGIN IMMEDIATE`` first (what ``db.make_engine``'s ``begin`` listener issues), so
-      concurrent writers queue in the pool and never meet SQLite's busy handler;
+    - on SQLite ``BEGIN IMMEDIATE`` first (what ``db.make_engine``'s ``begin`` listener
+      issues), so concurrent writers queue in the pool and never meet SQLite's busy handler;
+      psycopg opens the transaction at the first statement, as under a ``Connection``;
     - commit when the block ends, rollback when it raises; the ``commit`` event (the bench's
       commit counter), DBAPI errors raised as SQLAlchemy's (``IntegrityError``: 409,
-      ``OperationalError``: 503), a connection SQLite reports broken invalidated;
+      ``OperationalError``: 503), a connection the dialect reports broken invalidated (a
+      PostgreSQL restart: the pool replaces it);
     - every other use of ``Connection``: an attribute this class does not have (``execute``,
       ``scalar``, ``begin_nested``, ...) builds a ``Connection`` on the same DBAPI connection,
       joined to the transaction already open (the ``begin`` listener sees
@@ -254,12 +258,13 @@ class LeanTransaction:
         except self.dialect.loaded_dbapi.Error as e:
             Connection._handle_dbapi_exception_noconnection(e, self.dialect, self.engine)
             raise
-        try:
-            run_plain(self, "BEGIN IMMEDIATE")  # type: ignore[arg-type]
-        except BaseException:
-            self._fairy.close()
-            self._fairy = None
-            raise
+        if self.dialect.name == "sqlite":  # psycopg begins at the first statement itself
+            try:
+                run_plain(self, "BEGIN IMMEDIATE")  # type: ignore[arg-type]
+            except BaseException:
+                self._fairy.close()
+                self._fairy = None
+                raise
         return self
 
     def __exit__(
@@ -294,9 +299,7 @@ class LeanTransaction:
 
 
 def transaction(engine: Engine) -> Any:
-    """The hot path's write transaction: ``LeanTransaction`` on SQLite, ``engine.begin()``
-    elsewhere. Use it as ``with transaction(engine) as conn:``; ``conn`` stands for a
-    ``Connection``."""
-    if engine.dialect.name == "sqlite":
-        return LeanTransaction(engine)
-    return engine.begin()
+    """The hot path's write transaction (``LeanTransaction``), on SQLite and PostgreSQL, in
+    place of ``engine.begin()``: use it as ``with transaction(engine) as conn:``; ``conn``
+    stands for a ``Connection``."""
+    return LeanTransaction(engine)

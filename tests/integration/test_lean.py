@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import bindparam, event, exc, select, text
 
 from service.context import ServiceContext
-from service.storage.lean import Lean, LeanTransaction, transaction
+from service.storage.lean import Lean, transaction
 from service.storage.tables import carrier_events
 
 T0 = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)
@@ -216,6 +216,22 @@ def test_lean_and_connection_transactions_from_many_threads_all_land(
             assert len(_READ.all(conn, {"phone_hash": f"t{n}"})) == 15
 
 
-def test_lean_transactions_are_sqlites_only(ctx: ServiceContext) -> None:
-    made = transaction(ctx.engine)
-    assert isinstance(made, LeanTransaction) == (ctx.engine.dialect.name == "sqlite")
+def test_a_lean_transaction_on_a_dropped_connection_is_a_sqlalchemy_error_and_recovers(
+    ctx: ServiceContext,
+) -> None:
+    """The server side of the connection goes away mid-transaction (PostgreSQL restarted):
+    the error is SQLAlchemy's and the broken connection never serves the next transaction."""
+    if ctx.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL: a server that can drop the connection")
+    with pytest.raises(exc.DBAPIError) as dropped, transaction(ctx.engine) as conn:
+        _INSERT.rowcount(conn, _row("lost", T0))
+        pid = conn.connection.dbapi_connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with ctx.engine.connect() as other:  # another pooled connection ends this one's backend
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        _INSERT.rowcount(conn, _row("lost", T0, "sim_lost"))  # a lean statement meets it
+    assert dropped.value.connection_invalidated
+    with transaction(ctx.engine) as conn:
+        _INSERT.rowcount(conn, _row("after", T0))
+    with ctx.engine.connect() as conn:
+        assert _READ.all(conn, {"phone_hash": "lost"}) == []
+        assert len(_READ.all(conn, {"phone_hash": "after"})) == 1
