@@ -122,12 +122,22 @@ class FairWriterPool(Pool):
             raise
 
     def _do_return_conn(self, record: Any) -> None:
-        self._turn.release()
+        try:
+            if record is not self._record:  # disposed of while it was out: close it now
+                record.close()
+        finally:
+            self._turn.release()
 
     def dispose(self) -> None:
-        if self._record is not None:
-            self._record.close()
-            self._record = None
+        """Close the connection, or, while a thread is using it, once that thread is done with
+        it (as ``QueuePool`` closes only the connections it holds). The next checkout opens
+        a new one."""
+        record, self._record = self._record, None
+        if record is not None and self._turn.acquire(0):
+            try:
+                record.close()
+            finally:
+                self._turn.release()
 
     def recreate(self) -> FairWriterPool:
         return self.__class__(

@@ -276,7 +276,9 @@ class LeanTransaction:
         joined, fairy = self._joined, self._fairy
         committed = False
         try:
-            if joined is not None:  # it holds the transaction now: it ends it, and closes
+            if joined is not None and joined.in_transaction():
+                # It ran a statement, so it holds the transaction now: it ends it. (A joined
+                # Connection that only had an attribute read began nothing: commit below.)
                 if exc_type is None:
                     joined.commit()
                 else:
@@ -291,7 +293,7 @@ class LeanTransaction:
         finally:
             self._fairy = None
             if joined is not None:
-                joined.close()  # gives the DBAPI connection back to the pool
+                joined.close()  # gives the DBAPI connection back to the pool (reset: rollback)
             elif committed:  # nothing left open: back to the pool without the reset's rollback
                 fairy._close_special(transaction_reset=True)
             else:

@@ -3,6 +3,7 @@ PostgreSQL connections pinged only after sitting idle."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -290,3 +291,26 @@ def test_an_existing_world_readable_sqlite_file_is_tightened_at_start(tmp_path) 
     engine = db.make_engine(f"sqlite:///{path}")
     db.dispose(engine)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_disposing_of_the_writer_pool_never_closes_a_connection_in_use(tmp_path) -> None:
+    """``engine.dispose()`` (the CLI's commands end with it) while a transaction holds the
+    writer: that transaction still commits, its connection closes once it is back, and the
+    next transaction gets a new one."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'd.db'}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        with engine.begin() as conn:
+            first = conn.connection.dbapi_connection
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+            engine.pool.dispose()
+            conn.execute(text("INSERT INTO t VALUES (2)"))  # still open, still ours
+        with pytest.raises(sqlite3.ProgrammingError):  # closed once it came back
+            first.execute("SELECT 1")
+        with engine.begin() as conn:
+            assert conn.connection.dbapi_connection is not first
+            assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 2
+        engine.pool.dispose()  # idle: closed at once
+    finally:
+        db.dispose(engine)

@@ -235,3 +235,20 @@ def test_a_lean_transaction_on_a_dropped_connection_is_a_sqlalchemy_error_and_re
     with ctx.engine.connect() as conn:
         assert _READ.all(conn, {"phone_hash": "lost"}) == []
         assert len(_READ.all(conn, {"phone_hash": "after"})) == 1
+
+
+def test_a_connection_attribute_that_runs_nothing_does_not_lose_the_writes(
+    ctx: ServiceContext,
+) -> None:
+    """Reading a ``Connection`` attribute builds the joined ``Connection`` without it beginning
+    anything: the lean statements' transaction must still commit (and roll back on error)."""
+    with transaction(ctx.engine) as conn:
+        _INSERT.rowcount(conn, _row("kept", T0))
+        assert not conn.get_execution_options().get("idv_read_only")
+    with pytest.raises(RuntimeError), transaction(ctx.engine) as conn:
+        _INSERT.rowcount(conn, _row("undone", T0))
+        assert conn.closed is False
+        raise RuntimeError
+    with ctx.engine.connect() as conn:
+        assert len(_READ.all(conn, {"phone_hash": "kept"})) == 1
+        assert _READ.all(conn, {"phone_hash": "undone"}) == []
