@@ -215,16 +215,17 @@ class LeanTransaction:
     def _handle_dbapi_exception(
         self, e: BaseException, statement: str, parameters: Any, cursor: Any, context: Any
     ) -> None:
-        """Raise ``e`` as SQLAlchemy would (``DBAPIError.instance``), invalidating a connection
-        the dialect reports as broken."""
+        """Raise ``e`` as SQLAlchemy would (``DBAPIError.instance``); a connection the dialect
+        reports as broken is invalidated with every connection the pool made before it (what
+        ``Connection`` does: after a database restart they are all dead)."""
         if self._joined is not None:
             self._joined._handle_dbapi_exception(e, statement, parameters, cursor, context)
         dbapi = self.dialect.loaded_dbapi
         broken = isinstance(e, dbapi.Error) and self.dialect.is_disconnect(
             e, self._fairy.dbapi_connection, cursor
         )
-        if broken:
-            self._fairy.invalidate(e)
+        if broken:  # as Connection does: this connection, and the pool's older ones, are stale
+            self.engine.pool._invalidate(self._fairy, e)  # type: ignore[arg-type]
         raise exc.DBAPIError.instance(
             statement,
             parameters,

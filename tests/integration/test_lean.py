@@ -230,6 +230,9 @@ def test_a_lean_transaction_on_a_dropped_connection_is_a_sqlalchemy_error_and_re
             other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         _INSERT.rowcount(conn, _row("lost", T0, "sim_lost"))  # a lean statement meets it
     assert dropped.value.connection_invalidated
+    # As Connection does on a disconnect, the pool's other connections are stale too: the next
+    # checkout of any of them reconnects instead of failing the next request.
+    assert ctx.engine.pool._invalidate_time > 0
     with transaction(ctx.engine) as conn:
         _INSERT.rowcount(conn, _row("after", T0))
     with ctx.engine.connect() as conn:
