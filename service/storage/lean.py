@@ -24,10 +24,10 @@ Only for statements on the hot path; everything else uses ``Connection.execute``
 
 ``transaction(engine)`` is the hot path's write transaction (the proof route's and
 verification create's): it runs on the pooled DBAPI connection without building a SQLAlchemy
-``Connection`` (on SQLite a
-``Connection``'s checkout, begin, commit and close cost 228 k instructions a transaction
-against 21 k for the same statements on the DBAPI connection, bench/RESULTS.md; a TOTP proof
-is 2.6 M in all). See ``LeanTransaction`` for what it keeps.
+``Connection`` (on SQLite a ``Connection``'s checkout, begin, commit and close cost 223 k
+instructions a transaction, this 85 k, a bare ``sqlite3`` connection 23 k:
+``bench/transaction_cost.py``; a TOTP proof is 2.4 M in all). See ``LeanTransaction`` for what
+it keeps.
 """
 
 from __future__ import annotations
@@ -247,12 +247,6 @@ class LeanTransaction:
         return getattr(self._joined, name)
 
     # -- the transaction ---------------------------------------------------------------------
-    def _dbapi(self, what: str, run: Callable[[], Any]) -> None:
-        try:
-            run()
-        except self.dialect.loaded_dbapi.Error as e:
-            self._handle_dbapi_exception(e, what, (), None, None)
-
     def __enter__(self) -> LeanTransaction:
         try:
             self._fairy = self.engine.raw_connection()
@@ -287,7 +281,10 @@ class LeanTransaction:
             elif exc_type is None:
                 if self.dispatch.commit:
                     self.dispatch.commit(self)
-                self._dbapi("COMMIT", fairy.dbapi_connection.commit)
+                try:
+                    fairy.dbapi_connection.commit()
+                except self.dialect.loaded_dbapi.Error as e:
+                    self._handle_dbapi_exception(e, "COMMIT", (), None, None)
                 committed = True
             # Raised: the pool's reset rolls back at check-in below (and invalidates the
             # connection if even that fails), so the error raised is the block's own.
