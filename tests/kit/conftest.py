@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,9 +45,12 @@ class KitServer:
         )
         wait_healthy(self.url, self.process, log_path)
 
-    def stop(self) -> None:
+    def stop(self, *, graceful: bool = True) -> None:
+        """SIGTERM (gunicorn's graceful stop: a kept-alive connection may linger up to 2 s for
+        a request already on its way), or SIGQUIT (its immediate stop) when the test is over:
+        every answer the test saw was committed before it was sent."""
         if self.process is not None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGTERM if graceful else signal.SIGQUIT)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -87,7 +91,7 @@ def idv_server(tmp_path: Path, database_url: str) -> Iterator[KitServer]:
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(graceful=False)
 
 
 @pytest.fixture
