@@ -50,8 +50,8 @@ def create_app(settings: Settings | None = None, *, context: ServiceContext | No
         response.headers[sniff] = no_sniff
         return response
 
-    if context.settings.fast_proofs:  # issue 24: the proof route without Flask's machinery
-        app.wsgi_app = fast.FastProofs(app, app.wsgi_app, SECURITY_HEADERS)  # type: ignore[method-assign]
+    if context.settings.fast_proofs:  # issue 24: a whole login without Flask's machinery
+        app.wsgi_app = fast.FastRoutes(app, app.wsgi_app, SECURITY_HEADERS)  # type: ignore[method-assign]
     return app
 
 

@@ -1,17 +1,20 @@
-"""``POST /v1/verifications/{id}/proofs`` without Flask's per-request machinery.
+"""The two requests of a whole login without Flask's per-request machinery (issue 24):
+``POST /v1/verifications`` (201) and ``POST /v1/verifications/{id}/proofs`` (200).
 
-The proof route is the hot path (issue 24). Flask and werkzeug cost a proof about a fifth of
-its Python: a request context, URL matching, six hooks, a ``Request`` and a ``Response``
-object and their header structures. This WSGI middleware answers the route's ordinary
-requests itself and hands every other request to Flask unchanged.
+They are the hot path. Flask and werkzeug cost each about a fifth of its Python: a request
+context, URL matching, six hooks, a ``Request`` and a ``Response`` object and their header
+structures. This WSGI middleware answers those routes' ordinary requests itself and hands every
+other request to Flask unchanged.
 
-What it keeps of the Flask route, in the same order (``service.http.verify.prove``):
+What it keeps of the Flask routes, in the same order (``service.http.verify.start`` and
+``service.http.verify.prove``):
 
-- the caller: ``auth.recognised`` (a known key from memory, confirmed live in the proof's
+- the caller: ``auth.recognised`` (a known key from memory, confirmed live in the use case's
   first statement; the ``client`` limit; the ``verify`` scope);
-- the body: ``body.decode_object`` and ``body.validate`` with the route's ``Proof`` model;
-- the use case ``proofs.prove`` (the one place that orders the security checks), and the
-  route's answer (``verify.proof_answer``) serialised by the app's JSON provider;
+- the body: ``body.decode_object`` and ``body.validate`` with the route's model
+  (``StartVerification``, ``Proof``);
+- the use case (``verifications.start``, ``proofs.prove``: the one place that orders the
+  security checks), and the route's answer serialised by the app's JSON provider;
 - the headers every answer gets (``app.SECURITY_HEADERS``) and the metrics and access log
   (``ops.install_metrics``'s ``record``).
 
@@ -25,7 +28,7 @@ What it hands to Flask before doing anything: another method or path, a path id 
 ``[A-Za-z0-9_-]`` (Flask's path checks apply), an ``Idempotency-Key`` (the claim and replay
 hooks), a body without a ``Content-Length`` or over the 1 MiB limit, chunked bodies, and a
 Content-Type other than ``application/json``. ``IDV_FAST_PROOFS=0`` turns it off.
-tests/http/test_fast_proofs.py runs the route's answers both ways and compares them.
+tests/http/test_fast_proofs.py runs the routes' answers both ways and compares them.
 """
 
 from __future__ import annotations
@@ -33,22 +36,60 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, g
 from werkzeug.exceptions import RequestTimeout
 from werkzeug.http import HTTP_STATUS_CODES
 
+from service.context import ServiceContext
 from service.domain import jsontext
 from service.domain.errors import IdvError
 from service.http import auth, body, errors, verify
-from service.http.models import Proof
-from service.usecases import proofs
+from service.http.models import Proof, StartVerification
+from service.storage.clients import ClientRecord
+from service.usecases import proofs, verifications
+from service.usecases.clients import KnownKey
 
-PATH = re.compile(r"/v1/verifications/([A-Za-z0-9_-]{1,128})/proofs")
+PROOFS = re.compile(r"/v1/verifications/([A-Za-z0-9_-]{1,128})/proofs")
+START = "/v1/verifications"
 
 StartResponse = Callable[..., Any]
 Wsgi = Callable[[dict, StartResponse], Iterable[bytes]]
+# (service, client, known key, path id, body bytes) -> the answer's JSON value
+Handler = Callable[[ServiceContext, ClientRecord, "KnownKey | None", str, bytes], Any]
+
+
+def _json_body(data: bytes, model: Any) -> Any:
+    return body.validate(model, body.decode_object(data, "application/json"))
+
+
+def _prove(
+    service: ServiceContext, client: ClientRecord, known: KnownKey | None, vid: str, data: bytes
+) -> Any:
+    """``verify.prove``: a proof."""
+    proof = _json_body(data, Proof)
+    outcome = proofs.prove(service, client, vid, proof.model_dump(), known)
+    return verify.proof_answer(outcome)
+
+
+def _start(
+    service: ServiceContext, client: ClientRecord, known: KnownKey | None, _: str, data: bytes
+) -> Any:
+    """``verify.start``: a verification created."""
+    start = _json_body(data, StartVerification)
+    view = verifications.start(
+        service, client, start.subject_id, start.action, start.context, known
+    )
+    return view.answer()
+
+
+@dataclass(frozen=True)
+class _Route:
+    rule: str  # the Flask route's rule: the metrics label
+    status: int  # the answer's status when the use case returns
+    handler: Handler
 
 
 class _Seen:
@@ -57,15 +98,17 @@ class _Seen:
     idv_client: Any = None
 
 
-class FastProofs:
-    """WSGI middleware: the proof route's ordinary requests, answered without Flask."""
+class FastRoutes:
+    """WSGI middleware: a whole login's ordinary requests, answered without Flask."""
 
     def __init__(self, app: Flask, flask_wsgi: Wsgi, headers: tuple[tuple[str, str], ...]) -> None:
         self.app = app
         self.flask_wsgi = flask_wsgi
         self.headers = headers
-        # The route's own rule (the metrics label) and body limit, read from the app once.
-        self.route = next(rule.rule for rule in app.url_map.iter_rules("verify.prove"))
+        # The routes' own rules (the metrics labels) and body limit, read from the app once.
+        rules = {rule.endpoint: rule.rule for rule in app.url_map.iter_rules()}
+        self.proofs = _Route(rules["verify.prove"], 200, _prove)
+        self.start = _Route(rules["verify.start"], 201, _start)
         self.max_body: int = app.config["MAX_CONTENT_LENGTH"]  # larger: Flask answers its 413
         # What ``jsonify`` writes with: the app's JSON provider's settings, compact, built once
         # (the provider's ``dumps`` builds an encoder per call).
@@ -80,7 +123,7 @@ class FastProofs:
         raw = self._raw(environ)
         if raw is None:
             return self.flask_wsgi(environ, start_response)
-        verification_id, length = raw
+        route, path_id, length = raw
         started = time.perf_counter()
         seen = _Seen()
         try:
@@ -95,18 +138,19 @@ class FastProofs:
                 raise RequestTimeout() from None
             if len(data) < length:  # werkzeug's ClientDisconnected: the same 408
                 raise RequestTimeout()
-            proof = body.validate(Proof, body.decode_object(data, "application/json"))
-            outcome = proofs.prove(service, client, verification_id, proof.model_dump(), known)
-            payload = self._json(verify.proof_answer(outcome))
+            payload = self._json(route.handler(service, client, known, path_id, data))
         except IdvError as exc:  # a refusal the contract names: answered here, as Flask would
-            return self._refusal(start_response, exc, started, seen.idv_client)
+            return self._refusal(start_response, route, exc, started, seen.idv_client)
         except Exception as exc:  # noqa: BLE001 - answered by the app's own handlers below
             return self._flask_error(environ, start_response, exc, started, seen.idv_client)
-        return self._answer(start_response, 200, payload, (), started, seen.idv_client)
+        return self._answer(
+            start_response, route, route.status, payload, (), started, seen.idv_client
+        )
 
     def _answer(
         self,
         start_response: StartResponse,
+        route: _Route,
         status: int,
         payload: bytes,
         extra: tuple[tuple[str, str], ...],
@@ -123,7 +167,7 @@ class FastProofs:
                 *self.headers,
             ],
         )
-        self.app.extensions["idv_record_request"]("POST", self.route, status, started, client)
+        self.app.extensions["idv_record_request"]("POST", route.rule, status, started, client)
         return [payload]
 
     def _json(self, value: Any) -> bytes:
@@ -131,21 +175,32 @@ class FastProofs:
         return (self.dumps(value) + "\n").encode()
 
     def _refusal(
-        self, start_response: StartResponse, exc: IdvError, started: float, client: Any
+        self,
+        start_response: StartResponse,
+        route: _Route,
+        exc: IdvError,
+        started: float,
+        client: Any,
     ) -> Iterable[bytes]:
         """A domain error (``IdvError``) answered as the app's error handler answers it
         (``errors.refusal``), without a Flask request context and its hooks."""
         body, headers = errors.refusal(exc)
-        return self._answer(start_response, exc.status, self._json(body), headers, started, client)
+        payload = self._json(body)
+        return self._answer(start_response, route, exc.status, payload, headers, started, client)
 
-    def _raw(self, environ: dict) -> tuple[str, int] | None:
-        """The verification id and body length when the fast path takes this request."""
+    def _raw(self, environ: dict) -> tuple[_Route, str, int] | None:
+        """The route, the path id and the body length when the fast path takes this request."""
         if environ.get("REQUEST_METHOD") != "POST":
             return None
-        match = PATH.fullmatch(environ.get("PATH_INFO", ""))
-        if match is None or "HTTP_IDEMPOTENCY_KEY" in environ:
-            return None
-        if "HTTP_TRANSFER_ENCODING" in environ:
+        path = environ.get("PATH_INFO", "")
+        if path == START:
+            route, path_id = self.start, ""
+        else:
+            match = PROOFS.fullmatch(path)
+            if match is None:
+                return None
+            route, path_id = self.proofs, match.group(1)
+        if "HTTP_IDEMPOTENCY_KEY" in environ or "HTTP_TRANSFER_ENCODING" in environ:
             return None
         kind = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
         if kind != "application/json":
@@ -153,7 +208,7 @@ class FastProofs:
         length = environ.get("CONTENT_LENGTH", "")
         if not length.isdigit() or int(length) > self.max_body:
             return None
-        return match.group(1), int(length)
+        return route, path_id, int(length)
 
     def _flask_error(
         self,

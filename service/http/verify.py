@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from flask import Blueprint, Response, jsonify
 
 from service.domain.clock import rfc3339
@@ -65,18 +63,19 @@ def remove_factor(subject_id: str, factor_id: str) -> tuple[str, int]:
 
 @bp.post("/v1/verifications")
 def start() -> tuple[Response, int]:
-    """Start a step-up verification for an action."""
-    client = caller("verify")
+    """Start a step-up verification for an action (the route's ordinary requests are answered
+    by ``service.http.fast``, which runs the same key check, body rules and use case)."""
+    client, known = known_caller("verify")
     body = parse(StartVerification)
-    view = verifications.start(ctx(), client, body.subject_id, body.action, body.context)
-    return jsonify(asdict(view)), 201
+    view = verifications.start(ctx(), client, body.subject_id, body.action, body.context, known)
+    return jsonify(view.answer()), 201
 
 
 @bp.get("/v1/verifications/<verification_id>")
 def get(verification_id: str) -> Response:
     """A verification's state."""
     client = caller("verify")
-    return jsonify(asdict(verifications.get(ctx(), client, verification_id)))
+    return jsonify(verifications.get(ctx(), client, verification_id).answer())
 
 
 @bp.post("/v1/verifications/<verification_id>/challenges")
@@ -115,7 +114,7 @@ def cancel(verification_id: str) -> Response:
     client = caller("verify")
     body = parse(AssertionBody, optional=True)
     record = recovery.cancel(ctx(), client, verification_id, body.assertion)
-    return jsonify(asdict(verifications.VerificationView.of(record)))
+    return jsonify(verifications.VerificationView.of(record).answer())
 
 
 @bp.post("/v1/carrier-events")

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import (
     Connection,
     Integer,
+    and_,
     bindparam,
     case,
     delete,
@@ -26,6 +27,8 @@ from sqlalchemy import (
 
 from service.domain.clock import as_utc
 from service.factors.registry import SINGLE_USE_SETS
+from service.storage import clients as client_store
+from service.storage.clients import ClientRecord
 from service.storage.factors import FactorRecord
 from service.storage.lean import Lean
 from service.storage.tables import (
@@ -33,6 +36,7 @@ from service.storage.tables import (
     TS,
     attestation_keys,
     carrier_events,
+    clients,
     factors,
     recovery_codes,
     subject_events,
@@ -83,6 +87,37 @@ def get(conn: Connection, client_id: str, subject_id: str) -> SubjectRecord | No
     """The subject of this tenant, or None (another tenant's subject is simply not found)."""
     row = _GET.first(conn, {"client_id": client_id, "subject_id": subject_id})
     return record_of(row) if row else None
+
+
+# A subject's columns labelled ``s_pk``, ... for statements that join it (``record_of``'s prefix).
+LABELLED = [c.label(f"s_{c.name}") for c in subjects.c if c.name != "updated_at"]
+# The caller's client row (and its stored key hash) with the subject, when there is one: for a
+# request whose API key this process knew, its revocation and expiry are read in the request's
+# first statement, not a statement of their own (usecases.clients.confirm).
+_WITH_CLIENT = Lean(
+    select(*[c.label(f"c_{c.name}") for c in clients.c], *LABELLED)
+    .select_from(
+        clients.outerjoin(
+            subjects,
+            and_(
+                subjects.c.client_id == clients.c.id,
+                subjects.c.subject_id == bindparam("subject_id"),
+            ),
+        )
+    )
+    .where(clients.c.id == bindparam("client_id"))
+)
+
+
+def get_with_client(
+    conn: Connection, client_id: str, subject_id: str
+) -> tuple[SubjectRecord | None, ClientRecord, str] | None:
+    """``get`` and the client as stored now, with its key hash; None: no such client."""
+    row = _WITH_CLIENT.first(conn, {"client_id": client_id, "subject_id": subject_id})
+    if row is None:
+        return None
+    subject = record_of(row, prefix="s_") if row.s_pk is not None else None
+    return subject, client_store.record_of(row, prefix="c_"), row.c_key_hash
 
 
 _BY_PK = select(subjects).where(subjects.c.pk == bindparam("pk"))

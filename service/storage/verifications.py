@@ -12,7 +12,7 @@ from service.domain.clock import as_utc
 from service.storage import clients as client_store
 from service.storage.clients import ClientRecord
 from service.storage.lean import Lean
-from service.storage.subjects import SubjectRecord, record_of
+from service.storage.subjects import LABELLED, SubjectRecord, record_of
 from service.storage.tables import clients, subject_events, subjects, verifications
 
 
@@ -140,9 +140,8 @@ def get(
     return _record(row) if row else None
 
 
-_S = [c.label(f"s_{c.name}") for c in subjects.c if c.name != "updated_at"]
 _WITH_SUBJECT = (
-    select(verifications, *_S)
+    select(verifications, *LABELLED)
     .join(subjects, subjects.c.pk == verifications.c.subject_pk)
     .where(
         verifications.c.id == bindparam("id"), verifications.c.client_id == bindparam("client_id")

@@ -7,7 +7,7 @@ Challenges live in ``challenges``, proofs in ``proofs``.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ from service.storage.verifications import VerificationRecord
 from service.usecases.clients import KnownKey, confirm
 from service.usecases.recovery import shown_status
 from service.usecases.signals import PulledSignals, pull, subject_state
-from service.usecases.subjects import find, phone_of, subject_ref
+from service.usecases.subjects import check_subject_id, find, phone_of, subject_ref
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,11 @@ class VerificationView:
     satisfied: list[str] = field(default_factory=list)
     held_until: str | None = None
     ready_at: str | None = None  # a delayed recovery: when its wait ends (API.md, Recovery)
+
+    def answer(self) -> dict[str, Any]:
+        """The contract's JSON object: ``dataclasses.asdict`` without its recursive deep copy
+        (a view is built per request and never changed; tests/unit/test_verification_view.py)."""
+        return {name: getattr(self, name) for name in _VIEW_FIELDS}
 
     @classmethod
     def of(cls, record: VerificationRecord, status: str | None = None) -> VerificationView:
@@ -65,6 +70,9 @@ class VerificationView:
         )
 
 
+_VIEW_FIELDS = tuple(f.name for f in fields(VerificationView))
+
+
 def _ip(context: dict[str, Any] | None) -> str | None:
     ip = (context or {}).get("ip")
     return ip[:64] if isinstance(ip, str) else None
@@ -77,17 +85,27 @@ def start(
     subject_id: str,
     action: str,
     context: dict[str, Any] | None = None,
+    known: KnownKey | None = None,
 ) -> VerificationView:
-    """Decide which factor combinations this subject may use for ``action`` right now."""
+    """Decide which factor combinations this subject may use for ``action`` right now.
+
+    ``known``: the caller's API key came from memory (``usecases.clients.recognise``); it is
+    confirmed live in the transaction's first statement, which reads the client row with the
+    subject, before anything is written or answered (a revoked key: 401 before 404), and
+    before a carrier is asked anything.
+    """
     rules = ctx.policy.action(action)  # unknown action → 400 before anything else
     ip = _ip(context)
     ctx.limits.hit("verifications", client.id, action_limits=rules.limits)
     if ip:
         ctx.limits.hit("ip", ip, action_limits=rules.limits)
-    pulled = _pull_carrier(ctx, client, subject_id, rules) if ctx.carrier else None
+    pulled = _pull_carrier(ctx, client, subject_id, rules, known) if ctx.carrier else None
     now = ctx.clock()
     with lean.transaction(ctx.engine) as conn:  # half of a whole login: see proofs.prove
-        subject = find(ctx, conn, client, subject_id)
+        if known is None:
+            subject = find(ctx, conn, client, subject_id)
+        else:
+            client, subject = _find_confirmed(ctx, conn, known, client, subject_id, now)
         state = subject_state(subject, subject_store.snapshot(conn, subject), now, pulled)
         decision = decide(ctx.policy, action, state, now)
         verification_id = "vf_" + secrets.token_urlsafe(18)
@@ -118,13 +136,39 @@ def start(
     return VerificationView.of(record)
 
 
+def _find_confirmed(
+    ctx: ServiceContext,
+    conn: Connection,
+    known: KnownKey,
+    client: ClientRecord,
+    subject_id: str,
+    now: datetime,
+) -> tuple[ClientRecord, SubjectRecord]:
+    """``find`` for a caller whose key came from memory: one statement reads the client row
+    and the subject; the key is confirmed live (``confirm``) before the subject's absence is."""
+    check_subject_id(subject_id)
+    found = subject_store.get_with_client(conn, client.id, subject_id)
+    fresh = confirm(ctx, conn, known, found[1:] if found else None, now)
+    if found is None or found[0] is None:
+        raise NotFound("no such subject")
+    return fresh, found[0]
+
+
 def _pull_carrier(
-    ctx: ServiceContext, client: ClientRecord, subject_id: str, rules: ActionPolicy
+    ctx: ServiceContext,
+    client: ClientRecord,
+    subject_id: str,
+    rules: ActionPolicy,
+    known: KnownKey | None,
 ) -> PulledSignals | None:
-    """Ask the configured carrier about the subject's phone, outside any transaction."""
+    """Ask the configured carrier about the subject's phone, outside any transaction (a key
+    from memory is confirmed first: a revoked key never costs a carrier query)."""
     assert ctx.carrier is not None
     with ctx.engine.connect() as conn:
-        subject = find(ctx, conn, client, subject_id)
+        if known is None:
+            subject = find(ctx, conn, client, subject_id)
+        else:
+            client, subject = _find_confirmed(ctx, conn, known, client, subject_id, ctx.clock())
         conn.rollback()
     phone = phone_of(ctx, subject)
     if phone is None:

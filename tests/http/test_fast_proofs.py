@@ -1,5 +1,6 @@
-"""The proof route's WSGI fast path answers exactly what the Flask route answers (issue 24:
-"a leaner hot route is approved wherever a test shows the behaviour is unchanged").
+"""The WSGI fast path of a whole login (verification create and the proof route) answers exactly
+what the Flask routes answer (issue 24: "a leaner hot route is approved wherever a test shows
+the behaviour is unchanged").
 
 Two apps over one service and database: ``fast`` (the default, ``service.http.fast``) and
 ``flask`` (``IDV_FAST_PROOFS=0``). Each case runs once on each app on its own fresh
@@ -18,7 +19,7 @@ import re
 import pytest
 
 from service.app import create_app
-from service.http.fast import FastProofs
+from service.http.fast import FastRoutes
 from service.usecases.clients import create_client
 
 
@@ -27,12 +28,12 @@ def apps(ctx):  # type: ignore[no-untyped-def]
     """(fast, flask) test clients over ``ctx``, and the list of requests fast handed on (to
     Flask's routing, or to Flask's error handlers)."""
     fast = create_app(context=ctx)
-    assert isinstance(fast.wsgi_app, FastProofs)
+    assert isinstance(fast.wsgi_app, FastRoutes)
     handed: list[str] = []
     flask_wsgi = fast.wsgi_app.flask_wsgi
 
     def counting(environ, start_response):  # type: ignore[no-untyped-def]
-        if environ["PATH_INFO"].endswith("/proofs"):
+        if environ["PATH_INFO"].startswith("/v1/verifications"):
             handed.append(environ["PATH_INFO"])
         return flask_wsgi(environ, start_response)
 
@@ -50,7 +51,7 @@ def apps(ctx):  # type: ignore[no-untyped-def]
         slow = create_app(context=ctx)
     finally:
         ctx.settings = on
-    assert not isinstance(slow.wsgi_app, FastProofs)
+    assert not isinstance(slow.wsgi_app, FastRoutes)
     for app in (fast, slow):
         app.config["TESTING"] = True
     return fast.test_client(), slow.test_client(), handed
@@ -220,3 +221,83 @@ def _spent(hit):  # type: ignore[no-untyped-def]
         return hit(name, *key, **kwargs)
 
     return refuse
+
+
+def _create(client, auth, *, data=None, json_body=None, content_type="application/json"):  # type: ignore[no-untyped-def]
+    if json_body is not None:
+        data = json.dumps(json_body)
+    return client.post("/v1/verifications", data=data, headers=auth, content_type=content_type)
+
+
+def _created(response) -> tuple:  # type: ignore[no-untyped-def]
+    """``_answer`` for a create: its new verification's id masked."""
+    vid = (response.json or {}).get("verification_id", "<none>")
+    return _answer(response, vid)
+
+
+def test_every_create_answer_is_the_flask_routes(user, apps, auth, other_auth, ctx):  # type: ignore[no-untyped-def]
+    user.add_totp()
+    fast, slow, handed = apps
+    reader = {"Authorization": f"Bearer {create_client(ctx, 'reader', ['carrier'])[1]}"}
+    login = {"subject_id": "alice", "action": "login"}
+    cases = {
+        "created": lambda c: _create(c, auth, json_body=login),
+        "with context": lambda c: _create(
+            c, auth, json_body={**login, "context": {"ip": "198.51.100.7", "channel": "app"}}
+        ),
+        "another action": lambda c: _create(
+            c, auth, json_body={"subject_id": "alice", "action": "delete_account"}
+        ),
+        "no key": lambda c: _create(c, {}, json_body=login),
+        "bad key": lambda c: _create(c, {"Authorization": "Bearer idv_nope"}, json_body=login),
+        "other scope": lambda c: _create(c, reader, json_body=login),
+        "another tenant's subject": lambda c: _create(c, other_auth, json_body=login),
+        "unknown subject": lambda c: _create(
+            c, auth, json_body={"subject_id": "nobody", "action": "login"}
+        ),
+        "bad subject id": lambda c: _create(
+            c, auth, json_body={"subject_id": "a b", "action": "login"}
+        ),
+        "unknown action": lambda c: _create(
+            c, auth, json_body={"subject_id": "alice", "action": "fly"}
+        ),
+        "not JSON": lambda c: _create(c, auth, data=b"{nope"),
+        "an array": lambda c: _create(c, auth, data=b"[]"),
+        "repeated name": lambda c: _create(
+            c, auth, data=b'{"subject_id": "alice", "subject_id": "bob", "action": "login"}'
+        ),
+        "a NUL": lambda c: _create(c, auth, data=b'{"subject_id": "\\u0000", "action": "login"}'),
+        "extra member": lambda c: _create(c, auth, json_body={**login, "x": 1}),
+        "no action": lambda c: _create(c, auth, json_body={"subject_id": "alice"}),
+        "empty body": lambda c: _create(c, auth, data=b""),
+        "charset": lambda c: _create(
+            c, auth, json_body=login, content_type="application/json; charset=utf-8"
+        ),
+    }
+    handed_on = []
+    for name, send in cases.items():
+        before = len(handed)
+        answers = [_created(send(client)) for client in (fast, slow)]
+        assert answers[0] == answers[1], name
+        if len(handed) > before:
+            handed_on.append(name)
+    assert handed_on == ["empty body"]  # the test client sends no Content-Length for b""
+    created = _created(_create(fast, auth, json_body=login))
+    assert created[0] == "201 CREATED" and json.loads(created[1])["status"] == "pending"
+    assert ("Cache-Control", "no-store") in created[2]
+    statuses = {name: _created(send(fast))[0][:3] for name, send in cases.items()}
+    assert statuses["another action"] == "201" and statuses["unknown subject"] == "404"
+    assert statuses["no key"] == "401" and statuses["other scope"] == "403"
+    assert statuses["unknown action"] == "400" and statuses["not JSON"] == "400"
+    metrics = fast.get("/metrics").get_data(as_text=True)
+    assert 'route="/v1/verifications",status="201"}' in metrics
+
+
+def test_a_create_with_an_idempotency_key_is_left_to_flask(user, apps, auth):  # type: ignore[no-untyped-def]
+    fast, _, handed = apps
+    headers = {**auth, "Idempotency-Key": "login-1"}
+    login = {"subject_id": "alice", "action": "login"}
+    first = _create(fast, headers, json_body=login)
+    again = _create(fast, headers, json_body=login)
+    assert first.status_code == 201 and again.json == first.json  # the replay hook answered
+    assert handed == ["/v1/verifications", "/v1/verifications"]

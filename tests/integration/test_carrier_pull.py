@@ -91,3 +91,24 @@ def test_a_hanging_or_trickling_carrier_is_bounded_by_the_login_deadline(pulled,
     assert elapsed < 2.0 + 1.0, elapsed  # ~2 s deadline for login, never the 10 s hang
     assert v["status"] == "pending"  # login is not sensitive: SMS stays, the reason is told
     assert sim.requests  # the carrier was asked, not skipped
+
+
+def test_a_revoked_key_from_memory_asks_the_carrier_nothing(pulled, sim):
+    """Verification create takes a key it verified before from memory (issue 24); the key is
+    confirmed live before the carrier is asked, so a revoked key costs no carrier query."""
+    from service.storage import clients as client_store
+
+    sim.add_number(PHONE, activated_at=datetime.now(UTC) - timedelta(days=400))
+    assert pulled.put().status_code == 201
+    assert pulled.start("login").status_code == 201  # the key is now known to the process
+    asked = len(sim.requests)
+    assert asked > 0
+    context = pulled.http.application.extensions["idv"]
+    client_id = pulled.http.get("/v1/client", headers=pulled.auth).json["client_id"]
+    with context.engine.begin() as conn:
+        assert client_store.revoke(conn, client_id, context.clock())
+    r = pulled.http.post(
+        "/v1/verifications", json={"subject_id": "alice", "action": "login"}, headers=pulled.auth
+    )
+    assert r.status_code == 401, r.json
+    assert len(sim.requests) == asked
