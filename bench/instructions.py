@@ -45,14 +45,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 
-KINDS = (
-    "healthz (bare Flask)",
-    "floor: TOTP proof",
-    "idv: create",
-    "idv: TOTP proof",
-    "idv: device proof",
-)
-
 
 def _counted(fn: Callable[[], None]) -> None:
     """Run ``fn`` in a ctypes callback (from libc's ``qsort_r``): the region callgrind counts.

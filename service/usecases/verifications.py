@@ -102,10 +102,7 @@ def start(
     pulled = _pull_carrier(ctx, client, subject_id, rules, known) if ctx.carrier else None
     now = ctx.clock()
     with lean.transaction(ctx.engine) as conn:  # half of a whole login: see proofs.prove
-        if known is None:
-            subject = find(ctx, conn, client, subject_id)
-        else:
-            client, subject = _find_confirmed(ctx, conn, known, client, subject_id, now)
+        client, subject = _find(ctx, conn, client, known, subject_id, now)
         state = subject_state(subject, subject_store.snapshot(conn, subject), now, pulled)
         decision = decide(ctx.policy, action, state, now)
         verification_id = "vf_" + secrets.token_urlsafe(18)
@@ -136,16 +133,19 @@ def start(
     return VerificationView.of(record)
 
 
-def _find_confirmed(
+def _find(
     ctx: ServiceContext,
     conn: Connection,
-    known: KnownKey,
     client: ClientRecord,
+    known: KnownKey | None,
     subject_id: str,
     now: datetime,
 ) -> tuple[ClientRecord, SubjectRecord]:
-    """``find`` for a caller whose key came from memory: one statement reads the client row
-    and the subject; the key is confirmed live (``confirm``) before the subject's absence is."""
+    """The caller's client and subject (``find``). For a key from memory one statement reads
+    the client row and the subject, and the key is confirmed live (``confirm``) before the
+    subject's absence is told."""
+    if known is None:
+        return client, find(ctx, conn, client, subject_id)
     check_subject_id(subject_id)
     found = subject_store.get_with_client(conn, client.id, subject_id)
     fresh = confirm(ctx, conn, known, found[1:] if found else None, now)
@@ -165,10 +165,7 @@ def _pull_carrier(
     from memory is confirmed first: a revoked key never costs a carrier query)."""
     assert ctx.carrier is not None
     with ctx.engine.connect() as conn:
-        if known is None:
-            subject = find(ctx, conn, client, subject_id)
-        else:
-            client, subject = _find_confirmed(ctx, conn, known, client, subject_id, ctx.clock())
+        client, subject = _find(ctx, conn, client, known, subject_id, ctx.clock())
         conn.rollback()
     phone = phone_of(ctx, subject)
     if phone is None:
